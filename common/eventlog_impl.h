@@ -1,0 +1,35 @@
+/*
+ * eventlog_impl.h - what a log backend provides (internal to the eventlog modules).
+ *
+ * A backend's log and reader structs start with `struct elog` / `struct elog_reader` (their
+ * `super`), recovered with a cast; eventlog.c dispatches the public calls through `ops`.
+ */
+#ifndef REG_EVENTLOG_IMPL_H
+#define REG_EVENTLOG_IMPL_H
+
+#include "eventlog.h"
+
+struct elog_ops {
+    int (*append)(elog *log, const void *key, size_t key_len, const void *value, size_t value_len,
+                  int64_t time_ms, elog_append_cb cb, void *arg);
+    int (*flush)(elog *log, int timeout_ms);
+    int64_t (*end_offset)(elog *log);
+    int (*offset_for_time)(elog *log, int64_t time_ms, int64_t *offset);
+    int (*reader_open)(elog *log, int64_t offset, elog_reader **out);
+    int (*reader_next)(elog_reader *rd, elog_record *recs, int max, int timeout_ms);
+    void (*reader_close)(elog_reader *rd);
+    void (*close)(elog *log);
+};
+
+struct elog {
+    const struct elog_ops *ops;
+};
+
+struct elog_reader {
+    const struct elog_ops *ops;
+};
+
+int elog_embedded_open(const elog_config *cfg, elog **out);
+int elog_kafka_open(const elog_config *cfg, elog **out);
+
+#endif
