@@ -1,0 +1,101 @@
+/* ids.c - UUIDs, tokens and token hashes (ids.h), on OpenSSL's RNG and SHA-256. */
+#include "ids.h"
+#include "err.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <string.h>
+
+int reg_uuid_random(reg_uuid *out)
+{
+    if (RAND_bytes(out->b, 16) != 1) return REG_EIO;
+    out->b[6] = (uint8_t)((out->b[6] & 0x0f) | 0x40);
+    out->b[8] = (uint8_t)((out->b[8] & 0x3f) | 0x80);
+    return 0;
+}
+
+void reg_uuid_derive(const reg_uuid *ns, const void *name, size_t len, reg_uuid *out)
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    EVP_DigestUpdate(ctx, ns->b, 16);
+    EVP_DigestUpdate(ctx, name, len);
+    EVP_DigestFinal_ex(ctx, md, NULL);
+    EVP_MD_CTX_free(ctx);
+    memcpy(out->b, md, 16);
+    out->b[6] = (uint8_t)((out->b[6] & 0x0f) | 0x50);
+    out->b[8] = (uint8_t)((out->b[8] & 0x3f) | 0x80);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int reg_uuid_parse(const char *s, reg_uuid *out)
+{
+    if (!s || strlen(s) != REG_UUID_STRLEN) return REG_EINVAL;
+    int j = 0;
+    for (int i = 0; i < REG_UUID_STRLEN;) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') return REG_EINVAL;
+            i++;
+            continue;
+        }
+        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        if (hi < 0 || lo < 0) return REG_EINVAL;
+        out->b[j++] = (uint8_t)(hi << 4 | lo);
+        i += 2;
+    }
+    return 0;
+}
+
+void reg_uuid_format(const reg_uuid *u, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+        *p++ = hex[u->b[i] >> 4];
+        *p++ = hex[u->b[i] & 15];
+    }
+    *p = 0;
+}
+
+int reg_token_new(char *out, size_t cap)
+{
+    static const char b64url[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char raw[33];
+    if (cap < 48) return REG_EINVAL;
+    if (RAND_bytes(raw, 32) != 1) return REG_EIO;
+    raw[32] = 0;
+    char *p = out;
+    memcpy(p, "rgt_", 4);
+    p += 4;
+    /* 32 bytes = 256 bits = 43 characters of 6 bits (the last one padded with zero bits). */
+    for (int bit = 0; bit < 256; bit += 6) {
+        int byte = bit / 8, shift = bit % 8;
+        unsigned v = (unsigned)raw[byte] << 8 | raw[byte + 1];
+        *p++ = b64url[(v >> (10 - shift)) & 63];
+    }
+    *p = 0;
+    return 0;
+}
+
+void reg_token_hash(const char *token, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)token, strlen(token), md);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = 0;
+}

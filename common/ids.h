@@ -1,0 +1,38 @@
+/*
+ * ids.h - identifiers and secrets: UUIDs (random v4, and name-based ones derived with SHA-256 so
+ * that a re-decided command yields the same event ids), bearer tokens and their hashes.
+ */
+#ifndef REG_IDS_H
+#define REG_IDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct reg_uuid {
+    uint8_t b[16];
+} reg_uuid;
+
+#define REG_UUID_STRLEN 36 /* without the NUL */
+
+/* A random (version 4) UUID from the OpenSSL CSPRNG. 0 or REG_EIO. */
+int reg_uuid_random(reg_uuid *out);
+
+/* A name-based UUID (version 5 layout, SHA-256 instead of SHA-1): the same (namespace, name)
+ * always gives the same id. */
+void reg_uuid_derive(const reg_uuid *ns, const void *name, size_t len, reg_uuid *out);
+
+/* Parses the canonical 36-character form (hex digits, either case). 0 or REG_EINVAL. */
+int reg_uuid_parse(const char *s, reg_uuid *out);
+
+/* Writes the canonical lower-case form and a NUL into out (at least 37 bytes). */
+void reg_uuid_format(const reg_uuid *u, char *out);
+
+/* A new bearer token: "rgt_" followed by 43 base64url characters (32 random bytes). out holds
+ * at least 48 bytes. 0 or REG_EIO. */
+int reg_token_new(char *out, size_t cap);
+
+/* The hex SHA-256 of a token (64 characters and a NUL into out, at least 65 bytes); tokens are
+ * stored and logged only as this. */
+void reg_token_hash(const char *token, char *out);
+
+#endif

@@ -1,0 +1,264 @@
+/*
+ * apply.c - how each event changes the view (apply.h): the entity records and every index that
+ * fleet queries use. Index entries are maintained from the record's previous and new values, so
+ * the indexes always match the records.
+ */
+#include "projector/apply.h"
+#include "err.h"
+#include "ids.h"
+#include "projector/keys.h"
+#include "projector/records.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *str_or(const json_t *obj, const char *field, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(obj, field));
+    return s ? s : dflt;
+}
+
+static void put_json(view_txn *t, view_cf cf, const reg_key *k, json_t *value)
+{
+    char *text = json_dumps(value, JSON_COMPACT);
+    view_txn_put(t, cf, k->b, k->len, text, strlen(text));
+    free(text);
+}
+
+static void put_empty(view_txn *t, view_cf cf, const reg_key *k)
+{
+    view_txn_put(t, cf, k->b, k->len, "", 0);
+}
+
+/* The index entries of a device that depend on its attributes (not metadata). */
+static void device_attr_index(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
+                              const json_t *dev, int add)
+{
+    reg_key k;
+    const char *type = str_or(dev, "device_type", ""), *status = str_or(dev, "status", "");
+
+    key_add(key_str0(key_str0(key_add(key_reset(&k), tid->b, 16), type), status), did->b, 16);
+    if (add) put_empty(t, VIEW_IDX_ATTR, &k);
+    else view_txn_delete(t, VIEW_IDX_ATTR, k.b, k.len);
+
+    key_add(key_str0(key_add(key_reset(&k), tid->b, 16), status), did->b, 16);
+    if (add) put_empty(t, VIEW_IDX_STATUS, &k);
+    else view_txn_delete(t, VIEW_IDX_STATUS, k.b, k.len);
+
+    const char *fw = json_string_value(json_object_get(dev, "firmware_version"));
+    if (fw) {
+        key_add(key_str0(key_add(key_reset(&k), tid->b, 16), fw), did->b, 16);
+        if (add) put_empty(t, VIEW_IDX_FIRMWARE, &k);
+        else view_txn_delete(t, VIEW_IDX_FIRMWARE, k.b, k.len);
+    }
+    json_t *seen = json_object_get(dev, "last_seen_at");
+    if (json_is_integer(seen)) {
+        key_add(key_be64(key_add(key_reset(&k), tid->b, 16), (uint64_t)json_integer_value(seen)),
+                did->b, 16);
+        if (add) put_empty(t, VIEW_IDX_LASTSEEN, &k);
+        else view_txn_delete(t, VIEW_IDX_LASTSEEN, k.b, k.len);
+    }
+}
+
+static void store_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, json_t *dev)
+{
+    reg_key k;
+    key_add(key_add(key_reset(&k), tid->b, 16), did->b, 16);
+    put_json(t, VIEW_DEVICES, &k, dev);
+}
+
+/* Sets (value non-NULL) or deletes one metadata key with its index entry; returns the change in
+ * the device's key count (+1, 0, -1). */
+static int set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, const char *key,
+                        const char *value)
+{
+    reg_key k, ik;
+    key_str(key_add(key_add(key_reset(&k), tid->b, 16), did->b, 16), key);
+    char *old = NULL;
+    size_t old_len = 0;
+    int had = view_txn_get(t, VIEW_METADATA, k.b, k.len, &old, &old_len) == 0;
+    if (had) {
+        key_add(key_str0(key_str0(key_add(key_reset(&ik), tid->b, 16), key), old), did->b, 16);
+        view_txn_delete(t, VIEW_IDX_META, ik.b, ik.len);
+        free(old);
+    }
+    if (value) {
+        view_txn_put(t, VIEW_METADATA, k.b, k.len, value, strlen(value));
+        key_add(key_str0(key_str0(key_add(key_reset(&ik), tid->b, 16), key), value), did->b, 16);
+        put_empty(t, VIEW_IDX_META, &ik);
+        return had ? 0 : 1;
+    }
+    if (had) view_txn_delete(t, VIEW_METADATA, k.b, k.len);
+    return had ? -1 : 0;
+}
+
+static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
+                                   const json_t *ev, const json_t *b)
+{
+    char tid_s[37], did_s[37];
+    reg_uuid_format(tid, tid_s);
+    reg_uuid_format(did, did_s);
+    json_t *md = json_object_get(b, "metadata");
+    json_t *dev = json_pack(
+        "{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:n, s:O, s:I, s:i}", "device_id", did_s,
+        "tenant_id", tid_s, "serial_number", json_object_get(b, "serial_number"), "device_type",
+        json_object_get(b, "device_type"), "status", json_object_get(b, "status"),
+        "firmware_version", json_object_get(b, "firmware_version"), "hardware_revision",
+        json_object_get(b, "hardware_revision"), "registered_at", json_object_get(ev, "time_ms"),
+        "last_seen_at", "version", json_object_get(ev, "version"), "metadata_count",
+        (json_int_t)json_object_size(md), "shadow_version", 0);
+    if (!dev) return REG_EDECODE;
+    store_device(t, tid, did, dev);
+    device_attr_index(t, tid, did, dev, 1);
+    json_decref(dev);
+
+    reg_key k;
+    key_str(key_add(key_reset(&k), tid->b, 16), str_or(b, "serial_number", ""));
+    view_txn_put(t, VIEW_SERIALS, k.b, k.len, did->b, 16);
+
+    const char *mk;
+    json_t *mv;
+    json_object_foreach(md, mk, mv) set_metadata(t, tid, did, mk, json_string_value(mv));
+    return 0;
+}
+
+/* Loads the device for a device event, applies `change` to it, and stores it back with the
+ * event's version, keeping the attribute indexes in step. */
+static int update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, const json_t *ev,
+                         void (*change)(json_t *dev, const json_t *body, int *count_delta,
+                                        view_txn *t, const reg_uuid *tid, const reg_uuid *did),
+                         const json_t *body)
+{
+    json_t *dev = NULL;
+    view_src src = {NULL, t};
+    int err = record_device_load(src, tid, did, &dev);
+    if (err) return err == REG_ENOTFOUND ? REG_EDECODE : err;
+    device_attr_index(t, tid, did, dev, 0);
+    int delta = 0;
+    change(dev, body, &delta, t, tid, did);
+    json_object_set(dev, "version", json_object_get(ev, "version"));
+    if (delta) {
+        json_int_t n = json_integer_value(json_object_get(dev, "metadata_count")) + delta;
+        json_object_set_new(dev, "metadata_count", json_integer(n));
+    }
+    device_attr_index(t, tid, did, dev, 1);
+    store_device(t, tid, did, dev);
+    json_decref(dev);
+    return 0;
+}
+
+static void change_status(json_t *dev, const json_t *b, int *delta, view_txn *t,
+                          const reg_uuid *tid, const reg_uuid *did)
+{
+    json_object_set(dev, "status", json_object_get(b, "to"));
+}
+
+static void change_attributes(json_t *dev, const json_t *b, int *delta, view_txn *t,
+                              const reg_uuid *tid, const reg_uuid *did)
+{
+    static const char *const fields[] = {"firmware_version", "hardware_revision"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_object_get(b, fields[i]);
+        if (json_is_string(v)) json_object_set(dev, fields[i], v);
+    }
+}
+
+static void change_metadata(json_t *dev, const json_t *b, int *delta, view_txn *t,
+                            const reg_uuid *tid, const reg_uuid *did)
+{
+    const char *mk;
+    json_t *mv;
+    json_object_foreach(json_object_get(b, "changes"), mk, mv)
+        *delta += set_metadata(t, tid, did, mk, json_string_value(mv));
+}
+
+static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *ev,
+                                const json_t *b)
+{
+    char tid_s[37];
+    reg_uuid_format(tid, tid_s);
+    json_t *rec = json_deep_copy(b);
+    json_object_set_new(rec, "tenant_id", json_string(tid_s));
+    json_object_set(rec, "created_at", json_object_get(ev, "time_ms"));
+    json_object_set(rec, "version", json_object_get(ev, "version"));
+    reg_key k;
+    key_add(key_reset(&k), tid->b, 16);
+    put_json(t, VIEW_TENANTS, &k, rec);
+    json_decref(rec);
+    return 0;
+}
+
+static int hex_to_bytes(const char *hex, unsigned char *out, size_t n)
+{
+    if (!hex || strlen(hex) != 2 * n) return REG_EDECODE;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) return REG_EDECODE;
+        out[i] = (unsigned char)v;
+    }
+    return 0;
+}
+
+static int apply_token_created(view_txn *t, const reg_uuid *tid, const json_t *ev, const json_t *b)
+{
+    unsigned char hash[32];
+    reg_uuid token_id;
+    if (hex_to_bytes(str_or(b, "token_hash", NULL), hash, 32) ||
+        reg_uuid_parse(str_or(b, "token_id", ""), &token_id))
+        return REG_EDECODE;
+    char tid_s[37];
+    reg_uuid_format(tid, tid_s);
+    json_t *rec = json_pack("{s:O, s:s, s:O, s:O, s:O}", "token_id", json_object_get(b, "token_id"),
+                            "tenant_id", tid_s, "role", json_object_get(b, "role"), "name",
+                            json_object_get(b, "name"), "created_at",
+                            json_object_get(ev, "time_ms"));
+    if (!rec) return REG_EDECODE;
+    reg_key k;
+    key_add(key_byte(key_reset(&k), 'h'), hash, 32);
+    put_json(t, VIEW_TOKENS, &k, rec);
+    json_decref(rec);
+    key_add(key_add(key_byte(key_reset(&k), 'i'), tid->b, 16), token_id.b, 16);
+    view_txn_put(t, VIEW_TOKENS, k.b, k.len, hash, 32);
+    return 0;
+}
+
+static int apply_token_revoked(view_txn *t, const reg_uuid *tid, const json_t *b)
+{
+    reg_uuid token_id;
+    if (reg_uuid_parse(str_or(b, "token_id", ""), &token_id)) return REG_EDECODE;
+    reg_key k, hk;
+    key_add(key_add(key_byte(key_reset(&k), 'i'), tid->b, 16), token_id.b, 16);
+    char *hash = NULL;
+    size_t len = 0;
+    if (view_txn_get(t, VIEW_TOKENS, k.b, k.len, &hash, &len) != 0) return 0;
+    key_add(key_byte(key_reset(&hk), 'h'), hash, len);
+    free(hash);
+    view_txn_delete(t, VIEW_TOKENS, hk.b, hk.len);
+    view_txn_delete(t, VIEW_TOKENS, k.b, k.len);
+    return 0;
+}
+
+int apply_event(view_txn *t, const json_t *ev)
+{
+    reg_uuid tid, eid;
+    if (reg_uuid_parse(str_or(ev, "tenant_id", ""), &tid) ||
+        reg_uuid_parse(str_or(ev, "entity_id", ""), &eid))
+        return REG_EDECODE;
+    json_t *body = json_object_get(ev, "body");
+    const char *kind = NULL;
+    json_t *b = NULL;
+    json_object_foreach(body, kind, b) break;
+    if (!kind || !json_is_object(b)) return REG_EDECODE;
+
+    if (!strcmp(kind, "TenantCreated")) return apply_tenant_created(t, &tid, ev, b);
+    if (!strcmp(kind, "TokenCreated")) return apply_token_created(t, &tid, ev, b);
+    if (!strcmp(kind, "TokenRevoked")) return apply_token_revoked(t, &tid, b);
+    if (!strcmp(kind, "DeviceRegistered")) return apply_device_registered(t, &tid, &eid, ev, b);
+    if (!strcmp(kind, "DeviceStatusChanged"))
+        return update_device(t, &tid, &eid, ev, change_status, b);
+    if (!strcmp(kind, "DeviceAttributesChanged"))
+        return update_device(t, &tid, &eid, ev, change_attributes, b);
+    if (!strcmp(kind, "MetadataChanged"))
+        return update_device(t, &tid, &eid, ev, change_metadata, b);
+    return REG_EDECODE;
+}

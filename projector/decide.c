@@ -1,0 +1,383 @@
+/*
+ * decide.c - the rules of the registry (decide.h): what each command may do given the view.
+ *
+ * Syntactic checks (types, lengths, formats) were made by the API before the command was sent;
+ * here are the rules that depend on state: existence within the tenant (another tenant's id is
+ * simply not found), serial uniqueness, the device status machine, metadata key limits.
+ */
+#include "projector/decide.h"
+#include "err.h"
+#include "ids.h"
+#include "projector/keys.h"
+#include "projector/records.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum reply_kind {
+    REPLY_NONE,
+    REPLY_TENANT,
+    REPLY_TOKEN,
+    REPLY_TOKEN_REVOKED,
+    REPLY_DEVICE,
+    REPLY_METADATA,
+};
+
+static const char *str_of(const json_t *obj, const char *field)
+{
+    const char *s = json_string_value(json_object_get(obj, field));
+    return s ? s : "";
+}
+
+static void reject(decision *d, int status, const char *title, const char *detail)
+{
+    d->status = status;
+    d->reply = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", title, "status",
+                         status, "detail", detail);
+}
+
+/* Appends an event of this command. Its id is derived from the command id and its index, so a
+ * re-decided command produces identical events. */
+static void emit(decision *d, const json_t *cmd, const decide_config *cfg, const char *entity_id,
+                 json_int_t version, const char *kind, json_t *body /* stolen */)
+{
+    reg_uuid cid, eid;
+    char eid_s[37];
+    size_t index = json_array_size(d->events);
+    if (reg_uuid_parse(str_of(cmd, "command_id"), &cid)) memset(&cid, 0, sizeof cid);
+    reg_uuid_derive(&cid, &index, sizeof index, &eid);
+    reg_uuid_format(&eid, eid_s);
+    json_t *ev = json_pack("{s:s, s:O, s:O, s:s, s:s, s:O, s:O, s:I, s:{s:o}}", "event_id", eid_s,
+                           "command_id", json_object_get(cmd, "command_id"), "tenant_id",
+                           json_object_get(cmd, "tenant_id"), "entity_id", entity_id, "region",
+                           cfg->region, "time_ms", json_object_get(cmd, "time_ms"), "actor",
+                           json_object_get(cmd, "actor"), "version", version, "body", kind, body);
+    json_array_append_new(d->events, ev);
+}
+
+/* Loads the command's device, or rejects with 404. Returns the stored device JSON or NULL. */
+static json_t *load_device(view_txn *t, const json_t *cmd, const json_t *b, decision *d, int *err)
+{
+    reg_uuid tid, did;
+    json_t *dev = NULL;
+    if (reg_uuid_parse(str_of(cmd, "tenant_id"), &tid) ||
+        reg_uuid_parse(str_of(b, "device_id"), &did)) {
+        reject(d, 404, "Not Found", "no such device");
+        return NULL;
+    }
+    view_src src = {NULL, t};
+    int e = record_device_load(src, &tid, &did, &dev);
+    if (e == REG_ENOTFOUND) {
+        reject(d, 404, "Not Found", "no such device");
+        return NULL;
+    }
+    if (e) {
+        *err = e;
+        return NULL;
+    }
+    return dev;
+}
+
+static int decide_create_tenant(view_txn *t, const json_t *cmd, const json_t *b,
+                                const decide_config *cfg, decision *d)
+{
+    reg_uuid tid;
+    json_t *existing = NULL;
+    if (reg_uuid_parse(str_of(cmd, "tenant_id"), &tid)) {
+        reject(d, 400, "Bad Request", "invalid tenant id");
+        return 0;
+    }
+    view_src src = {NULL, t};
+    if (record_tenant_load(src, &tid, &existing) == 0) {
+        json_decref(existing);
+        reject(d, 409, "Conflict", "tenant exists");
+        return 0;
+    }
+    emit(d, cmd, cfg, str_of(cmd, "tenant_id"), 1, "TenantCreated",
+         json_pack("{s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"),
+                   "cert_validity_days", json_object_get(b, "cert_validity_days"),
+                   "rotate_before_days", json_object_get(b, "rotate_before_days"),
+                   "overlap_days", json_object_get(b, "overlap_days")));
+    emit(d, cmd, cfg, str_of(b, "token_id"), 1, "TokenCreated",
+         json_pack("{s:O, s:s, s:s, s:O}", "token_id", json_object_get(b, "token_id"), "role",
+                   "operator", "name", "initial operator token", "token_hash",
+                   json_object_get(b, "token_hash")));
+    d->status = 201;
+    d->reply_kind = REPLY_TENANT;
+    return 0;
+}
+
+static int decide_create_token(view_txn *t, const json_t *cmd, const json_t *b,
+                               const decide_config *cfg, decision *d)
+{
+    emit(d, cmd, cfg, str_of(b, "token_id"), 1, "TokenCreated", json_deep_copy(b));
+    d->status = 201;
+    d->reply_kind = REPLY_TOKEN;
+    return 0;
+}
+
+static int decide_revoke_token(view_txn *t, const json_t *cmd, const json_t *b,
+                               const decide_config *cfg, decision *d)
+{
+    reg_uuid tid, token_id;
+    if (reg_uuid_parse(str_of(cmd, "tenant_id"), &tid) ||
+        reg_uuid_parse(str_of(b, "token_id"), &token_id)) {
+        reject(d, 404, "Not Found", "no such token");
+        return 0;
+    }
+    reg_key k;
+    key_add(key_add(key_byte(key_reset(&k), 'i'), tid.b, 16), token_id.b, 16);
+    char *hash = NULL;
+    int err = view_txn_get(t, VIEW_TOKENS, k.b, k.len, &hash, NULL);
+    if (err == REG_ENOTFOUND) {
+        reject(d, 404, "Not Found", "no such token");
+        return 0;
+    }
+    if (err) return err;
+    free(hash);
+    emit(d, cmd, cfg, str_of(b, "token_id"), 2, "TokenRevoked", json_deep_copy(b));
+    d->status = 200;
+    d->reply_kind = REPLY_TOKEN_REVOKED;
+    return 0;
+}
+
+static int decide_register_device(view_txn *t, const json_t *cmd, const json_t *b,
+                                  const decide_config *cfg, decision *d)
+{
+    reg_uuid tid;
+    if (reg_uuid_parse(str_of(cmd, "tenant_id"), &tid)) {
+        reject(d, 404, "Not Found", "no such tenant");
+        return 0;
+    }
+    json_t *md = json_object_get(b, "metadata");
+    if (json_object_size(md) > cfg->max_metadata_keys) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "metadata: at most %u keys per device", cfg->max_metadata_keys);
+        reject(d, 400, "Bad Request", msg);
+        return 0;
+    }
+    reg_key k;
+    key_str(key_add(key_reset(&k), tid.b, 16), str_of(b, "serial_number"));
+    char *existing = NULL;
+    int err = view_txn_get(t, VIEW_SERIALS, k.b, k.len, &existing, NULL);
+    if (err == 0) {
+        free(existing);
+        reject(d, 409, "Conflict", "serial_number is already registered in this tenant");
+        return 0;
+    }
+    if (err != REG_ENOTFOUND) return err;
+    emit(d, cmd, cfg, str_of(b, "device_id"), 1, "DeviceRegistered",
+         json_pack("{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number",
+                   json_object_get(b, "serial_number"), "device_type",
+                   json_object_get(b, "device_type"), "hardware_revision",
+                   json_object_get(b, "hardware_revision"), "firmware_version",
+                   json_object_get(b, "firmware_version"), "status", "provisioning", "metadata",
+                   md));
+    d->status = 201;
+    d->reply_kind = REPLY_DEVICE;
+    return 0;
+}
+
+/* The device status machine: provisioning -> active -> suspended <-> active; anything ->
+ * decommissioned, which is final. */
+static int status_move_allowed(const char *from, const char *to)
+{
+    if (!strcmp(from, "decommissioned")) return 0;
+    if (!strcmp(to, "decommissioned")) return 1;
+    if (!strcmp(from, "provisioning")) return !strcmp(to, "active");
+    if (!strcmp(from, "active")) return !strcmp(to, "suspended");
+    if (!strcmp(from, "suspended")) return !strcmp(to, "active");
+    return 0;
+}
+
+static int decide_update_device(view_txn *t, const json_t *cmd, const json_t *b,
+                                const decide_config *cfg, decision *d)
+{
+    int err = 0;
+    json_t *dev = load_device(t, cmd, b, d, &err);
+    if (!dev) return err;
+    const char *from = str_of(dev, "status");
+    json_int_t version = json_integer_value(json_object_get(dev, "version"));
+    const char *to = json_string_value(json_object_get(b, "status"));
+    d->status = 200;
+    d->reply_kind = REPLY_DEVICE;
+    if (!strcmp(from, "decommissioned") && (!to || strcmp(to, from))) {
+        reject(d, 409, "Conflict", "the device is decommissioned; that is final");
+        json_object_set_new(d->reply, "current_status", json_string(from));
+        goto done;
+    }
+    if (to && strcmp(to, from)) {
+        if (!status_move_allowed(from, to)) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "status cannot move from %s to %s", from, to);
+            reject(d, 409, "Conflict", msg);
+            json_object_set_new(d->reply, "current_status", json_string(from));
+            goto done;
+        }
+        emit(d, cmd, cfg, str_of(b, "device_id"), ++version, "DeviceStatusChanged",
+             json_pack("{s:s, s:s}", "from", from, "to", to));
+    }
+    json_t *attrs = json_object();
+    static const char *const fields[] = {"firmware_version", "hardware_revision"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *nv = json_object_get(b, fields[i]);
+        if (json_is_string(nv) && !json_equal(nv, json_object_get(dev, fields[i])))
+            json_object_set(attrs, fields[i], nv);
+    }
+    if (json_object_size(attrs))
+        emit(d, cmd, cfg, str_of(b, "device_id"), ++version, "DeviceAttributesChanged", attrs);
+    else json_decref(attrs);
+done:
+    json_decref(dev);
+    return 0;
+}
+
+static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b,
+                                 const decide_config *cfg, decision *d)
+{
+    int err = 0;
+    json_t *dev = load_device(t, cmd, b, d, &err);
+    if (!dev) return err;
+    if (!strcmp(str_of(dev, "status"), "decommissioned")) {
+        reject(d, 409, "Conflict", "the device is decommissioned; that is final");
+        goto done;
+    }
+    /* Count the keys after the patch: present keys that are set stay, absent ones add one,
+     * nulls of present keys remove one. */
+    reg_uuid tid, did;
+    reg_uuid_parse(str_of(cmd, "tenant_id"), &tid);
+    reg_uuid_parse(str_of(b, "device_id"), &did);
+    json_int_t count = json_integer_value(json_object_get(dev, "metadata_count"));
+    json_t *changes = json_object_get(b, "changes"), *effective = json_object();
+    const char *key;
+    json_t *value;
+    json_object_foreach(changes, key, value) {
+        reg_key k;
+        key_str(key_add(key_add(key_reset(&k), tid.b, 16), did.b, 16), key);
+        char *old = NULL;
+        size_t old_len = 0;
+        int e = view_txn_get(t, VIEW_METADATA, k.b, k.len, &old, &old_len);
+        if (e && e != REG_ENOTFOUND) {
+            json_decref(effective);
+            json_decref(dev);
+            return e;
+        }
+        int had = e == 0;
+        int same = had && json_is_string(value) && !strcmp(old, json_string_value(value));
+        free(old);
+        if (same || (!had && json_is_null(value))) continue;
+        count += json_is_null(value) ? -1 : (had ? 0 : 1);
+        json_object_set(effective, key, value);
+    }
+    /* A single-key delete of an absent key is a 404 (DELETE /devices/{id}/metadata/{key}). */
+    if (json_object_size(changes) == 1 && json_object_size(effective) == 0 &&
+        json_is_null(json_object_iter_value(json_object_iter(changes))) &&
+        json_is_true(json_object_get(b, "require_existing"))) {
+        reject(d, 404, "Not Found", "no such metadata key");
+        json_decref(effective);
+        goto done;
+    }
+    if (count > (json_int_t)cfg->max_metadata_keys) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "metadata: at most %u keys per device", cfg->max_metadata_keys);
+        reject(d, 400, "Bad Request", msg);
+        json_decref(effective);
+        goto done;
+    }
+    d->status = 200;
+    d->reply_kind = REPLY_METADATA;
+    if (json_object_size(effective)) {
+        json_int_t version = json_integer_value(json_object_get(dev, "version")) + 1;
+        emit(d, cmd, cfg, str_of(b, "device_id"), version, "MetadataChanged",
+             json_pack("{s:o}", "changes", effective));
+    } else {
+        json_decref(effective);
+    }
+done:
+    json_decref(dev);
+    return 0;
+}
+
+int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, decision *d)
+{
+    memset(d, 0, sizeof *d);
+    d->events = json_array();
+    const char *kind = NULL;
+    json_t *b = NULL;
+    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
+    if (!kind) {
+        reject(d, 400, "Bad Request", "empty command");
+        return 0;
+    }
+    if (!strcmp(kind, "CreateTenant")) return decide_create_tenant(t, cmd, b, cfg, d);
+    if (!strcmp(kind, "CreateToken")) return decide_create_token(t, cmd, b, cfg, d);
+    if (!strcmp(kind, "RevokeToken")) return decide_revoke_token(t, cmd, b, cfg, d);
+    if (!strcmp(kind, "RegisterDevice")) return decide_register_device(t, cmd, b, cfg, d);
+    if (!strcmp(kind, "UpdateDevice")) return decide_update_device(t, cmd, b, cfg, d);
+    if (!strcmp(kind, "PatchMetadata")) return decide_patch_metadata(t, cmd, b, cfg, d);
+    reject(d, 400, "Bad Request", "unknown command");
+    return 0;
+}
+
+int decide_reply(view_txn *t, const json_t *cmd, decision *d)
+{
+    if (d->reply) return 0; /* rejected: the problem document is the reply */
+    const char *kind = NULL;
+    json_t *b = NULL;
+    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
+    reg_uuid tid, did;
+    view_src src = {NULL, t};
+    int err = 0;
+    switch (d->reply_kind) {
+    case REPLY_TENANT:
+        d->reply = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:i}", "tenant_id",
+                             json_object_get(cmd, "tenant_id"), "name", json_object_get(b, "name"),
+                             "token_id", json_object_get(b, "token_id"), "cert_validity_days",
+                             json_object_get(b, "cert_validity_days"), "rotate_before_days",
+                             json_object_get(b, "rotate_before_days"), "overlap_days",
+                             json_object_get(b, "overlap_days"), "version", 1);
+        break;
+    case REPLY_TOKEN:
+        d->reply = json_pack("{s:O, s:O, s:O, s:i}", "token_id", json_object_get(b, "token_id"),
+                             "role", json_object_get(b, "role"), "name", json_object_get(b, "name"),
+                             "version", 1);
+        break;
+    case REPLY_TOKEN_REVOKED:
+        d->reply = json_pack("{s:O, s:b, s:i}", "token_id", json_object_get(b, "token_id"),
+                             "revoked", 1, "version", 2);
+        break;
+    case REPLY_DEVICE:
+    case REPLY_METADATA:
+        reg_uuid_parse(str_of(cmd, "tenant_id"), &tid);
+        reg_uuid_parse(str_of(b, "device_id"), &did);
+        if (d->reply_kind == REPLY_DEVICE) {
+            err = record_device_render(src, &tid, &did, &d->reply);
+        } else {
+            json_t *dev = NULL, *md = NULL;
+            err = record_device_load(src, &tid, &did, &dev);
+            if (!err) err = record_metadata(src, &tid, &did, &md);
+            if (!err)
+                d->reply = json_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
+                                     "metadata", md, "version", json_object_get(dev, "version"));
+            json_decref(dev);
+        }
+        break;
+    default:
+        d->reply = json_object();
+    }
+    return err;
+}
+
+void decision_clear(decision *d)
+{
+    json_decref(d->events);
+    json_decref(d->reply);
+    memset(d, 0, sizeof *d);
+}
+
+json_t *decision_outcome(const json_t *cmd, const decision *d)
+{
+    return json_pack("{s:O, s:i, s:O}", "command_id", json_object_get(cmd, "command_id"), "status",
+                     d->status, "body", d->reply ? d->reply : json_null());
+}

@@ -1,0 +1,57 @@
+/*
+ * keys.h - building the view's keys (layouts in view.h). A key is assembled in a fixed-size
+ * buffer; strings in keys are bounded by the API's limits (REG_KEY_MAX covers the longest).
+ */
+#ifndef REG_KEYS_H
+#define REG_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define REG_KEY_MAX 1200
+
+typedef struct reg_key {
+    size_t len;
+    unsigned char b[REG_KEY_MAX];
+} reg_key;
+
+static inline reg_key *key_reset(reg_key *k)
+{
+    k->len = 0;
+    return k;
+}
+
+static inline reg_key *key_add(reg_key *k, const void *p, size_t n)
+{
+    if (k->len + n > REG_KEY_MAX) n = REG_KEY_MAX - k->len; /* inputs are bounded before this */
+    memcpy(k->b + k->len, p, n);
+    k->len += n;
+    return k;
+}
+
+static inline reg_key *key_byte(reg_key *k, unsigned char c)
+{
+    return key_add(k, &c, 1);
+}
+
+/* A string followed by the 0 terminator that separates it from what comes next. */
+static inline reg_key *key_str0(reg_key *k, const char *s)
+{
+    key_add(k, s, strlen(s));
+    return key_byte(k, 0);
+}
+
+static inline reg_key *key_str(reg_key *k, const char *s)
+{
+    return key_add(k, s, strlen(s));
+}
+
+static inline reg_key *key_be64(reg_key *k, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 7; i >= 0; i--, v >>= 8) b[i] = (unsigned char)v;
+    return key_add(k, b, 8);
+}
+
+#endif

@@ -1,0 +1,316 @@
+/*
+ * projector.c - the projector's thread (projector.h).
+ *
+ * One batch: read up to batch_max commands; for each, skip it if its id is already in the view
+ * (re-publishing the stored outcome), else decide it, apply its events to the transaction and
+ * queue the events for appending (unless recovery found them in the events log already); flush
+ * the events log; store outcomes and offsets in the transaction; commit; publish outcomes.
+ * Any failure before the commit (Kafka down, say) abandons the transaction, waits, rescans the
+ * events log tail and redoes the batch: nothing is lost, nothing is applied twice.
+ */
+#define _GNU_SOURCE
+#include "projector/projector.h"
+#include "clock.h"
+#include "err.h"
+#include "ids.h"
+#include "projector/apply.h"
+#include "schemas/codec.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define META_COMMANDS_NEXT "commands.next"
+#define META_EVENTS_NEXT "events.next"
+
+struct projector {
+    view *view;
+    elog *commands, *events;
+    bus *bus;
+    projector_config cfg;
+    pthread_t thread;
+    atomic_int stopping;
+
+    pthread_mutex_t stats_mu;
+    projector_stats stats;
+
+    codec_registry *codec; /* the thread's own */
+    json_t *in_events_log; /* set of command ids whose events are in the log beyond the view */
+    atomic_int_fast64_t events_end; /* highest appended event offset + 1, from delivery reports */
+    atomic_int append_error;
+};
+
+static void on_event_appended(void *arg, int err, int64_t offset)
+{
+    projector *p = arg;
+    if (err) {
+        atomic_store(&p->append_error, err);
+        return;
+    }
+    int_fast64_t cur = atomic_load(&p->events_end);
+    while (offset + 1 > cur && !atomic_compare_exchange_weak(&p->events_end, &cur, offset + 1)) {
+    }
+}
+
+/* Reads the events log from the offset the view last committed to its end and remembers the
+ * command ids found there: their events must not be appended again. */
+static int scan_events_tail(projector *p)
+{
+    json_decref(p->in_events_log);
+    p->in_events_log = json_object();
+    int64_t from = view_meta_get(p->view, META_EVENTS_NEXT, 0);
+    atomic_store(&p->events_end, from);
+    int64_t end = elog_end_offset(p->events);
+    if (end < 0) return REG_EUNAVAILABLE;
+    if (from >= end) return 0;
+    elog_reader *rd = NULL;
+    int err = elog_reader_open(p->events, from, &rd);
+    if (err) return err;
+    elog_record recs[256];
+    int64_t next = from;
+    while (next < end) {
+        int n = elog_reader_next(rd, recs, 256, 1000);
+        if (n < 0) {
+            err = n;
+            break;
+        }
+        if (n == 0) {
+            err = REG_ETIMEOUT;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            json_t *ev = NULL;
+            if (codec_decode(p->codec, "registry.Event", recs[i].value, recs[i].value_len, &ev))
+                continue;
+            const char *cid = json_string_value(json_object_get(ev, "command_id"));
+            if (cid) json_object_set_new(p->in_events_log, cid, json_true());
+            json_decref(ev);
+        }
+        next = recs[n - 1].offset + 1;
+    }
+    elog_reader_close(rd);
+    if (!err) atomic_store(&p->events_end, end);
+    if (!err && json_object_size(p->in_events_log))
+        fprintf(stderr, "projector: %zu commands already have their events in the log\n",
+                json_object_size(p->in_events_log));
+    return err;
+}
+
+struct batch {
+    view_txn *txn;
+    json_t *outcomes; /* array of outcome messages to publish after the commit */
+    uint64_t accepted, rejected, duplicates, malformed, events;
+};
+
+static int decide_one(projector *p, struct batch *bt, const elog_record *rec, codec_buf *enc)
+{
+    json_t *cmd = NULL;
+    int err = codec_decode(p->codec, "registry.Command", rec->value, rec->value_len, &cmd);
+    if (err) {
+        fprintf(stderr, "projector: command at offset %lld skipped: %s\n", (long long)rec->offset,
+                reg_strerror(err));
+        bt->malformed++;
+        return 0;
+    }
+    const char *cid_s = json_string_value(json_object_get(cmd, "command_id"));
+    reg_uuid cid;
+    if (!cid_s || reg_uuid_parse(cid_s, &cid)) {
+        bt->malformed++;
+        json_decref(cmd);
+        return 0;
+    }
+    char *stored = NULL;
+    size_t stored_len = 0;
+    err = view_txn_get(bt->txn, VIEW_COMMANDS, cid.b, 16, &stored, &stored_len);
+    if (err == 0) {
+        json_t *outcome = json_loadb(stored, stored_len, 0, NULL);
+        free(stored);
+        if (outcome) json_array_append_new(bt->outcomes, outcome);
+        bt->duplicates++;
+        json_decref(cmd);
+        return 0;
+    }
+    if (err != REG_ENOTFOUND) goto out;
+
+    decision d;
+    err = decide_command(bt->txn, cmd, &p->cfg.decide, &d);
+    if (err) goto out_decision;
+    int already_logged = json_object_get(p->in_events_log, cid_s) != NULL;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(d.events, i, ev) {
+        err = apply_event(bt->txn, ev);
+        if (err) {
+            fprintf(stderr, "projector: an event of command %s does not apply: %s\n", cid_s,
+                    reg_strerror(err));
+            goto out_decision;
+        }
+        if (already_logged) continue;
+        enc->len = 0;
+        err = codec_encode(p->codec, "registry.Event", ev, enc);
+        if (err) goto out_decision;
+        const char *tenant = json_string_value(json_object_get(ev, "tenant_id"));
+        for (;;) {
+            err = elog_append(p->events, tenant, strlen(tenant), enc->data, enc->len,
+                              json_integer_value(json_object_get(ev, "time_ms")),
+                              on_event_appended, p);
+            if (err != REG_EAGAIN) break;
+            usleep(1000); /* the log's queue is full: let it drain */
+        }
+        if (err) goto out_decision;
+        bt->events++;
+    }
+    err = decide_reply(bt->txn, cmd, &d);
+    if (err) goto out_decision;
+    if (json_array_size(d.events)) bt->accepted++;
+    else if (d.status >= 400) bt->rejected++;
+    else bt->accepted++;
+    json_t *outcome = decision_outcome(cmd, &d);
+    char *text = json_dumps(outcome, JSON_COMPACT);
+    view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, text, strlen(text));
+    free(text);
+    json_array_append_new(bt->outcomes, outcome);
+out_decision:
+    decision_clear(&d);
+out:
+    json_decref(cmd);
+    return err;
+}
+
+static void publish_outcomes(projector *p, json_t *outcomes)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(outcomes, i, o) {
+        char *text = json_dumps(o, JSON_COMPACT);
+        bus_publish(p->bus, "outcome", text, strlen(text));
+        free(text);
+    }
+    if (json_array_size(outcomes)) bus_publish(p->bus, "commit", "1", 1);
+}
+
+/* Decides and commits one batch of records. 0, or an error after which nothing was committed. */
+static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *enc)
+{
+    struct batch bt = {.txn = view_txn_begin(p->view), .outcomes = json_array()};
+    atomic_store(&p->append_error, 0);
+    int err = 0;
+    for (int i = 0; i < n && !err; i++) err = decide_one(p, &bt, &recs[i], enc);
+    if (!err && bt.events) err = elog_flush(p->events, 60000);
+    if (!err) err = atomic_load(&p->append_error);
+    if (err) {
+        view_txn_abort(bt.txn);
+        json_decref(bt.outcomes);
+        return err;
+    }
+    view_txn_meta_put(bt.txn, META_COMMANDS_NEXT, recs[n - 1].offset + 1);
+    view_txn_meta_put(bt.txn, META_EVENTS_NEXT, atomic_load(&p->events_end));
+    err = view_txn_commit(bt.txn);
+    if (err) {
+        json_decref(bt.outcomes);
+        return err;
+    }
+    publish_outcomes(p, bt.outcomes);
+    json_decref(bt.outcomes);
+
+    pthread_mutex_lock(&p->stats_mu);
+    p->stats.accepted += bt.accepted;
+    p->stats.rejected += bt.rejected;
+    p->stats.commands += bt.accepted + bt.rejected;
+    p->stats.duplicates += bt.duplicates;
+    p->stats.malformed += bt.malformed;
+    p->stats.events += bt.events;
+    p->stats.batches++;
+    p->stats.next_offset = recs[n - 1].offset + 1;
+    pthread_mutex_unlock(&p->stats_mu);
+    return 0;
+}
+
+static void *projector_main(void *arg)
+{
+    projector *p = arg;
+    elog_record *recs = calloc((size_t)p->cfg.batch_max, sizeof *recs);
+    codec_buf enc = {0};
+    elog_reader *rd = NULL;
+    int backoff_ms = 100;
+    while (!atomic_load(&p->stopping)) {
+        if (!rd) {
+            int err = scan_events_tail(p);
+            int64_t next = view_meta_get(p->view, META_COMMANDS_NEXT, 0);
+            if (!err) err = elog_reader_open(p->commands, next, &rd);
+            if (err) {
+                fprintf(stderr, "projector: cannot start reading (%s); retrying\n",
+                        reg_strerror(err));
+                usleep((useconds_t)backoff_ms * 1000);
+                continue;
+            }
+            pthread_mutex_lock(&p->stats_mu);
+            p->stats.next_offset = next;
+            pthread_mutex_unlock(&p->stats_mu);
+        }
+        int n = elog_reader_next(rd, recs, p->cfg.batch_max, 200);
+        if (n == 0) continue;
+        int err = n < 0 ? n : run_batch(p, recs, n, &enc);
+        if (err) {
+            fprintf(stderr, "projector: batch failed (%s); redoing it\n", reg_strerror(err));
+            elog_reader_close(rd);
+            rd = NULL;
+            usleep((useconds_t)backoff_ms * 1000);
+            if (backoff_ms < 2000) backoff_ms *= 2;
+            continue;
+        }
+        backoff_ms = 100;
+    }
+    elog_reader_close(rd);
+    free(enc.data);
+    free(recs);
+    return NULL;
+}
+
+int projector_start(view *v, elog *commands, elog *events, bus *b, const projector_config *cfg,
+                    projector **out)
+{
+    projector *p = calloc(1, sizeof *p);
+    if (!p) return REG_ENOMEM;
+    p->view = v;
+    p->commands = commands;
+    p->events = events;
+    p->bus = b;
+    p->cfg = *cfg;
+    if (p->cfg.batch_max <= 0) p->cfg.batch_max = 1000;
+    if (!p->cfg.decide.max_metadata_keys) p->cfg.decide.max_metadata_keys = 100;
+    int err = codec_registry_new(&p->codec);
+    if (err) {
+        free(p);
+        return err;
+    }
+    pthread_mutex_init(&p->stats_mu, NULL);
+    if (pthread_create(&p->thread, NULL, projector_main, p) != 0) {
+        codec_registry_free(p->codec);
+        free(p);
+        return REG_ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+void projector_stop(projector *p)
+{
+    if (!p) return;
+    atomic_store(&p->stopping, 1);
+    pthread_join(p->thread, NULL);
+    codec_registry_free(p->codec);
+    json_decref(p->in_events_log);
+    pthread_mutex_destroy(&p->stats_mu);
+    free(p);
+}
+
+void projector_get_stats(projector *p, projector_stats *out)
+{
+    pthread_mutex_lock(&p->stats_mu);
+    *out = p->stats;
+    pthread_mutex_unlock(&p->stats_mu);
+}

@@ -1,0 +1,95 @@
+/* records.c - loading and rendering the view's entities (records.h). */
+#include "projector/records.h"
+#include "clock.h"
+#include "err.h"
+#include "projector/keys.h"
+
+#include <stdlib.h>
+
+static int load_json(view_src src, view_cf cf, const reg_key *k, json_t **out)
+{
+    char *val = NULL;
+    size_t len = 0;
+    int err = view_src_get(src, cf, k->b, k->len, &val, &len);
+    if (err) return err;
+    json_t *j = json_loadb(val, len, 0, NULL);
+    free(val);
+    if (!j) return REG_EDECODE;
+    *out = j;
+    return 0;
+}
+
+int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
+{
+    reg_key k;
+    key_add(key_add(key_reset(&k), tenant->b, 16), device->b, 16);
+    return load_json(src, VIEW_DEVICES, &k, out);
+}
+
+int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out)
+{
+    reg_key k;
+    key_add(key_reset(&k), tenant->b, 16);
+    return load_json(src, VIEW_TENANTS, &k, out);
+}
+
+int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
+{
+    reg_key k;
+    key_add(key_add(key_reset(&k), tenant->b, 16), device->b, 16);
+    view_iter *it = view_src_iter_prefix(src, VIEW_METADATA, k.b, k.len);
+    if (!it) return REG_ENOMEM;
+    json_t *md = json_object();
+    const char *key, *val;
+    size_t klen, vlen;
+    while (view_iter_next(it, &key, &klen, &val, &vlen)) {
+        char name[REG_KEY_MAX + 1];
+        size_t nlen = klen - 32;
+        memcpy(name, key + 32, nlen);
+        name[nlen] = 0;
+        json_object_set_new(md, name, json_stringn(val, vlen));
+    }
+    view_iter_free(it);
+    *out = md;
+    return 0;
+}
+
+static void set_time(json_t *obj, const char *field)
+{
+    json_t *v = json_object_get(obj, field);
+    if (json_is_integer(v)) {
+        char ts[32];
+        clock_rfc3339(json_integer_value(v), ts);
+        json_object_set_new(obj, field, json_string(ts));
+    } else {
+        json_object_set_new(obj, field, json_null());
+    }
+}
+
+json_t *record_device_public(const json_t *stored)
+{
+    json_t *d = json_deep_copy(stored);
+    json_object_del(d, "metadata_count");
+    set_time(d, "registered_at");
+    set_time(d, "last_seen_at");
+    if (!json_object_get(d, "certificates")) json_object_set_new(d, "certificates", json_array());
+    return d;
+}
+
+int record_device_render(view_src src, const reg_uuid *tenant, const reg_uuid *device,
+                         json_t **out)
+{
+    json_t *stored = NULL, *md = NULL;
+    int err = record_device_load(src, tenant, device, &stored);
+    if (err) return err;
+    err = record_metadata(src, tenant, device, &md);
+    if (err) {
+        json_decref(stored);
+        return err;
+    }
+    json_t *d = record_device_public(stored);
+    json_decref(stored);
+    json_object_set_new(d, "metadata", md);
+    *out = d;
+    return 0;
+}

@@ -1,0 +1,359 @@
+/*
+ * view.c - the RocksDB view (view.h): opening the column families as primary or secondary,
+ * committed reads, prefix iteration, and the projector's transactions (WriteBatchWithIndex, so
+ * that deciding a command sees the effects of the commands before it in the same batch).
+ *
+ * Durability: view writes are not synced. The logs are the durable record; after a crash the
+ * projector re-applies from the offsets the view last committed, which are written in the same
+ * atomic batch as the state they describe.
+ */
+#define _GNU_SOURCE
+#include "projector/view.h"
+#include "err.h"
+
+#include <errno.h>
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *const cf_names[VIEW_CF_COUNT] = {
+    "default",  "tenants",    "tokens",    "devices",      "serials",      "metadata",
+    "idx_meta", "idx_attr",   "idx_status", "idx_firmware", "idx_lastseen", "commands",
+};
+
+struct view {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_block_based_table_options_t *topts;
+    rocksdb_cache_t *cache;
+    rocksdb_filterpolicy_t *bloom; /* owned by topts once set */
+    rocksdb_readoptions_t *ropts;
+    rocksdb_writeoptions_t *wopts;
+    rocksdb_column_family_handle_t *cf[VIEW_CF_COUNT];
+    enum view_mode mode;
+};
+
+struct view_txn {
+    view *v;
+    rocksdb_writebatch_wi_t *wb;
+};
+
+struct view_iter {
+    rocksdb_iterator_t *it;
+    rocksdb_readoptions_t *ro;
+    char *upper; /* the prefix's successor, the iteration's upper bound */
+    size_t upper_len;
+    int started;
+};
+
+int view_open(const char *dir, enum view_mode mode, view **out)
+{
+    char path[4096], sec[4096];
+    if (snprintf(path, sizeof path, "%s/view", dir) >= (int)sizeof path) return REG_EINVAL;
+    if (mode == VIEW_PRIMARY && mkdir(path, 0700) != 0 && errno != EEXIST) return REG_EIO;
+
+    view *v = calloc(1, sizeof *v);
+    if (!v) return REG_ENOMEM;
+    v->mode = mode;
+    v->opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(v->opts, 1);
+    rocksdb_options_set_create_missing_column_families(v->opts, 1);
+    rocksdb_options_set_compression(v->opts, rocksdb_lz4_compression);
+    rocksdb_options_increase_parallelism(v->opts, 2);
+    rocksdb_options_set_write_buffer_size(v->opts, 32 << 20);
+    if (mode == VIEW_SECONDARY) rocksdb_options_set_max_open_files(v->opts, -1);
+    v->topts = rocksdb_block_based_options_create();
+    v->cache = rocksdb_cache_create_lru(256 << 20);
+    rocksdb_block_based_options_set_block_cache(v->topts, v->cache);
+    /* Whole-key bloom filters: most reads are point lookups (device, token, serial). */
+    v->bloom = rocksdb_filterpolicy_create_bloom_full(10);
+    rocksdb_block_based_options_set_filter_policy(v->topts, v->bloom);
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks(v->topts, 1);
+    rocksdb_options_set_block_based_table_factory(v->opts, v->topts);
+    v->ropts = rocksdb_readoptions_create();
+    v->wopts = rocksdb_writeoptions_create();
+
+    const rocksdb_options_t *cf_opts[VIEW_CF_COUNT];
+    for (int i = 0; i < VIEW_CF_COUNT; i++) cf_opts[i] = v->opts;
+
+    char *errptr = NULL;
+    if (mode == VIEW_PRIMARY) {
+        v->db = rocksdb_open_column_families(v->opts, path, VIEW_CF_COUNT, cf_names, cf_opts,
+                                             v->cf, &errptr);
+    } else {
+        snprintf(sec, sizeof sec, "%s/view-secondary-%d", dir, (int)getpid());
+        v->db = rocksdb_open_as_secondary_column_families(v->opts, path, sec, VIEW_CF_COUNT,
+                                                          cf_names, cf_opts, v->cf, &errptr);
+    }
+    if (errptr) {
+        fprintf(stderr, "view: cannot open %s: %s\n", path, errptr);
+        free(errptr);
+        v->db = NULL;
+        view_close(v);
+        return REG_ESTORE;
+    }
+    *out = v;
+    return 0;
+}
+
+void view_close(view *v)
+{
+    if (!v) return;
+    if (v->db) {
+        for (int i = 0; i < VIEW_CF_COUNT; i++)
+            if (v->cf[i]) rocksdb_column_family_handle_destroy(v->cf[i]);
+        rocksdb_close(v->db);
+    }
+    rocksdb_readoptions_destroy(v->ropts);
+    rocksdb_writeoptions_destroy(v->wopts);
+    rocksdb_options_destroy(v->opts);
+    rocksdb_block_based_options_destroy(v->topts);
+    rocksdb_cache_destroy(v->cache);
+    free(v);
+}
+
+int view_catch_up(view *v)
+{
+    if (v->mode != VIEW_SECONDARY) return 0;
+    char *errptr = NULL;
+    rocksdb_try_catch_up_with_primary(v->db, &errptr);
+    if (errptr) {
+        fprintf(stderr, "view: catch up failed: %s\n", errptr);
+        free(errptr);
+        return REG_ESTORE;
+    }
+    return 0;
+}
+
+/* Copies a RocksDB-allocated value into a NUL-terminated malloc'd buffer of our own. */
+static int take_value(char *rv, size_t rlen, char **val, size_t *len)
+{
+    char *copy = malloc(rlen + 1);
+    if (!copy) {
+        rocksdb_free(rv);
+        return REG_ENOMEM;
+    }
+    memcpy(copy, rv, rlen);
+    copy[rlen] = 0;
+    rocksdb_free(rv);
+    *val = copy;
+    if (len) *len = rlen;
+    return 0;
+}
+
+int view_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size_t *len)
+{
+    size_t rlen = 0;
+    char *errptr = NULL;
+    char *rv = rocksdb_get_cf(v->db, v->ropts, v->cf[cf], key, klen, &rlen, &errptr);
+    if (errptr) {
+        fprintf(stderr, "view: get failed: %s\n", errptr);
+        free(errptr);
+        return REG_ESTORE;
+    }
+    if (!rv) return REG_ENOTFOUND;
+    return take_value(rv, rlen, val, len);
+}
+
+/* The smallest key greater than every key starting with prefix; NULL when there is none (all
+ * 0xff), meaning no upper bound. *ulen gets its length. */
+static char *prefix_successor(const void *prefix, size_t plen, size_t *ulen)
+{
+    char *u = malloc(plen ? plen : 1);
+    if (!u) return NULL;
+    memcpy(u, prefix, plen);
+    size_t n = plen;
+    while (n > 0 && (unsigned char)u[n - 1] == 0xff) n--;
+    if (n == 0) {
+        free(u);
+        return NULL;
+    }
+    u[n - 1]++;
+    *ulen = n;
+    return u;
+}
+
+static view_iter *iter_new(rocksdb_iterator_t *(*make)(void *ctx, rocksdb_readoptions_t *ro),
+                           void *ctx, const void *prefix, size_t plen, const void *start,
+                           size_t slen)
+{
+    view_iter *vi = calloc(1, sizeof *vi);
+    if (!vi) return NULL;
+    vi->ro = rocksdb_readoptions_create();
+    size_t ulen = 0;
+    vi->upper = prefix_successor(prefix, plen, &ulen);
+    vi->upper_len = ulen;
+    if (vi->upper) rocksdb_readoptions_set_iterate_upper_bound(vi->ro, vi->upper, ulen);
+    vi->it = make(ctx, vi->ro);
+    if (start) rocksdb_iter_seek(vi->it, start, slen);
+    else rocksdb_iter_seek(vi->it, prefix, plen);
+    return vi;
+}
+
+struct make_ctx {
+    view *v;
+    view_cf cf;
+    view_txn *t;
+};
+
+static rocksdb_iterator_t *make_db_iter(void *ctx, rocksdb_readoptions_t *ro)
+{
+    struct make_ctx *m = ctx;
+    return rocksdb_create_iterator_cf(m->v->db, ro, m->v->cf[m->cf]);
+}
+
+static rocksdb_iterator_t *make_txn_iter(void *ctx, rocksdb_readoptions_t *ro)
+{
+    struct make_ctx *m = ctx;
+    rocksdb_iterator_t *base = rocksdb_create_iterator_cf(m->v->db, ro, m->v->cf[m->cf]);
+    return rocksdb_writebatch_wi_create_iterator_with_base_cf(m->t->wb, base, m->v->cf[m->cf]);
+}
+
+view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen,
+                            const void *start, size_t slen)
+{
+    struct make_ctx m = {v, cf, NULL};
+    return iter_new(make_db_iter, &m, prefix, plen, start, slen);
+}
+
+view_iter *view_txn_iter_prefix(view_txn *t, view_cf cf, const void *prefix, size_t plen)
+{
+    struct make_ctx m = {t->v, cf, t};
+    return iter_new(make_txn_iter, &m, prefix, plen, NULL, 0);
+}
+
+int view_iter_next(view_iter *vi, const char **key, size_t *klen, const char **val, size_t *vlen)
+{
+    if (vi->started) rocksdb_iter_next(vi->it);
+    vi->started = 1;
+    if (!rocksdb_iter_valid(vi->it)) return 0;
+    *key = rocksdb_iter_key(vi->it, klen);
+    if (vi->upper) {
+        /* The batch-with-base iterator does not apply the upper bound to the batch's own
+         * entries, so the bound is checked here (cheap for plain iterators too). */
+        size_t n = *klen < vi->upper_len ? *klen : vi->upper_len;
+        int c = memcmp(*key, vi->upper, n);
+        if (c > 0 || (c == 0 && *klen >= vi->upper_len)) return 0;
+    }
+    *val = rocksdb_iter_value(vi->it, vlen);
+    return 1;
+}
+
+void view_iter_free(view_iter *vi)
+{
+    if (!vi) return;
+    rocksdb_iter_destroy(vi->it);
+    rocksdb_readoptions_destroy(vi->ro);
+    free(vi->upper);
+    free(vi);
+}
+
+view_txn *view_txn_begin(view *v)
+{
+    view_txn *t = malloc(sizeof *t);
+    if (!t) return NULL;
+    t->v = v;
+    t->wb = rocksdb_writebatch_wi_create(0, 1);
+    return t;
+}
+
+int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **val, size_t *len)
+{
+    size_t rlen = 0;
+    char *errptr = NULL;
+    char *rv = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
+        t->wb, t->v->db, t->v->ropts, t->v->cf[cf], key, klen, &rlen, &errptr);
+    if (errptr) {
+        fprintf(stderr, "view: txn get failed: %s\n", errptr);
+        free(errptr);
+        return REG_ESTORE;
+    }
+    if (!rv) return REG_ENOTFOUND;
+    return take_value(rv, rlen, val, len);
+}
+
+void view_txn_put(view_txn *t, view_cf cf, const void *key, size_t klen, const void *val,
+                  size_t vlen)
+{
+    rocksdb_writebatch_wi_put_cf(t->wb, t->v->cf[cf], key, klen, val, vlen);
+}
+
+void view_txn_delete(view_txn *t, view_cf cf, const void *key, size_t klen)
+{
+    rocksdb_writebatch_wi_delete_cf(t->wb, t->v->cf[cf], key, klen);
+}
+
+size_t view_txn_count(const view_txn *t)
+{
+    return (size_t)rocksdb_writebatch_wi_count(t->wb);
+}
+
+int view_txn_commit(view_txn *t)
+{
+    char *errptr = NULL;
+    rocksdb_write_writebatch_wi(t->v->db, t->v->wopts, t->wb, &errptr);
+    rocksdb_writebatch_wi_destroy(t->wb);
+    free(t);
+    if (errptr) {
+        fprintf(stderr, "view: commit failed: %s\n", errptr);
+        free(errptr);
+        return REG_ESTORE;
+    }
+    return 0;
+}
+
+void view_txn_abort(view_txn *t)
+{
+    if (!t) return;
+    rocksdb_writebatch_wi_destroy(t->wb);
+    free(t);
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
+}
+
+int64_t view_meta_get(view *v, const char *name, int64_t dflt)
+{
+    char *val = NULL;
+    size_t len = 0;
+    if (view_get(v, VIEW_META, name, strlen(name), &val, &len) != 0) return dflt;
+    int64_t out = dflt;
+    if (len == 8) {
+        uint64_t x = 0;
+        for (int i = 0; i < 8; i++) x = x << 8 | (unsigned char)val[i];
+        out = (int64_t)x;
+    }
+    free(val);
+    return out;
+}
+
+void view_txn_meta_put(view_txn *t, const char *name, int64_t value)
+{
+    unsigned char b[8];
+    put_be64(b, (uint64_t)value);
+    view_txn_put(t, VIEW_META, name, strlen(name), b, 8);
+}
+
+int64_t view_property(view *v, view_cf cf, const char *name)
+{
+    uint64_t out = 0;
+    if (rocksdb_property_int_cf(v->db, v->cf[cf], name, &out) != 0) return -1;
+    return (int64_t)out;
+}
+
+int view_src_get(view_src src, view_cf cf, const void *key, size_t klen, char **val, size_t *len)
+{
+    return src.t ? view_txn_get(src.t, cf, key, klen, val, len)
+                 : view_get(src.v, cf, key, klen, val, len);
+}
+
+view_iter *view_src_iter_prefix(view_src src, view_cf cf, const void *prefix, size_t plen)
+{
+    return src.t ? view_txn_iter_prefix(src.t, cf, prefix, plen)
+                 : view_iter_prefix(src.v, cf, prefix, plen, NULL, 0);
+}

@@ -1,0 +1,108 @@
+/*
+ * view.h - the registry's current state in RocksDB: one column family per entity and per index,
+ * every key prefixed by the tenant's 16-byte id so that a tenant's data is one key range.
+ *
+ * Only the projector writes (through a view_txn: a WriteBatchWithIndex whose reads see its own
+ * pending writes, committed in one write together with the consumed log offsets). Everyone else
+ * reads: in the same process, or from another process as a RocksDB secondary instance that
+ * catches up with the primary (view_catch_up).
+ *
+ * Key layouts (T = tenant id, D = device id, both 16 raw bytes; strings are raw bytes, and a 0
+ * byte ends a string that is followed by more key):
+ *   tenants      T                      -> tenant JSON
+ *   tokens       'h' sha256(token)      -> {token_id, tenant_id, role, name}
+ *                'i' T token_id(16)     -> sha256(token) (32 bytes)
+ *   devices      T D                    -> device JSON (without metadata)
+ *   serials      T serial               -> D
+ *   metadata     T D key                -> value
+ *   idx_meta     T key 0 value 0 D      -> ""
+ *   idx_attr     T device_type 0 status 0 D -> ""
+ *   idx_status   T status 0 D           -> ""
+ *   idx_firmware T firmware 0 D         -> ""
+ *   idx_lastseen T be64(last_seen_ms) D -> ""
+ *   commands     command_id(16)         -> outcome JSON (recognises a re-sent command)
+ *   meta         name                   -> value (consumed offsets)
+ */
+#ifndef REG_VIEW_H
+#define REG_VIEW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum view_cf {
+    VIEW_META,
+    VIEW_TENANTS,
+    VIEW_TOKENS,
+    VIEW_DEVICES,
+    VIEW_SERIALS,
+    VIEW_METADATA,
+    VIEW_IDX_META,
+    VIEW_IDX_ATTR,
+    VIEW_IDX_STATUS,
+    VIEW_IDX_FIRMWARE,
+    VIEW_IDX_LASTSEEN,
+    VIEW_COMMANDS,
+    VIEW_CF_COUNT
+} view_cf;
+
+typedef struct view view;
+typedef struct view_txn view_txn;
+typedef struct view_iter view_iter;
+
+enum view_mode { VIEW_PRIMARY, VIEW_SECONDARY };
+
+/* Opens the view in DIR/view (the primary creates it). A secondary opens the primary's files
+ * read-only, keeping its own info log in DIR/view-secondary-<pid>. The caller owns *out. */
+int view_open(const char *dir, enum view_mode mode, view **out);
+void view_close(view *v);
+
+/* Secondary only: makes the primary's latest committed writes visible. Blocks briefly (reads the
+ * primary's MANIFEST and WAL tail). */
+int view_catch_up(view *v);
+
+/* Reads a committed value. On success *val is malloc'd (the caller frees it) and NUL-terminated
+ * beyond *len. REG_ENOTFOUND when absent. */
+int view_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size_t *len);
+
+/* Iterates the committed keys that start with prefix, in key order, from `start` (a key >=
+ * prefix; NULL for the prefix itself). The caller owns the iterator. */
+view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen,
+                            const void *start, size_t slen);
+/* Advances to the next entry: 1 and the entry (valid until the next call), or 0 at the end. */
+int view_iter_next(view_iter *it, const char **key, size_t *klen, const char **val, size_t *vlen);
+void view_iter_free(view_iter *it);
+
+/* A transaction of the projector: reads see committed state plus the txn's own writes. */
+view_txn *view_txn_begin(view *v);
+int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **val, size_t *len);
+void view_txn_put(view_txn *t, view_cf cf, const void *key, size_t klen, const void *val,
+                  size_t vlen);
+void view_txn_delete(view_txn *t, view_cf cf, const void *key, size_t klen);
+/* Iterates committed state merged with the txn's writes under prefix. */
+view_iter *view_txn_iter_prefix(view_txn *t, view_cf cf, const void *prefix, size_t plen);
+/* Writes everything in one atomic write and frees the txn. 0 or REG_ESTORE. */
+int view_txn_commit(view_txn *t);
+/* Frees the txn without writing. */
+void view_txn_abort(view_txn *t);
+/* Number of writes pending in the txn. */
+size_t view_txn_count(const view_txn *t);
+
+/* A read source: the committed state (t NULL) or a transaction's merged state. Lets code that
+ * renders records serve both the query side and the projector. */
+typedef struct view_src {
+    view *v;
+    view_txn *t;
+} view_src;
+
+int view_src_get(view_src src, view_cf cf, const void *key, size_t klen, char **val, size_t *len);
+view_iter *view_src_iter_prefix(view_src src, view_cf cf, const void *prefix, size_t plen);
+
+/* Meta values are 8-byte big-endian integers; absent reads as `dflt`. */
+int64_t view_meta_get(view *v, const char *name, int64_t dflt);
+void view_txn_meta_put(view_txn *t, const char *name, int64_t value);
+
+/* A RocksDB property of the view (e.g. "rocksdb.estimate-num-keys") for a column family, as a
+ * number; -1 when unavailable. */
+int64_t view_property(view *v, view_cf cf, const char *name);
+
+#endif
