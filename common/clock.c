@@ -27,8 +27,16 @@ void clock_rfc3339(int64_t ms, char *out)
     int frac = (int)(ms - (int64_t)secs * 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(out, 25, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    /* strftime bounds every field, which snprintf's checker cannot see for struct tm. */
+    char base[20];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    memcpy(out, base, 19);
+    out[19] = '.';
+    out[20] = (char)('0' + frac / 100);
+    out[21] = (char)('0' + frac / 10 % 10);
+    out[22] = (char)('0' + frac % 10);
+    out[23] = 'Z';
+    out[24] = 0;
 }
 
 int clock_parse_rfc3339(const char *s, int64_t *ms)

@@ -9,8 +9,13 @@
  * delivery reports and runs each append's callback with its offset, or with REG_ETIMEOUT /
  * REG_EKAFKA when the record was not stored within the delivery timeout (30 s, or
  * REGISTRY_KAFKA_TIMEOUT_MS from the environment), so a stopped broker makes appends fail
- * clearly rather than hang. The topic is created at open (AdminAPI) rather than relying on the
- * broker's auto-create, which would pick the broker's default partition count.
+ * clearly rather than hang. The producer's queue holds librdkafka's default of 100000 messages.
+ * A time_ms of 0 stamps the record with the current time (librdkafka's convention).
+ *
+ * Open makes sure the topic exists: found in the metadata, else created with the AdminAPI (one
+ * partition, replication 1), never by the broker's auto-create, which would pick the broker's
+ * default partition count. Open blocks (up to about 3 x min(timeout, 10 s)) until partition 0
+ * has a leader, so the log is usable when it returns.
  *
  * Each reader is its own consumer handle, assigned partition 0 at the requested offset: no
  * group subscription, no committed offsets (the caller keeps its position), so readers never
@@ -44,6 +49,11 @@ enum {
     KLOG_POLL_MS = 100,               /* poller's wake-up period (to notice close) */
     KLOG_LOG_INTERVAL_MS = 5000,      /* repeats of one error are logged at most this often */
 };
+
+/* librdkafka's default backs reconnects off up to 10 s, and (in 2.0.2) expires queued messages
+ * only between connection attempts: a stopped broker would fail appends up to 10 s past their
+ * timeout, and a restarted one be noticed as late. One attempt a second is cheap. */
+#define KLOG_RECONNECT_MAX_MS "1000"
 
 /* Rate-limits the logging of a repeating error (a stopped broker reports one per message or
  * per reconnect). Used by one thread only. */
@@ -113,7 +123,8 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Logs "eventlog(kafka) topic: what: text" unless the same error was logged recently. */
+/* Logs "eventlog(kafka) topic: what: text" unless the same error was logged recently; the
+ * number of lines left out is told with the next line logged. */
 static void klog_log_limited(klog_ratelimit *rl, const char *topic, const char *what, int err,
                              const char *text)
 {
@@ -123,10 +134,9 @@ static void klog_log_limited(klog_ratelimit *rl, const char *topic, const char *
         return;
     }
     if (rl->suppressed)
-        fprintf(stderr, "eventlog(kafka) %s: %s: %s (and %lu similar since)\n", topic, what, text,
+        fprintf(stderr, "eventlog(kafka) %s: (%lu repeated errors not shown)\n", topic,
                 rl->suppressed);
-    else
-        fprintf(stderr, "eventlog(kafka) %s: %s: %s\n", topic, what, text);
+    fprintf(stderr, "eventlog(kafka) %s: %s: %s\n", topic, what, text);
     rl->last_err = err;
     rl->last_ms = t;
     rl->suppressed = 0;
@@ -152,8 +162,8 @@ static int delivery_timeout_ms(void)
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || *end || v <= 0 || v > 3600000) {
-        fprintf(stderr, "eventlog(kafka): ignoring REGISTRY_KAFKA_TIMEOUT_MS=%s (want 1..3600000)\n",
-                s);
+        fprintf(stderr,
+                "eventlog(kafka): ignoring REGISTRY_KAFKA_TIMEOUT_MS=%s (want 1..3600000)\n", s);
         return KLOG_DEFAULT_TIMEOUT_MS;
     }
     return (int)v;
@@ -212,7 +222,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         fprintf(stderr, "eventlog(kafka) %s: fatal producer error: %s\n", kl->topic, text);
         return;
     }
-    klog_log_limited(&kl->poller_log, kl->topic, "kafka", err, reason);
+    klog_log_limited(&kl->poller_log, kl->topic, "producer", err, reason);
 }
 
 static void *poller_main(void *arg)
@@ -223,7 +233,7 @@ static void *poller_main(void *arg)
     return NULL;
 }
 
-/* Creates the topic (1 partition, replication 1) unless it exists. Blocks up to timeout_ms. */
+/* Creates the topic (1 partition, replication 1). Blocks up to timeout_ms. */
 static int create_topic(klog *kl, int timeout_ms)
 {
     char errstr[512];
@@ -233,7 +243,8 @@ static int create_topic(klog *kl, int timeout_ms)
         fprintf(stderr, "eventlog(kafka) %s: %s\n", kl->topic, errstr);
         return REG_EINVAL;
     }
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(kl->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_t *opts =
+        rd_kafka_AdminOptions_new(kl->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_queue_t *q = rd_kafka_queue_new(kl->rk);
     if (!opts || !q ||
         rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, errstr, sizeof errstr) ||
@@ -276,6 +287,68 @@ out:
     return rc;
 }
 
+/* Asks the metadata of the topic: sets *partitions (0 when the topic is missing) and *ready
+ * (partition 0 has a leader). 0, or REG_E* when the cluster didn't answer as it should. */
+static int lookup_topic(klog *kl, int timeout_ms, int *partitions, bool *ready)
+{
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(kl->rk, 0, kl->rkt, &md, timeout_ms);
+    if (err) {
+        fprintf(stderr, "eventlog(kafka) %s: metadata: %s\n", kl->topic, rd_kafka_err2str(err));
+        return err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT
+                   ? REG_EUNAVAILABLE
+                   : REG_EKAFKA;
+    }
+    *partitions = 0;
+    *ready = false;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        const rd_kafka_metadata_topic_t *t = &md->topics[i];
+        if (strcmp(t->topic, kl->topic)) continue;
+        err = t->err;
+        if (!err) *partitions = t->partition_cnt;
+        for (int j = 0; j < t->partition_cnt; j++)
+            if (t->partitions[j].id == 0 && t->partitions[j].leader >= 0) *ready = true;
+    }
+    rd_kafka_metadata_destroy(md);
+    /* Missing, or just created and not yet everywhere: not errors here. */
+    if (err && err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART &&
+        err != RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC && err != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) {
+        fprintf(stderr, "eventlog(kafka) %s: metadata: %s\n", kl->topic, rd_kafka_err2str(err));
+        return REG_EKAFKA;
+    }
+    return 0;
+}
+
+/* Makes sure the topic exists and partition 0 has a leader, so that the log is usable (offset
+ * queries included) once open returns. Asks the metadata first (a topic provisioned by an
+ * operator then needs no create permission, and a cluster whose AdminAPI has no controller, like
+ * librdkafka's mock, still works), then creates it. The producer has
+ * allow.auto.create.topics=false, so the question doesn't create the topic with the broker's
+ * default partition count. Blocks up to about three times timeout_ms. */
+static int ensure_topic(klog *kl, int timeout_ms)
+{
+    int partitions = 0, rc;
+    bool ready = false;
+    if ((rc = lookup_topic(kl, timeout_ms, &partitions, &ready))) return rc;
+    if (partitions == 0 && (rc = create_topic(kl, timeout_ms))) return rc;
+    /* A new topic takes a moment to reach every broker's metadata. */
+    int64_t until = now_ms() + timeout_ms;
+    while (!ready) {
+        if (now_ms() >= until) {
+            fprintf(stderr, "eventlog(kafka) %s: partition 0 has no leader after %d ms\n",
+                    kl->topic, timeout_ms);
+            return REG_EUNAVAILABLE;
+        }
+        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000000}, NULL);
+        if ((rc = lookup_topic(kl, timeout_ms, &partitions, &ready))) return rc;
+    }
+    if (partitions != 1) /* partition 0 alone is still one total order; say so */
+        fprintf(stderr,
+                "eventlog(kafka) %s: the topic has %d partitions; only partition 0 is used\n",
+                kl->topic, partitions);
+    return 0;
+}
+
 static void klog_free(klog *kl)
 {
     if (kl->rkt) rd_kafka_topic_destroy(kl->rkt);
@@ -311,9 +384,11 @@ int elog_kafka_open(const elog_config *cfg, elog **out)
     int rc = 0;
     if ((rc = conf_set(conf, "bootstrap.servers", kl->brokers)) ||
         (rc = conf_set(conf, "client.id", "registry")) ||
+        (rc = conf_set(conf, "allow.auto.create.topics", "false")) ||
         (rc = conf_set(conf, "enable.idempotence", "true")) ||
         (rc = conf_set(conf, "acks", "all")) || (rc = conf_set(conf, "linger.ms", linger)) ||
         (rc = conf_set(conf, "message.timeout.ms", timeout)) ||
+        (rc = conf_set(conf, "reconnect.backoff.max.ms", KLOG_RECONNECT_MAX_MS)) ||
         (rc = conf_set(conf, "request.timeout.ms", request_timeout))) {
         rd_kafka_conf_destroy(conf);
         klog_free(kl);
@@ -335,16 +410,16 @@ int elog_kafka_open(const elog_config *cfg, elog **out)
 
     int open_timeout =
         kl->timeout_ms < KLOG_OPEN_TIMEOUT_MAX_MS ? kl->timeout_ms : KLOG_OPEN_TIMEOUT_MAX_MS;
-    if ((rc = create_topic(kl, open_timeout))) {
-        klog_free(kl);
-        return rc;
-    }
     kl->rkt = rd_kafka_topic_new(kl->rk, kl->topic, NULL);
     if (!kl->rkt) {
         fprintf(stderr, "eventlog(kafka) %s: %s\n", kl->topic,
                 rd_kafka_err2str(rd_kafka_last_error()));
         klog_free(kl);
         return REG_EKAFKA;
+    }
+    if ((rc = ensure_topic(kl, open_timeout))) {
+        klog_free(kl);
+        return rc;
     }
 
     pthread_condattr_t ca;
@@ -384,11 +459,11 @@ static int klog_append(elog *log, const void *key, size_t key_len, const void *v
         return REG_ECLOSED;
     }
     p->seq = kl->queued + 1;
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        kl->rk, RD_KAFKA_V_RKT(kl->rkt), RD_KAFKA_V_PARTITION(0),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
-        RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_TIMESTAMP(time_ms),
-        RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(kl->rk, RD_KAFKA_V_RKT(kl->rkt), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+                          RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_TIMESTAMP(time_ms),
+                          RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
     if (!err) kl->queued++; /* p is now librdkafka's, handed back in on_delivery */
     pthread_mutex_unlock(&kl->mu);
     if (!err) return 0;
@@ -466,8 +541,8 @@ static int klog_offset_for_time(elog *log, int64_t time_ms, int64_t *offset)
     int64_t off = parts->elems[0].offset;
     rd_kafka_topic_partition_list_destroy(parts);
     if (err) {
-        fprintf(stderr, "eventlog(kafka) %s: offset for time %" PRId64 ": %s\n", kl->topic,
-                time_ms, rd_kafka_err2str(err));
+        fprintf(stderr, "eventlog(kafka) %s: offset for time %" PRId64 ": %s\n", kl->topic, time_ms,
+                rd_kafka_err2str(err));
         return err == RD_KAFKA_RESP_ERR__TIMED_OUT ? REG_ETIMEOUT : REG_EKAFKA;
     }
     if (off < 0) { /* no record that recent: the end */
@@ -501,14 +576,16 @@ static void klog_close(elog *log)
                 kl->topic);
         rd_kafka_purge(kl->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         pthread_mutex_lock(&kl->mu);
-        done = wait_outstanding(kl, 2000);
-        pthread_mutex_unlock(&kl->mu);
-        if (!done)
+        if (!wait_outstanding(kl, 2000))
             fprintf(stderr, "eventlog(kafka) %s: %" PRIu64 " append callbacks never ran\n",
                     kl->topic, kl->queued - kl->reported);
+        pthread_mutex_unlock(&kl->mu);
     }
     atomic_store(&kl->stop_poller, true);
     pthread_join(kl->poller, NULL);
+    if (kl->poller_log.suppressed)
+        fprintf(stderr, "eventlog(kafka) %s: (%lu repeated errors not shown)\n", kl->topic,
+                kl->poller_log.suppressed);
     pthread_cond_destroy(&kl->cond);
     pthread_mutex_destroy(&kl->mu);
     klog_free(kl);
@@ -560,7 +637,8 @@ static int klog_reader_open(elog *log, int64_t offset, elog_reader **out)
         (rc = conf_set(conf, "enable.auto.offset.store", "false")) ||
         (rc = conf_set(conf, "enable.partition.eof", "false")) ||
         (rc = conf_set(conf, "isolation.level", "read_committed")) ||
-        (rc = conf_set(conf, "auto.offset.reset", "error"))) {
+        (rc = conf_set(conf, "auto.offset.reset", "error")) ||
+        (rc = conf_set(conf, "reconnect.backoff.max.ms", KLOG_RECONNECT_MAX_MS))) {
         rd_kafka_conf_destroy(conf);
         kreader_free(rd);
         return rc;

@@ -41,9 +41,9 @@ missing_packages() {
 case "${1:-}" in
   --list) printf '%s\n' "${PACKAGES[@]}"; exit 0 ;;
   --check)
-    m=$(missing_packages)
-    if [[ -z "$m" ]]; then exit 0; fi
-    echo "deps.sh: missing:" $m >&2; exit 1 ;;
+    mapfile -t m < <(missing_packages)
+    if [[ ${#m[@]} -eq 0 ]]; then exit 0; fi
+    echo "deps.sh: missing: ${m[*]}" >&2; exit 1 ;;
   ""|install) ;;
   *) echo "usage: $0 [--list|--check]" >&2; exit 2 ;;
 esac

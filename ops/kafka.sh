@@ -50,6 +50,14 @@ BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 log() { echo "kafka.sh: $*"; }
 die() { echo "kafka.sh: ERROR: $*" >&2; exit 1; }
 
+# True if pid exists and is not a zombie (a daemon that exited may linger as a
+# zombie until its adoptive parent reaps it; kill -0 alone would say "alive").
+alive() {
+  local st
+  st="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)"
+  [[ -n "$st" && "$st" != Z && "$st" != X ]]
+}
+
 need_java() {
   command -v java >/dev/null || die "java not found (run ops/deps.sh)"
 }
@@ -76,8 +84,11 @@ cmd_fetch() {
   tmp="$KAFKA_HOME/lib.tmp.$$"
   rm -rf "$tmp"
   log "resolving Kafka jars with Maven ..."
+  # (Debian's Maven 3.8 prints stray "ESC[0m" resets even with -B; strip them.
+  #  pipefail keeps mvn's exit status.)
   if ! mvn "${args[@]}" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$tmp" </dev/null; then
+        -DincludeScope=runtime -DoutputDirectory="$tmp" </dev/null 2>&1 \
+        | sed -u 's/\x1b\[0m//g'; then
     rm -rf "$tmp"
     die "maven dependency resolution failed"
   fi
@@ -93,7 +104,7 @@ running_pid() {
   local pid
   pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   # guard against pid reuse: the process must be our kafka.Kafka JVM
   tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $CONF" || return 1
   echo "$pid"
@@ -163,6 +174,18 @@ logger.raft.level = WARN
 EOF
 }
 
+# Same format as `kafka-storage.sh random-uuid` (Kafka's Uuid: 16 random bytes,
+# URL-safe base64 without padding, never starting with '-'), without paying
+# for an extra JVM start.
+random_cluster_id() {
+  local id
+  while :; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    [[ ${#id} -eq 22 && "$id" != -* ]] && break
+  done
+  echo "$id"
+}
+
 show_log_tail() {
   if [[ -f "$SERVER_LOG" ]]; then
     echo "----- last 40 lines of $SERVER_LOG -----" >&2
@@ -191,8 +214,7 @@ cmd_start() {
     local log4j=(-Dlog4j2.configurationFile="$LOG4J_CONF")
     if [[ ! -f "$LOGDIRS/meta.properties" ]]; then
       local cid
-      cid="$(java "${log4j[@]}" -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
-      [[ -n "$cid" ]] || die "could not generate a cluster id"
+      cid="$(random_cluster_id)"
       log "formatting new storage in $LOGDIRS (cluster id $cid)"
       if ! java "${log4j[@]}" -cp "$cp" kafka.tools.StorageTool format \
             -t "$cid" -c "$CONF" --standalone >"$KAFKA_DIR/format.log" 2>&1; then
@@ -213,18 +235,34 @@ cmd_start() {
 
   local start=$SECONDS
   until broker_ready; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       show_log_tail
       rm -f "$PIDFILE"
       die "broker process $pid exited during startup"
     fi
     if (( SECONDS - start >= KAFKA_START_TIMEOUT )); then
       show_log_tail
-      die "broker not ready on $BOOTSTRAP after ${KAFKA_START_TIMEOUT}s (pid $pid still running; 'ops/kafka.sh stop' to clean up)"
+      # do not leave a half-started JVM behind; keep the data dir for the log
+      terminate "$pid"
+      rm -f "$PIDFILE"
+      die "broker not ready on $BOOTSTRAP after ${KAFKA_START_TIMEOUT}s; stopped it (full log: $SERVER_LOG)"
     fi
     sleep 0.5
   done
   log "ready on $BOOTSTRAP (pid $pid, $((SECONDS - start))s)"
+}
+
+# TERM, wait up to KAFKA_STOP_TIMEOUT (controlled shutdown), then KILL.
+terminate() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
+  while alive "$pid" && (( SECONDS < deadline )); do sleep 0.2; done
+  if alive "$pid"; then
+    log "pid $pid still alive after ${KAFKA_STOP_TIMEOUT}s, sending KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    while alive "$pid"; do sleep 0.1; done
+  fi
 }
 
 cmd_stop() {
@@ -232,14 +270,7 @@ cmd_stop() {
   [[ "${1:-}" == "--keep" ]] && keep=1
   if pid="$(running_pid)"; then
     log "stopping broker (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "still alive after ${KAFKA_STOP_TIMEOUT}s, sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    fi
+    terminate "$pid"
   else
     log "not running"
   fi

@@ -180,16 +180,18 @@ out:
     return err;
 }
 
+/* The commit notice goes first so that readers on secondaries start catching up before the
+ * writers' callers get their answers and come to read. */
 static void publish_outcomes(projector *p, json_t *outcomes)
 {
     size_t i;
     json_t *o;
+    if (json_array_size(outcomes)) bus_publish(p->bus, "commit", "1", 1);
     json_array_foreach(outcomes, i, o) {
         char *text = json_dumps(o, JSON_COMPACT);
         bus_publish(p->bus, "outcome", text, strlen(text));
         free(text);
     }
-    if (json_array_size(outcomes)) bus_publish(p->bus, "commit", "1", 1);
 }
 
 /* Decides and commits one batch of records. 0, or an error after which nothing was committed. */

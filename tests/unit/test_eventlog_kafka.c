@@ -64,8 +64,12 @@ static void fresh_topic(char *buf, size_t size, const char *what)
     snprintf(buf, size, "registry.test.%s.%ld.%d.%d", what, (long)time(NULL), (int)getpid(), n++);
 }
 
+/* Opens the log on topic with the given delivery timeout. The mock cluster of librdkafka 2.0.2
+ * names no controller, so the AdminAPI can't create topics there: on the mock, the topic is
+ * made beforehand (the backend then finds it in the metadata); a real broker gets it created. */
 static elog *open_log(const char *brokers, const char *topic, int timeout_ms)
 {
+    if (brokers == mock_brokers) assert_int_equal(rd_kafka_mock_topic_create(mock, topic, 1, 1), 0);
     char t[16];
     snprintf(t, sizeof t, "%d", timeout_ms);
     setenv("REGISTRY_KAFKA_TIMEOUT_MS", t, 1);
@@ -164,13 +168,17 @@ static void append_read(const char *brokers)
     read_expect(rd, N, 5);
     elog_reader_close(rd);
 
+    /* librdkafka 2.0.2's mock answers no lookup by time ("not found": the end); only a real
+     * broker can check the times themselves. */
     int64_t off = -1;
-    assert_int_equal(elog_offset_for_time(log, T0 + 17, &off), 0);
-    assert_int_equal(off, 17);
-    assert_int_equal(elog_offset_for_time(log, 0, &off), 0);
-    assert_int_equal(off, 0);
     assert_int_equal(elog_offset_for_time(log, T0 + 100000, &off), 0);
     assert_int_equal(off, N + 5);
+    if (brokers != mock_brokers) {
+        assert_int_equal(elog_offset_for_time(log, T0 + 17, &off), 0);
+        assert_int_equal(off, 17);
+        assert_int_equal(elog_offset_for_time(log, 0, &off), 0);
+        assert_int_equal(off, 0);
+    }
 
     elog_close(log);
 }
@@ -242,12 +250,18 @@ static void test_broker_down_mock(void **state)
     free(slots);
 
     /* Back up: appends succeed again and continue the log where it stood. */
+    /* (An append may still time out while the producer reconnects: retry for a while.) */
     assert_int_equal(rd_kafka_mock_broker_set_up(mock, 1), 0);
     slot s = {0};
-    assert_int_equal(elog_append(log, "k", 1, "v", 1, T0, append_cb, &s), 0);
-    assert_int_equal(elog_flush(log, 20000), 0);
-    assert_int_equal(atomic_load(&s.done), 1);
-    assert_int_equal(s.err, 0);
+    int64_t until = now_ms() + 20000;
+    do {
+        atomic_store(&s.done, 0);
+        assert_int_equal(elog_append(log, "k", 1, "v", 1, T0, append_cb, &s), 0);
+        rc = elog_flush(log, 20000);
+        assert_int_equal(atomic_load(&s.done), 1);
+        assert_int_equal(rc, s.err);
+    } while (rc == REG_ETIMEOUT && now_ms() < until);
+    assert_int_equal(rc, 0);
     assert_int_equal(s.offset, 1);
     elog_close(log);
 }
@@ -277,6 +291,7 @@ static int setup(void **state)
 {
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof errstr); /* it has no brokers */
     mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!mock_rk) {
         fprintf(stderr, "mock handle: %s\n", errstr);
@@ -299,10 +314,8 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_append_read_mock),
-        cmocka_unit_test(test_reader_args),
-        cmocka_unit_test(test_broker_down_mock),
-        cmocka_unit_test(test_close_undelivered_mock),
+        cmocka_unit_test(test_append_read_mock), cmocka_unit_test(test_reader_args),
+        cmocka_unit_test(test_broker_down_mock), cmocka_unit_test(test_close_undelivered_mock),
         cmocka_unit_test(test_append_read_real),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,340 @@
+/*
+ * main.c - the `registry` binary: one program, one role per subcommand.
+ *
+ *   registry serve   --data DIR            every role in one process, embedded log and bus
+ *   registry ingest  --data DIR --kafka --redis   the write API: commands into Kafka
+ *   registry project --data DIR --kafka --redis   the projector: owns the view (primary)
+ *   registry front   --data DIR --redis           the read API on a secondary of the view
+ *   registry rebuild --data DIR --into DIR2 [--until TIME]   a view from the events log alone
+ *   registry verify  --data DIR            rebuild aside and compare with DIR's view
+ *
+ * `serve` also takes --kafka/--redis to run all roles in one process on the distributed engines.
+ * The admin token is REGISTRY_ADMIN_TOKEN when set; otherwise `serve`/`project` make one on first
+ * start, print it once, and keep only its hash (DIR/admin-token.sha256).
+ */
+#define _GNU_SOURCE
+#include "bus.h"
+#include "clock.h"
+#include "err.h"
+#include "eventlog.h"
+#include "http_server.h"
+#include "ids.h"
+#include "projector/projector.h"
+#include "projector/rebuild.h"
+#include "projector/view.h"
+#include "query/api.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+struct options {
+    const char *role;
+    const char *data;
+    const char *listen_api;
+    const char *kafka;
+    const char *redis;
+    const char *region;
+    const char *into;
+    const char *until;
+    int no_fsync;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: registry serve|ingest|project|front|rebuild|verify [options]\n"
+               "  --data DIR              data directory (default ./registry-data)\n"
+               "  --listen-api ADDR:PORT  operator API (default 127.0.0.1:8080; port 0 picks one)\n"
+               "  --kafka HOST:PORT       use Kafka for the logs\n"
+               "  --redis HOST:PORT       use Redis for notifications between processes\n"
+               "  --region NAME           region name (default local)\n"
+               "  --no-fsync              do not sync embedded log appends (benchmarks only)\n"
+               "  --into DIR              rebuild: where to build the view\n"
+               "  --until TIME            rebuild: only events up to this RFC 3339 time\n");
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    static const struct option longopts[] = {
+        {"data", required_argument, NULL, 'd'},      {"listen-api", required_argument, NULL, 'a'},
+        {"listen-device", required_argument, NULL, 'D'},
+        {"listen-mqtt", required_argument, NULL, 'M'},
+        {"kafka", required_argument, NULL, 'k'},     {"redis", required_argument, NULL, 'r'},
+        {"region", required_argument, NULL, 'g'},    {"no-fsync", no_argument, NULL, 'n'},
+        {"into", required_argument, NULL, 'i'},      {"until", required_argument, NULL, 'u'},
+        {"help", no_argument, NULL, 'h'},            {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    o->data = "registry-data";
+    o->listen_api = "127.0.0.1:8080";
+    o->region = "local";
+    if (argc < 2 || argv[1][0] == '-') return -1;
+    o->role = argv[1];
+    optind = 2;
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd': o->data = optarg; break;
+        case 'a': o->listen_api = optarg; break;
+        case 'D':
+        case 'M':
+            /* The device ports arrive with the credentials and MQTT work. */
+            fprintf(stderr, "registry: device listeners are not available in this build\n");
+            return -1;
+        case 'k': o->kafka = optarg; break;
+        case 'r': o->redis = optarg; break;
+        case 'g': o->region = optarg; break;
+        case 'n': o->no_fsync = 1; break;
+        case 'i': o->into = optarg; break;
+        case 'u': o->until = optarg; break;
+        case 'h': usage(stdout); exit(0);
+        default: return -1;
+        }
+    }
+    for (const char *s = o->region; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-')) {
+            fprintf(stderr, "registry: --region takes lower-case letters, digits and '-'\n");
+            return -1;
+        }
+    return optind == argc ? 0 : -1;
+}
+
+static int split_addr(const char *addr, char *host, size_t cap, int *port)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= cap) return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = 0;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535) return -1;
+    *port = (int)p;
+    return 0;
+}
+
+/* Finds the admin token's hash: the environment, else the data directory, else (when `create`)
+ * a new token printed once. */
+static int admin_hash(const char *dir, int create, char hash[65])
+{
+    const char *env = getenv("REGISTRY_ADMIN_TOKEN");
+    if (env && *env) {
+        reg_token_hash(env, hash);
+        return 0;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/admin-token.sha256", dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        int ok = fscanf(f, "%64s", hash) == 1 && strlen(hash) == 64;
+        fclose(f);
+        if (ok) return 0;
+        fprintf(stderr, "registry: %s is malformed\n", path);
+        return REG_EINVAL;
+    }
+    if (!create) {
+        fprintf(stderr, "registry: no admin token: set REGISTRY_ADMIN_TOKEN or start the "
+                        "projector on this data directory first\n");
+        return REG_ENOTFOUND;
+    }
+    char token[64];
+    if (reg_token_new(token, sizeof token)) return REG_EIO;
+    reg_token_hash(token, hash);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) return REG_EIO;
+    dprintf(fd, "%s\n", hash);
+    fsync(fd);
+    close(fd);
+    printf("admin token (shown once, only its hash is kept): %s\n", token);
+    return 0;
+}
+
+static uv_signal_t sigint_h, sigterm_h;
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    uv_stop(h->loop);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static int open_view(const char *dir, enum view_mode mode, view **out)
+{
+    /* A secondary needs the primary's files: wait a while for the projector to create them. */
+    for (int attempt = 0;; attempt++) {
+        int err = view_open(dir, mode, out);
+        if (!err || mode == VIEW_PRIMARY || attempt == 60) return err;
+        sleep(1);
+    }
+}
+
+/* `rebuild` and `verify`: the view from the events log alone. */
+static int run_rebuild(const struct options *o, int verify)
+{
+    int64_t until = INT64_MAX;
+    if (o->until && clock_parse_rfc3339(o->until, &until)) {
+        fprintf(stderr, "registry: --until takes an RFC 3339 time\n");
+        return 2;
+    }
+    char into[4096];
+    if (verify) snprintf(into, sizeof into, "%s/verify-%d", o->data, (int)getpid());
+    else if (!o->into) {
+        fprintf(stderr, "registry rebuild: --into DIR is required\n");
+        return 2;
+    } else snprintf(into, sizeof into, "%s", o->into);
+    if (mkdir(into, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "registry: cannot create %s: %s\n", into, strerror(errno));
+        return 1;
+    }
+    char topic[128];
+    snprintf(topic, sizeof topic, "registry.%s.events", o->region);
+    elog_config ec = {topic, o->data, o->kafka, 1};
+    elog *events = NULL;
+    view *built = NULL, *current = NULL;
+    uint64_t applied = 0;
+    int err = elog_open(&ec, &events);
+    if (!err) err = view_open(into, VIEW_PRIMARY, &built);
+    if (!err) err = rebuild_view(events, built, until, &applied);
+    if (!err) printf("rebuilt %s/view from %llu events\n", into, (unsigned long long)applied);
+    if (!err && verify) {
+        err = view_open(o->data, VIEW_SECONDARY, &current);
+        if (!err) err = view_catch_up(current);
+        if (!err) err = rebuild_compare(current, built);
+        printf("verify: %s\n", err ? "the view differs from its events" : "the view equals its events");
+    }
+    view_close(current);
+    view_close(built);
+    elog_close(events);
+    if (verify) {
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'/view-secondary-*", into, o->data);
+        if (system(cmd) != 0) fprintf(stderr, "registry: could not remove %s\n", into);
+    }
+    if (err) fprintf(stderr, "registry: %s\n", reg_strerror(err));
+    return err ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    if (parse_options(argc, argv, &o)) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(o.role, "rebuild") || !strcmp(o.role, "verify"))
+        return run_rebuild(&o, !strcmp(o.role, "verify"));
+    int serve = !strcmp(o.role, "serve"), ingest = !strcmp(o.role, "ingest"),
+        project = !strcmp(o.role, "project"), front = !strcmp(o.role, "front");
+    if (!serve && !ingest && !project && !front) {
+        usage(stderr);
+        return 2;
+    }
+    if ((ingest || project) && !o.kafka) {
+        fprintf(stderr, "registry %s: --kafka is required (use `serve` for the embedded log)\n",
+                o.role);
+        return 2;
+    }
+    if (!serve && !o.redis) {
+        fprintf(stderr, "registry %s: --redis is required to reach the other roles\n", o.role);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (mkdir(o.data, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "registry: cannot create %s: %s\n", o.data, strerror(errno));
+        return 1;
+    }
+    char host[256], hash[65];
+    int port;
+    if (split_addr(o.listen_api, host, sizeof host, &port)) {
+        fprintf(stderr, "registry: --listen-api takes ADDR:PORT\n");
+        return 2;
+    }
+    if (admin_hash(o.data, serve || project, hash)) return 1;
+
+    view *v = NULL;
+    elog *commands = NULL, *events = NULL;
+    bus *b = NULL;
+    projector *proj = NULL;
+    api *a = NULL;
+    int rc = 1, err;
+    char commands_topic[128], events_topic[128];
+    snprintf(commands_topic, sizeof commands_topic, "registry.%s.commands", o.region);
+    snprintf(events_topic, sizeof events_topic, "registry.%s.events", o.region);
+    elog_config cc = {commands_topic, o.data, o.kafka, !o.no_fsync};
+    elog_config ec = {events_topic, o.data, o.kafka, !o.no_fsync};
+
+    int owns_view = serve || project;
+    if ((err = open_view(o.data, owns_view ? VIEW_PRIMARY : VIEW_SECONDARY, &v))) {
+        fprintf(stderr, "registry: cannot open the view: %s\n", reg_strerror(err));
+        goto out;
+    }
+    if ((err = bus_open(o.redis, &b))) {
+        fprintf(stderr, "registry: cannot open the bus: %s\n", reg_strerror(err));
+        goto out;
+    }
+    if ((serve || ingest || project) && (err = elog_open(&cc, &commands))) {
+        fprintf(stderr, "registry: cannot open %s: %s\n", commands_topic, reg_strerror(err));
+        goto out;
+    }
+    if ((serve || project) && (err = elog_open(&ec, &events))) {
+        fprintf(stderr, "registry: cannot open %s: %s\n", events_topic, reg_strerror(err));
+        goto out;
+    }
+    if (serve || project) {
+        projector_config pc = {.decide = {.region = o.region}};
+        if ((err = projector_start(v, commands, events, b, &pc, &proj))) {
+            fprintf(stderr, "registry: cannot start the projector: %s\n", reg_strerror(err));
+            goto out;
+        }
+    }
+
+    uv_loop_t *loop = uv_default_loop();
+    api_limits al = {0};
+    http_limits hl = {0};
+    api_limits_default(&al);
+    http_limits_default(&hl);
+    api_deps deps = {.view = v,
+                     .view_is_secondary = !owns_view,
+                     .commands = (serve || ingest) ? commands : NULL,
+                     .bus = b,
+                     .projector = proj,
+                     .admin_hash = hash};
+    if ((err = api_start(loop, host, port, &al, &hl, &deps, &a))) {
+        fprintf(stderr, "registry: cannot listen on %s: %s\n", o.listen_api, reg_strerror(err));
+        goto out;
+    }
+    printf("listening api=%s:%d role=%s log=%s bus=%s region=%s\n", host, api_port(a), o.role,
+           o.kafka ? "kafka" : "embedded", o.redis ? "redis" : "local", o.region);
+
+    uv_signal_init(loop, &sigint_h);
+    uv_signal_init(loop, &sigterm_h);
+    uv_signal_start(&sigint_h, on_signal, SIGINT);
+    uv_signal_start(&sigterm_h, on_signal, SIGTERM);
+    uv_run(loop, UV_RUN_DEFAULT);
+
+    /* Orderly stop: no new requests, the projector finishes its batch, logs drain, then the
+     * loop closes what is left. */
+    api_stop(a);
+    a = NULL;
+    rc = 0;
+out:
+    projector_stop(proj);
+    if (commands) elog_flush(commands, 5000);
+    elog_close(events);
+    elog_close(commands);
+    if (b) bus_unsubscribe_all(b, uv_default_loop());
+    uv_walk(uv_default_loop(), close_walk, NULL);
+    uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+    bus_close(b);
+    view_close(v);
+    return rc;
+}

@@ -1,0 +1,305 @@
+/*
+ * api.c - the operator API's front door (api.h): routing, authentication and authorisation,
+ * health, readiness and metrics. Reads are answered here from the view (query/devices.c); writes
+ * go to the ingest side (ingest/ingest.c).
+ *
+ * On a secondary view (the distributed deployment) reads first catch up with the primary when a
+ * commit notice has arrived since the last catch-up, and a device that is not found triggers one
+ * more catch-up before the 404, so that a read following an answered write sees it.
+ */
+#define _GNU_SOURCE
+#include "query/api.h"
+#include "clock.h"
+#include "err.h"
+#include "ingest/ingest.h"
+#include "projector/records.h"
+#include "query/auth.h"
+#include "query/devices.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+struct api {
+    uv_loop_t *loop;
+    http_server *http;
+    api_deps deps;
+    api_limits limits;
+    metrics *metrics;
+    ingest *ingest;
+    int view_dirty; /* a commit notice arrived since the last catch-up */
+    uv_timer_t catch_up_timer;
+};
+
+void api_limits_default(api_limits *l)
+{
+    if (!l->max_json_depth) l->max_json_depth = 32;
+    if (!l->max_metadata_key) l->max_metadata_key = 128;
+    if (!l->max_metadata_value) l->max_metadata_value = 1024;
+    if (!l->max_metadata_keys) l->max_metadata_keys = 100;
+    if (!l->request_timeout_ms) l->request_timeout_ms = 30000;
+}
+
+/* A request path split into at most four segments. */
+struct path {
+    int n;
+    char seg[4][512];
+};
+
+static int split_path(const char *path, struct path *p)
+{
+    p->n = 0;
+    if (path[0] != '/') return -1;
+    const char *s = path + 1;
+    while (*s) {
+        const char *slash = strchr(s, '/');
+        size_t len = slash ? (size_t)(slash - s) : strlen(s);
+        if (p->n == 4 || len >= sizeof p->seg[0] || len == 0) return -1;
+        memcpy(p->seg[p->n], s, len);
+        p->seg[p->n][len] = 0;
+        p->n++;
+        if (!slash) break;
+        s = slash + 1;
+        if (!*s) return -1; /* trailing slash */
+    }
+    return 0;
+}
+
+static void answer(api *a, http_req *req, const char *label, uint64_t start, int status,
+                   const char *detail)
+{
+    metrics_request(a->metrics, label, status, (double)(clock_mono_ns() - start) / 1e9);
+    http_respond_problem(req, status, detail);
+}
+
+static void method_not_allowed(api *a, http_req *req, const char *label, uint64_t start,
+                               const char *allow)
+{
+    char hdr[96];
+    snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+    metrics_request(a->metrics, label, 405, (double)(clock_mono_ns() - start) / 1e9);
+    static const char body[] = "{\"type\":\"about:blank\",\"title\":\"Method Not Allowed\","
+                               "\"status\":405,\"detail\":\"this method is not allowed here\"}";
+    http_respond(req, 405, "application/problem+json", body, sizeof body - 1, hdr);
+}
+
+static void projector_gauges(void *arg, metrics_out *out)
+{
+    api *a = arg;
+    if (a->ingest)
+        metrics_printf(out, "# TYPE registry_ingest_pending gauge\nregistry_ingest_pending %zu\n",
+                       ingest_pending(a->ingest));
+    if (!a->deps.projector) return;
+    projector_stats st;
+    projector_get_stats(a->deps.projector, &st);
+    int64_t end = a->deps.commands ? elog_end_offset(a->deps.commands) : -1;
+    metrics_printf(out,
+                   "# TYPE registry_projector_commands_total counter\n"
+                   "registry_projector_commands_total{outcome=\"accepted\"} %llu\n"
+                   "registry_projector_commands_total{outcome=\"rejected\"} %llu\n"
+                   "registry_projector_commands_total{outcome=\"duplicate\"} %llu\n"
+                   "registry_projector_commands_total{outcome=\"malformed\"} %llu\n"
+                   "# TYPE registry_projector_events_total counter\n"
+                   "registry_projector_events_total %llu\n"
+                   "# TYPE registry_projector_lag gauge\n"
+                   "registry_projector_lag %lld\n",
+                   (unsigned long long)st.accepted, (unsigned long long)st.rejected,
+                   (unsigned long long)st.duplicates, (unsigned long long)st.malformed,
+                   (unsigned long long)st.events,
+                   (long long)(end >= st.next_offset ? end - st.next_offset : 0));
+}
+
+static int is_ready(api *a)
+{
+    if (!a->deps.projector || !a->deps.commands) return 1;
+    projector_stats st;
+    projector_get_stats(a->deps.projector, &st);
+    return st.next_offset >= elog_end_offset(a->deps.commands);
+}
+
+static void catch_up(api *a)
+{
+    if (!a->deps.view_is_secondary) return;
+    a->view_dirty = 0;
+    view_catch_up(a->deps.view);
+}
+
+static void on_commit(void *arg, const char *channel, const char *msg, size_t len)
+{
+    ((api *)arg)->view_dirty = 1;
+}
+
+static void on_catch_up_timer(uv_timer_t *t)
+{
+    catch_up(t->data);
+}
+
+/* Reads of a device, with the one retry a secondary needs after a fresh write. */
+static int read_device(api *a, const auth_principal *who, const char *id, int metadata,
+                       http_req *req)
+{
+    int (*fn)(view *, const auth_principal *, const char *, http_req *) =
+        metadata ? query_device_metadata : query_device;
+    if (a->view_dirty) catch_up(a);
+    if (a->deps.view_is_secondary) {
+        /* Peek for existence first so that a 404 can be retried after catching up. */
+        reg_uuid did;
+        json_t *dev = NULL;
+        view_src src = {a->deps.view, NULL};
+        if (!reg_uuid_parse(id, &did) &&
+            record_device_load(src, &who->tenant, &did, &dev) == REG_ENOTFOUND)
+            catch_up(a);
+        json_decref(dev);
+    }
+    return fn(a->deps.view, who, id, req);
+}
+
+static void handle(void *arg, http_req *req, const http_request *r)
+{
+    api *a = arg;
+    uint64_t start = r->start_ns ? r->start_ns : clock_mono_ns();
+    struct path p;
+    const char *m = r->method;
+    int get = !strcmp(m, "GET"), post = !strcmp(m, "POST"), put = !strcmp(m, "PUT"),
+        patch = !strcmp(m, "PATCH"), del = !strcmp(m, "DELETE");
+
+    if (split_path(r->path, &p)) {
+        answer(a, req, "unknown", start, 404, "no such route");
+        return;
+    }
+    /* Unauthenticated routes. */
+    if (p.n == 1 && !strcmp(p.seg[0], "healthz")) {
+        if (!get) return method_not_allowed(a, req, "/healthz", start, "GET");
+        metrics_request(a->metrics, "/healthz", 200, 0);
+        http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+        return;
+    }
+    if (p.n == 1 && !strcmp(p.seg[0], "readyz")) {
+        if (!get) return method_not_allowed(a, req, "/readyz", start, "GET");
+        if (!is_ready(a)) return answer(a, req, "/readyz", start, 503, "catching up with the log");
+        metrics_request(a->metrics, "/readyz", 200, 0);
+        http_respond(req, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL);
+        return;
+    }
+    if (p.n == 1 && !strcmp(p.seg[0], "metrics")) {
+        if (!get) return method_not_allowed(a, req, "/metrics", start, "GET");
+        metrics_request(a->metrics, "/metrics", 200, 0);
+        char *text = metrics_render(a->metrics, projector_gauges, a);
+        http_respond(req, 200, "text/plain; version=0.0.4", text, strlen(text), NULL);
+        free(text);
+        return;
+    }
+
+    /* Route templates: the metrics label, the methods, and what each method does. */
+    const char *label = NULL, *allow = NULL;
+    const char *id = p.n >= 2 ? p.seg[1] : NULL, *key = p.n == 4 ? p.seg[3] : NULL;
+    int route = -1, is_read = 0, admin_only = 0;
+    if (p.n == 1 && !strcmp(p.seg[0], "tenants")) {
+        label = "/tenants", allow = "POST", admin_only = 1;
+        if (post) route = INGEST_CREATE_TENANT;
+    } else if (p.n == 1 && !strcmp(p.seg[0], "tokens")) {
+        label = "/tokens", allow = "POST";
+        if (post) route = INGEST_CREATE_TOKEN;
+    } else if (p.n == 2 && !strcmp(p.seg[0], "tokens")) {
+        label = "/tokens/{id}", allow = "DELETE";
+        if (del) route = INGEST_REVOKE_TOKEN;
+    } else if (p.n == 1 && !strcmp(p.seg[0], "devices")) {
+        label = "/devices", allow = "POST";
+        if (post) route = INGEST_REGISTER_DEVICE;
+    } else if (p.n == 2 && !strcmp(p.seg[0], "devices")) {
+        label = "/devices/{id}", allow = "GET, PATCH";
+        if (patch) route = INGEST_UPDATE_DEVICE;
+        is_read = get;
+    } else if (p.n == 3 && !strcmp(p.seg[0], "devices") && !strcmp(p.seg[2], "metadata")) {
+        label = "/devices/{id}/metadata", allow = "GET, PATCH";
+        if (patch) route = INGEST_PATCH_METADATA;
+        is_read = get;
+    } else if (p.n == 4 && !strcmp(p.seg[0], "devices") && !strcmp(p.seg[2], "metadata")) {
+        label = "/devices/{id}/metadata/{key}", allow = "PUT, DELETE";
+        if (put) route = INGEST_PUT_METADATA;
+        if (del) route = INGEST_DELETE_METADATA;
+    } else {
+        answer(a, req, "unknown", start, 404, "no such route");
+        return;
+    }
+    if (route < 0 && !is_read) return method_not_allowed(a, req, label, start, allow);
+
+    auth_principal who;
+    int err = auth_bearer(a->deps.view, a->deps.admin_hash, r->authorization, &who);
+    if (err == REG_ENOTFOUND && a->deps.view_is_secondary && r->authorization) {
+        catch_up(a); /* a token created a moment ago through another process */
+        err = auth_bearer(a->deps.view, a->deps.admin_hash, r->authorization, &who);
+    }
+    if (err == REG_ENOTFOUND)
+        return answer(a, req, label, start, 401, "a valid bearer token is required");
+    if (err) return answer(a, req, label, start, 503, "credentials could not be checked");
+    if (admin_only && who.role != AUTH_ADMIN)
+        return answer(a, req, label, start, 403, "only the admin token manages tenants");
+    if (!admin_only && who.role == AUTH_ADMIN)
+        return answer(a, req, label, start, 403,
+                      "the admin token manages tenants; use a tenant's token for this");
+    if (!is_read && who.role == AUTH_VIEWER)
+        return answer(a, req, label, start, 403, "a viewer token cannot write");
+
+    if (is_read) {
+        int status = read_device(a, &who, id, p.n == 3, req);
+        metrics_request(a->metrics, label, status, (double)(clock_mono_ns() - start) / 1e9);
+        return;
+    }
+    if (!a->ingest) return answer(a, req, label, start, 503, "this process does not accept writes");
+    ingest_handle(a->ingest, req, r, &who, (enum ingest_route)route, id, key, label);
+}
+
+int api_start(uv_loop_t *loop, const char *host, int port, const api_limits *limits,
+              const http_limits *hl, const api_deps *deps, api **out)
+{
+    api *a = calloc(1, sizeof *a);
+    if (!a) return REG_ENOMEM;
+    a->loop = loop;
+    a->deps = *deps;
+    a->limits = *limits;
+    api_limits_default(&a->limits);
+    a->metrics = metrics_new();
+    int err = 0;
+    if (deps->commands) err = ingest_new(loop, deps->commands, deps->bus, a->metrics, &a->limits,
+                                         &a->ingest);
+    if (!err && deps->view_is_secondary) {
+        err = bus_subscribe(deps->bus, loop, "commit", on_commit, a);
+        uv_timer_init(loop, &a->catch_up_timer);
+        a->catch_up_timer.data = a;
+        uv_timer_start(&a->catch_up_timer, on_catch_up_timer, 1000, 1000);
+    }
+    if (!err) err = http_server_start(loop, host, port, hl, handle, a, &a->http);
+    if (err) {
+        api_stop(a);
+        return err;
+    }
+    *out = a;
+    return 0;
+}
+
+int api_port(const api *a)
+{
+    return http_server_port(a->http);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    api *a = h->data;
+    metrics_free(a->metrics);
+    free(a);
+}
+
+void api_stop(api *a)
+{
+    if (!a) return;
+    if (a->http) http_server_close(a->http);
+    ingest_free(a->ingest);
+    if (a->deps.view_is_secondary) {
+        uv_close((uv_handle_t *)&a->catch_up_timer, on_timer_closed);
+    } else {
+        metrics_free(a->metrics);
+        free(a);
+    }
+}

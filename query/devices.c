@@ -1,0 +1,66 @@
+/* devices.c - device reads from the view (devices.h). */
+#include "query/devices.h"
+#include "err.h"
+#include "projector/records.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void answer_json(http_req *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    http_respond(req, status, "application/json", text, strlen(text), NULL);
+    free(text);
+}
+
+/* Parses the id or answers: 400 for a malformed id. Returns 0 when parsed. */
+static int parse_id(const char *id, reg_uuid *out, http_req *req, int *status)
+{
+    if (reg_uuid_parse(id, out) == 0) return 0;
+    char msg[96];
+    snprintf(msg, sizeof msg, "'%.40s' is not a valid id (a UUID)", id);
+    http_respond_problem(req, 400, msg);
+    *status = 400;
+    return -1;
+}
+
+static int answer_error(http_req *req, int err)
+{
+    if (err == REG_ENOTFOUND) {
+        http_respond_problem(req, 404, "no such device");
+        return 404;
+    }
+    http_respond_problem(req, 500, "the view could not be read");
+    return 500;
+}
+
+int query_device(view *v, const auth_principal *who, const char *id, http_req *req)
+{
+    reg_uuid did;
+    int status = 0;
+    if (parse_id(id, &did, req, &status)) return status;
+    json_t *rec = NULL;
+    view_src src = {v, NULL};
+    int err = record_device_render(src, &who->tenant, &did, &rec);
+    if (err) return answer_error(req, err);
+    answer_json(req, 200, rec);
+    json_decref(rec);
+    return 200;
+}
+
+int query_device_metadata(view *v, const auth_principal *who, const char *id, http_req *req)
+{
+    reg_uuid did;
+    int status = 0;
+    if (parse_id(id, &did, req, &status)) return status;
+    view_src src = {v, NULL};
+    json_t *dev = NULL, *md = NULL;
+    int err = record_device_load(src, &who->tenant, &did, &dev);
+    if (!err) err = record_metadata(src, &who->tenant, &did, &md);
+    json_decref(dev);
+    if (err) return answer_error(req, err);
+    answer_json(req, 200, md);
+    json_decref(md);
+    return 200;
+}
