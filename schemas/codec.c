@@ -89,9 +89,9 @@ enum kind {
     K_UNION,
 };
 
-static const char *const kind_names[] = {"null",  "boolean", "int",   "long",  "float",
-                                         "double", "bytes",  "string", "record", "enum",
-                                         "fixed", "array",   "map",   "union"};
+static const char *const kind_names[] = {"null",   "boolean", "int",    "long",   "float",
+                                         "double", "bytes",   "string", "record", "enum",
+                                         "fixed",  "array",   "map",    "union"};
 #define N_PRIMITIVES 8 /* K_NULL .. K_STRING */
 
 struct node;
@@ -110,14 +110,14 @@ struct node {
     size_t n;              /* number of fields, symbols or branches */
     struct field *fields;
     char **symbols;
-    int enum_default;      /* index into symbols, -1 if none */
+    int enum_default; /* index into symbols, -1 if none */
     struct node **branches;
-    struct node *items;    /* array items, map values */
-    int64_t size;          /* fixed */
-    int nullable;          /* union of null and one T: index of T, else -1 */
-    size_t min_size;       /* fewest bytes an encoded value takes */
-    int min_state;         /* 0 not computed, 1 in progress, 2 done */
-    int emitted;           /* canonical writer: definition already written */
+    struct node *items; /* array items, map values */
+    int64_t size;       /* fixed */
+    int nullable;       /* union of null and one T: index of T, else -1 */
+    size_t min_size;    /* fewest bytes an encoded value takes */
+    int min_state;      /* 0 not computed, 1 in progress, 2 done */
+    int emitted;        /* canonical writer: definition already written */
 };
 
 /* A parsed schema. Owns every node (nodes[]), which may reference each other (named types). */
@@ -130,8 +130,7 @@ struct tree {
 
 static void tree_free(struct tree *t)
 {
-    if (!t)
-        return;
+    if (!t) return;
     for (size_t i = 0; i < t->n; i++) {
         struct node *nd = t->nodes[i];
         free(nd->fullname);
@@ -156,14 +155,12 @@ static struct node *node_new(struct tree *t, enum kind kind)
     if (t->n == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 16;
         struct node **nodes = realloc(t->nodes, cap * sizeof(*nodes));
-        if (!nodes)
-            return NULL;
+        if (!nodes) return NULL;
         t->nodes = nodes;
         t->cap = cap;
     }
     struct node *nd = calloc(1, sizeof(*nd));
-    if (!nd)
-        return NULL;
+    if (!nd) return NULL;
     nd->kind = kind;
     nd->nullable = -1;
     nd->enum_default = -1;
@@ -185,8 +182,7 @@ static const char *branch_label(const struct node *nd)
 static int primitive_kind(const char *s)
 {
     for (int k = 0; k < N_PRIMITIVES; k++)
-        if (strcmp(s, kind_names[k]) == 0)
-            return k;
+        if (strcmp(s, kind_names[k]) == 0) return k;
     return -1;
 }
 
@@ -210,10 +206,8 @@ static bool valid_dotted(const char *s)
     for (;;) {
         const char *dot = strchr(part, '.');
         size_t len = dot ? (size_t)(dot - part) : strlen(part);
-        if (!valid_ident(part, len))
-            return false;
-        if (!dot)
-            return true;
+        if (!valid_ident(part, len)) return false;
+        if (!dot) return true;
         part = dot + 1;
     }
 }
@@ -222,8 +216,7 @@ static char *join_name(const char *ns, const char *name)
 {
     size_t nl = ns ? strlen(ns) : 0, ml = strlen(name);
     char *s = malloc(nl + ml + 2);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     if (nl) {
         memcpy(s, ns, nl);
         s[nl] = '.';
@@ -246,11 +239,9 @@ static struct node *find_named(const struct tree *t, const char *fullname)
  * name is already full; a simple one is looked up in ns, then in the null namespace. */
 static struct node *resolve_ref(const struct tree *t, const char *name, const char *ns)
 {
-    if (strchr(name, '.') || !ns || !*ns)
-        return find_named(t, name);
+    if (strchr(name, '.') || !ns || !*ns) return find_named(t, name);
     char *full = join_name(ns, name);
-    if (!full)
-        return NULL;
+    if (!full) return NULL;
     struct node *nd = find_named(t, full);
     free(full);
     return nd ? nd : find_named(t, name);
@@ -259,12 +250,11 @@ static struct node *resolve_ref(const struct tree *t, const char *name, const ch
 static int parse_schema(struct tree *t, const json_t *j, const char *ns, int depth,
                         struct node **out);
 
-static int parse_named(struct tree *t, const json_t *j, const char *type, const char *ns,
-                       int depth, struct node **out)
+static int parse_named(struct tree *t, const json_t *j, const char *type, const char *ns, int depth,
+                       struct node **out)
 {
     const char *name = json_string_value(json_object_get(j, "name"));
-    if (!name || !valid_dotted(name))
-        return REG_ESCHEMA;
+    if (!name || !valid_dotted(name)) return REG_ESCHEMA;
     enum kind kind = strcmp(type, "enum") == 0    ? K_ENUM
                      : strcmp(type, "fixed") == 0 ? K_FIXED
                                                   : K_RECORD;
@@ -275,16 +265,13 @@ static int parse_named(struct tree *t, const json_t *j, const char *type, const 
         const json_t *jns = json_object_get(j, "namespace");
         if (jns) {
             /* An explicit namespace replaces the enclosing one; "" is the null namespace. */
-            if (!json_is_string(jns))
-                return REG_ESCHEMA;
+            if (!json_is_string(jns)) return REG_ESCHEMA;
             ns = json_string_value(jns);
-            if (*ns && !valid_dotted(ns))
-                return REG_ESCHEMA;
+            if (*ns && !valid_dotted(ns)) return REG_ESCHEMA;
         }
         fullname = join_name(ns, name);
     }
-    if (!fullname)
-        return REG_ENOMEM;
+    if (!fullname) return REG_ENOMEM;
     const char *dot = strrchr(fullname, '.');
     const char *shortname = dot ? dot + 1 : fullname;
     if (primitive_kind(shortname) >= 0 || find_named(t, fullname)) {
@@ -301,8 +288,7 @@ static int parse_named(struct tree *t, const json_t *j, const char *type, const 
     /* Nested definitions inherit the namespace of this type's full name. Registered above
      * before the fields are parsed, so a record may refer to itself. */
     char *own_ns = dot ? strndup(fullname, (size_t)(dot - fullname)) : NULL;
-    if (dot && !own_ns)
-        return REG_ENOMEM;
+    if (dot && !own_ns) return REG_ENOMEM;
     int rc = 0;
 
     if (kind == K_RECORD) {
@@ -338,8 +324,7 @@ static int parse_named(struct tree *t, const json_t *j, const char *type, const 
             }
             nd->fields[i].raw_default = json_object_get(f, "default");
             rc = parse_schema(t, ftype, own_ns, depth + 1, &nd->fields[i].type);
-            if (rc)
-                goto done;
+            if (rc) goto done;
         }
     } else if (kind == K_ENUM) {
         const json_t *js = json_object_get(j, "symbols");
@@ -375,10 +360,8 @@ static int parse_named(struct tree *t, const json_t *j, const char *type, const 
         if (jd) {
             const char *d = json_string_value(jd);
             for (size_t k = 0; d && k < nd->n; k++)
-                if (strcmp(nd->symbols[k], d) == 0)
-                    nd->enum_default = (int)k;
-            if (nd->enum_default < 0)
-                rc = REG_ESCHEMA;
+                if (strcmp(nd->symbols[k], d) == 0) nd->enum_default = (int)k;
+            if (nd->enum_default < 0) rc = REG_ESCHEMA;
         }
     } else {
         const json_t *js = json_object_get(j, "size");
@@ -390,16 +373,14 @@ static int parse_named(struct tree *t, const json_t *j, const char *type, const 
     }
 done:
     free(own_ns);
-    if (rc == 0)
-        *out = nd;
+    if (rc == 0) *out = nd;
     return rc;
 }
 
 static int parse_schema(struct tree *t, const json_t *j, const char *ns, int depth,
                         struct node **out)
 {
-    if (depth > 256)
-        return REG_ESCHEMA;
+    if (depth > 256) return REG_ESCHEMA;
     if (json_is_string(j)) {
         const char *s = json_string_value(j);
         int k = primitive_kind(s);
@@ -412,39 +393,31 @@ static int parse_schema(struct tree *t, const json_t *j, const char *ns, int dep
     }
     if (json_is_array(j)) {
         struct node *nd = node_new(t, K_UNION);
-        if (!nd)
-            return REG_ENOMEM;
+        if (!nd) return REG_ENOMEM;
         size_t n = json_array_size(j);
         nd->branches = calloc(n ? n : 1, sizeof(*nd->branches));
-        if (!nd->branches)
-            return REG_ENOMEM;
+        if (!nd->branches) return REG_ENOMEM;
         size_t nulls = 0;
         for (size_t i = 0; i < n; i++) {
             struct node *b;
             int rc = parse_schema(t, json_array_get(j, i), ns, depth + 1, &b);
-            if (rc)
-                return rc;
+            if (rc) return rc;
             /* No nested unions (the specification forbids them) and no two branches with the
              * same JSON label, which would make the {"Label": value} mapping ambiguous. */
-            if (b->kind == K_UNION)
-                return REG_ESCHEMA;
+            if (b->kind == K_UNION) return REG_ESCHEMA;
             for (size_t k = 0; k < i; k++)
-                if (strcmp(branch_label(nd->branches[k]), branch_label(b)) == 0)
-                    return REG_ESCHEMA;
+                if (strcmp(branch_label(nd->branches[k]), branch_label(b)) == 0) return REG_ESCHEMA;
             nd->branches[i] = b;
             nd->n = i + 1;
             nulls += b->kind == K_NULL;
         }
-        if (n == 2 && nulls == 1)
-            nd->nullable = nd->branches[0]->kind == K_NULL ? 1 : 0;
+        if (n == 2 && nulls == 1) nd->nullable = nd->branches[0]->kind == K_NULL ? 1 : 0;
         *out = nd;
         return 0;
     }
-    if (!json_is_object(j))
-        return REG_ESCHEMA;
+    if (!json_is_object(j)) return REG_ESCHEMA;
     const char *type = json_string_value(json_object_get(j, "type"));
-    if (!type)
-        return REG_ESCHEMA;
+    if (!type) return REG_ESCHEMA;
     int k = primitive_kind(type);
     if (k >= 0) { /* {"type":"long", "logicalType": ...} and the like: the primitive. */
         *out = node_new(t, (enum kind)k);
@@ -456,11 +429,9 @@ static int parse_schema(struct tree *t, const json_t *j, const char *ns, int dep
     if (strcmp(type, "array") == 0 || strcmp(type, "map") == 0) {
         bool array = type[0] == 'a';
         const json_t *sub = json_object_get(j, array ? "items" : "values");
-        if (!sub)
-            return REG_ESCHEMA;
+        if (!sub) return REG_ESCHEMA;
         struct node *nd = node_new(t, array ? K_ARRAY : K_MAP);
-        if (!nd)
-            return REG_ENOMEM;
+        if (!nd) return REG_ENOMEM;
         *out = nd;
         return parse_schema(t, sub, ns, depth + 1, &nd->items);
     }
@@ -473,11 +444,9 @@ static int parse_schema(struct tree *t, const json_t *j, const char *ns, int dep
 
 static json_t *latin1_to_json(const uint8_t *p, size_t n)
 {
-    if (n == 0)
-        return json_string("");
+    if (n == 0) return json_string("");
     char *buf = malloc(n * 2);
-    if (!buf)
-        return NULL;
+    if (!buf) return NULL;
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         if (p[i] < 0x80) {
@@ -497,8 +466,7 @@ static json_t *latin1_to_json(const uint8_t *p, size_t n)
 static int json_to_latin1(const char *s, size_t n, uint8_t **out, size_t *outlen)
 {
     uint8_t *buf = malloc(n ? n : 1);
-    if (!buf)
-        return REG_ENOMEM;
+    if (!buf) return REG_ENOMEM;
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t c = (uint8_t)s[i];
@@ -521,18 +489,15 @@ static int json_to_latin1(const char *s, size_t n, uint8_t **out, size_t *outlen
  * REG_ESCHEMA when the default does not fit the type. */
 static int convert_default(const struct node *nd, const json_t *d, int depth, json_t **out)
 {
-    if (depth > MAX_DEPTH)
-        return REG_ESCHEMA;
+    if (depth > MAX_DEPTH) return REG_ESCHEMA;
     json_t *r = NULL;
     switch (nd->kind) {
     case K_NULL:
-        if (!json_is_null(d))
-            return REG_ESCHEMA;
+        if (!json_is_null(d)) return REG_ESCHEMA;
         r = json_null();
         break;
     case K_BOOLEAN:
-        if (!json_is_boolean(d))
-            return REG_ESCHEMA;
+        if (!json_is_boolean(d)) return REG_ESCHEMA;
         r = json_boolean(json_is_true(d));
         break;
     case K_INT:
@@ -542,19 +507,16 @@ static int convert_default(const struct node *nd, const json_t *d, int depth, js
         r = json_integer(json_integer_value(d));
         break;
     case K_LONG:
-        if (!json_is_integer(d))
-            return REG_ESCHEMA;
+        if (!json_is_integer(d)) return REG_ESCHEMA;
         r = json_integer(json_integer_value(d));
         break;
     case K_FLOAT:
     case K_DOUBLE:
-        if (!json_is_number(d))
-            return REG_ESCHEMA;
+        if (!json_is_number(d)) return REG_ESCHEMA;
         r = json_real(json_number_value(d));
         break;
     case K_STRING:
-        if (!json_is_string(d))
-            return REG_ESCHEMA;
+        if (!json_is_string(d)) return REG_ESCHEMA;
         r = json_stringn(json_string_value(d), json_string_length(d));
         break;
     case K_BYTES:
@@ -565,8 +527,7 @@ static int convert_default(const struct node *nd, const json_t *d, int depth, js
             json_to_latin1(json_string_value(d), json_string_length(d), &b, &blen))
             return REG_ESCHEMA;
         free(b);
-        if (nd->kind == K_FIXED && (int64_t)blen != nd->size)
-            return REG_ESCHEMA;
+        if (nd->kind == K_FIXED && (int64_t)blen != nd->size) return REG_ESCHEMA;
         r = json_stringn(json_string_value(d), json_string_length(d));
         break;
     }
@@ -575,21 +536,17 @@ static int convert_default(const struct node *nd, const json_t *d, int depth, js
         size_t k = 0;
         while (s && k < nd->n && strcmp(nd->symbols[k], s) != 0)
             k++;
-        if (!s || k == nd->n)
-            return REG_ESCHEMA;
+        if (!s || k == nd->n) return REG_ESCHEMA;
         r = json_string(s);
         break;
     }
     case K_ARRAY: {
-        if (!json_is_array(d))
-            return REG_ESCHEMA;
-        if (!(r = json_array()))
-            return REG_ENOMEM;
+        if (!json_is_array(d)) return REG_ESCHEMA;
+        if (!(r = json_array())) return REG_ENOMEM;
         for (size_t i = 0; i < json_array_size(d); i++) {
             json_t *x;
             int rc = convert_default(nd->items, json_array_get(d, i), depth + 1, &x);
-            if (!rc && json_array_append_new(r, x))
-                rc = REG_ENOMEM;
+            if (!rc && json_array_append_new(r, x)) rc = REG_ENOMEM;
             if (rc) {
                 json_decref(r);
                 return rc;
@@ -598,18 +555,15 @@ static int convert_default(const struct node *nd, const json_t *d, int depth, js
         break;
     }
     case K_MAP: {
-        if (!json_is_object(d))
-            return REG_ESCHEMA;
-        if (!(r = json_object()))
-            return REG_ENOMEM;
+        if (!json_is_object(d)) return REG_ESCHEMA;
+        if (!(r = json_object())) return REG_ENOMEM;
         const char *key;
         const json_t *v;
         json_object_foreach((json_t *)d, key, v)
         {
             json_t *x;
             int rc = convert_default(nd->items, v, depth + 1, &x);
-            if (!rc && json_object_set_new(r, key, x))
-                rc = REG_ENOMEM;
+            if (!rc && json_object_set_new(r, key, x)) rc = REG_ENOMEM;
             if (rc) {
                 json_decref(r);
                 return rc;
@@ -618,19 +572,15 @@ static int convert_default(const struct node *nd, const json_t *d, int depth, js
         break;
     }
     case K_RECORD: {
-        if (!json_is_object(d))
-            return REG_ESCHEMA;
-        if (!(r = json_object()))
-            return REG_ENOMEM;
+        if (!json_is_object(d)) return REG_ESCHEMA;
+        if (!(r = json_object())) return REG_ENOMEM;
         for (size_t i = 0; i < nd->n; i++) {
             const struct field *f = &nd->fields[i];
             const json_t *v = json_object_get(d, f->name);
-            if (!v)
-                v = f->raw_default;
+            if (!v) v = f->raw_default;
             json_t *x;
             int rc = v ? convert_default(f->type, v, depth + 1, &x) : REG_ESCHEMA;
-            if (!rc && json_object_set_new_nocheck(r, f->name, x))
-                rc = REG_ENOMEM;
+            if (!rc && json_object_set_new_nocheck(r, f->name, x)) rc = REG_ENOMEM;
             if (rc) {
                 json_decref(r);
                 return rc;
@@ -640,13 +590,11 @@ static int convert_default(const struct node *nd, const json_t *d, int depth, js
     }
     case K_UNION: {
         /* An Avro default for a union is a value of its first branch. */
-        if (nd->n == 0)
-            return REG_ESCHEMA;
+        if (nd->n == 0) return REG_ESCHEMA;
         const struct node *b = nd->branches[0];
         json_t *x;
         int rc = convert_default(b, d, depth + 1, &x);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         if (b->kind == K_NULL || nd->nullable >= 0) {
             r = x;
         } else {
@@ -659,18 +607,15 @@ static int convert_default(const struct node *nd, const json_t *d, int depth, js
         break;
     }
     }
-    if (!r)
-        return REG_ENOMEM;
+    if (!r) return REG_ENOMEM;
     *out = r;
     return 0;
 }
 
 static size_t compute_min_size(struct node *nd)
 {
-    if (nd->min_state == 2)
-        return nd->min_size;
-    if (nd->min_state == 1)
-        return 0; /* a recursive reference: 0 is a safe (lower) bound */
+    if (nd->min_state == 2) return nd->min_size;
+    if (nd->min_state == 1) return 0; /* a recursive reference: 0 is a safe (lower) bound */
     nd->min_state = 1;
     size_t m = 0;
     switch (nd->kind) {
@@ -712,11 +657,9 @@ static size_t compute_min_size(struct node *nd)
 /* Parses schema JSON text into a tree with converted defaults. */
 static int tree_parse(const char *schema_json, struct tree **out)
 {
-    if (!schema_json || !out)
-        return REG_ESCHEMA;
+    if (!schema_json || !out) return REG_ESCHEMA;
     struct tree *t = calloc(1, sizeof(*t));
-    if (!t)
-        return REG_ENOMEM;
+    if (!t) return REG_ENOMEM;
     t->doc = json_loads(schema_json, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
     int rc = t->doc ? parse_schema(t, t->doc, NULL, 0, &t->root) : REG_ESCHEMA;
     for (size_t i = 0; rc == 0 && i < t->n; i++) {
@@ -746,8 +689,7 @@ struct sbuf {
 
 static void sb_put(struct sbuf *sb, const char *s, size_t n)
 {
-    if (sb->oom)
-        return;
+    if (sb->oom) return;
     if (sb->len + n + 1 > sb->cap) {
         size_t cap = sb->cap ? sb->cap : 256;
         while (cap < sb->len + n + 1)
@@ -821,8 +763,7 @@ static void write_canonical(struct sbuf *sb, struct node *nd)
         } else if (nd->kind == K_ENUM) {
             sb_lit(sb, ",\"symbols\":[");
             for (size_t i = 0; i < nd->n; i++) {
-                if (i)
-                    sb_lit(sb, ",");
+                if (i) sb_lit(sb, ",");
                 sb_str(sb, nd->symbols[i]);
             }
             sb_lit(sb, "]}");
@@ -842,8 +783,7 @@ static void write_canonical(struct sbuf *sb, struct node *nd)
     case K_UNION:
         sb_lit(sb, "[");
         for (size_t i = 0; i < nd->n; i++) {
-            if (i)
-                sb_lit(sb, ",");
+            if (i) sb_lit(sb, ",");
             write_canonical(sb, nd->branches[i]);
         }
         sb_lit(sb, "]");
@@ -871,8 +811,7 @@ int codec_canonical_form(const char *schema_json, char **out)
 {
     struct tree *t;
     int rc = tree_parse(schema_json, &t);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rc = tree_canonical(t, out);
     tree_free(t);
     return rc;
@@ -882,8 +821,7 @@ int codec_fingerprint(const char *schema_json, uint64_t *out)
 {
     char *canon;
     int rc = codec_canonical_form(schema_json, &canon);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     *out = codec_crc64_avro(canon, strlen(canon));
     free(canon);
     return 0;
@@ -892,6 +830,7 @@ int codec_fingerprint(const char *schema_json, uint64_t *out)
 /* ------------------------------------------------------------------------------------------ */
 /* Registry */
 
+/* One known schema. Owns its tree, canonical form and avro-c objects. */
 struct entry {
     uint64_t fp;
     char *canonical;
@@ -903,6 +842,7 @@ struct entry {
     bool current;
 };
 
+/* Owns its entries; lookups are linear, there are a handful of schemas. */
 struct codec_registry {
     struct entry **entries;
     size_t n, cap;
@@ -912,14 +852,10 @@ struct codec_registry {
 
 static void entry_free(struct entry *e)
 {
-    if (!e)
-        return;
-    if (e->has_value)
-        avro_value_decref(&e->value);
-    if (e->iface)
-        avro_value_iface_decref(e->iface);
-    if (e->schema)
-        avro_schema_decref(e->schema);
+    if (!e) return;
+    if (e->has_value) avro_value_decref(&e->value);
+    if (e->iface) avro_value_iface_decref(e->iface);
+    if (e->schema) avro_schema_decref(e->schema);
     tree_free(e->tree);
     free(e->canonical);
     free(e);
@@ -927,15 +863,12 @@ static void entry_free(struct entry *e)
 
 void codec_registry_free(codec_registry *reg)
 {
-    if (!reg)
-        return;
+    if (!reg) return;
     for (size_t i = 0; i < reg->n; i++)
         entry_free(reg->entries[i]);
     free(reg->entries);
-    if (reg->reader)
-        avro_reader_free(reg->reader);
-    if (reg->writer)
-        avro_writer_free(reg->writer);
+    if (reg->reader) avro_reader_free(reg->reader);
+    if (reg->writer) avro_writer_free(reg->writer);
     free(reg);
 }
 
@@ -950,43 +883,36 @@ static struct entry *find_current(const codec_registry *reg, const char *name)
 static struct entry *find_fp(const codec_registry *reg, uint64_t fp)
 {
     for (size_t i = 0; i < reg->n; i++)
-        if (reg->entries[i]->fp == fp)
-            return reg->entries[i];
+        if (reg->entries[i]->fp == fp) return reg->entries[i];
     return NULL;
 }
 
 static void make_current(codec_registry *reg, struct entry *e)
 {
     struct entry *old = find_current(reg, e->tree->root->fullname);
-    if (old)
-        old->current = false;
+    if (old) old->current = false;
     e->current = true;
 }
 
 int codec_registry_add(codec_registry *reg, const char *schema_json, int current)
 {
-    if (!reg)
-        return REG_EINVAL;
+    if (!reg) return REG_EINVAL;
     struct entry *e = calloc(1, sizeof(*e));
-    if (!e)
-        return REG_ENOMEM;
+    if (!e) return REG_ENOMEM;
     int rc = tree_parse(schema_json, &e->tree);
-    if (rc)
-        goto fail;
+    if (rc) goto fail;
     /* Only named schemas can be looked up by name. */
     if (!is_named(e->tree->root->kind)) {
         rc = REG_ESCHEMA;
         goto fail;
     }
-    if ((rc = tree_canonical(e->tree, &e->canonical)))
-        goto fail;
+    if ((rc = tree_canonical(e->tree, &e->canonical))) goto fail;
     e->fp = codec_crc64_avro(e->canonical, strlen(e->canonical));
 
     struct entry *same = find_fp(reg, e->fp);
     if (same) {
         rc = strcmp(same->canonical, e->canonical) == 0 ? 0 : REG_EEXISTS;
-        if (rc == 0 && current)
-            make_current(reg, same);
+        if (rc == 0 && current) make_current(reg, same);
         goto fail; /* not a failure when rc == 0: the known entry stays */
     }
 
@@ -1017,8 +943,7 @@ int codec_registry_add(codec_registry *reg, const char *schema_json, int current
         reg->cap = cap;
     }
     reg->entries[reg->n++] = e;
-    if (current)
-        make_current(reg, e);
+    if (current) make_current(reg, e);
     return 0;
 fail:
     entry_free(e);
@@ -1027,12 +952,10 @@ fail:
 
 int codec_registry_new(codec_registry **out)
 {
-    if (!out)
-        return REG_EINVAL;
+    if (!out) return REG_EINVAL;
     *out = NULL;
     codec_registry *reg = calloc(1, sizeof(*reg));
-    if (!reg)
-        return REG_ENOMEM;
+    if (!reg) return REG_ENOMEM;
     static const char empty[1];
     reg->reader = avro_reader_memory(empty, 0);
     reg->writer = avro_writer_memory(empty, 0);
@@ -1061,18 +984,15 @@ static int av_err(int rc)
 
 static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int depth)
 {
-    if (depth > MAX_DEPTH)
-        return REG_EINVAL;
+    if (depth > MAX_DEPTH) return REG_EINVAL;
     int rc = 0;
     switch (nd->kind) {
     case K_NULL:
-        if (!json_is_null(j))
-            return REG_EINVAL;
+        if (!json_is_null(j)) return REG_EINVAL;
         rc = avro_value_set_null(v);
         break;
     case K_BOOLEAN:
-        if (!json_is_boolean(j))
-            return REG_EINVAL;
+        if (!json_is_boolean(j)) return REG_EINVAL;
         rc = avro_value_set_boolean(v, json_is_true(j));
         break;
     case K_INT:
@@ -1082,26 +1002,22 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
         rc = avro_value_set_int(v, (int32_t)json_integer_value(j));
         break;
     case K_LONG:
-        if (!json_is_integer(j))
-            return REG_EINVAL;
+        if (!json_is_integer(j)) return REG_EINVAL;
         rc = avro_value_set_long(v, json_integer_value(j));
         break;
     case K_FLOAT: {
         double d = json_number_value(j);
         /* Out-of-range double to float conversion is undefined behaviour in C. */
-        if (!json_is_number(j) || fabs(d) > FLT_MAX)
-            return REG_EINVAL;
+        if (!json_is_number(j) || fabs(d) > FLT_MAX) return REG_EINVAL;
         rc = avro_value_set_float(v, (float)d);
         break;
     }
     case K_DOUBLE:
-        if (!json_is_number(j))
-            return REG_EINVAL;
+        if (!json_is_number(j)) return REG_EINVAL;
         rc = avro_value_set_double(v, json_number_value(j));
         break;
     case K_STRING:
-        if (!json_is_string(j))
-            return REG_EINVAL;
+        if (!json_is_string(j)) return REG_EINVAL;
         /* the size avro-c wants includes the terminating NUL */
         rc = avro_value_set_string_len(v, json_string_value(j), json_string_length(j) + 1);
         break;
@@ -1109,11 +1025,9 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
     case K_FIXED: {
         uint8_t *b;
         size_t blen;
-        if (!json_is_string(j))
-            return REG_EINVAL;
+        if (!json_is_string(j)) return REG_EINVAL;
         int r = json_to_latin1(json_string_value(j), json_string_length(j), &b, &blen);
-        if (r)
-            return r;
+        if (r) return r;
         if (nd->kind == K_FIXED && (int64_t)blen != nd->size)
             r = REG_EINVAL;
         else if (nd->kind == K_FIXED)
@@ -1121,35 +1035,29 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
         else
             rc = avro_value_set_bytes(v, b, blen);
         free(b);
-        if (r)
-            return r;
+        if (r) return r;
         break;
     }
     case K_ENUM: {
         const char *s = json_string_value(j);
-        if (!s)
-            return REG_EINVAL;
+        if (!s) return REG_EINVAL;
         for (size_t k = 0; k < nd->n; k++)
             if (strcmp(nd->symbols[k], s) == 0)
                 return avro_value_set_enum(v, (int)k) ? REG_EINVAL : 0;
         return REG_EINVAL;
     }
     case K_ARRAY: {
-        if (!json_is_array(j))
-            return REG_EINVAL;
+        if (!json_is_array(j)) return REG_EINVAL;
         for (size_t i = 0; i < json_array_size(j); i++) {
             avro_value_t child;
-            if ((rc = avro_value_append(v, &child, NULL)))
-                return av_err(rc);
+            if ((rc = avro_value_append(v, &child, NULL))) return av_err(rc);
             int r = fill(nd->items, json_array_get(j, i), &child, depth + 1);
-            if (r)
-                return r;
+            if (r) return r;
         }
         break;
     }
     case K_MAP: {
-        if (!json_is_object(j))
-            return REG_EINVAL;
+        if (!json_is_object(j)) return REG_EINVAL;
         const char *key;
         size_t klen;
         const json_t *val;
@@ -1158,17 +1066,14 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
             avro_value_t child;
             if (strlen(key) != klen) /* avro-c map keys are C strings */
                 return REG_EINVAL;
-            if ((rc = avro_value_add(v, key, &child, NULL, NULL)))
-                return av_err(rc);
+            if ((rc = avro_value_add(v, key, &child, NULL, NULL))) return av_err(rc);
             int r = fill(nd->items, val, &child, depth + 1);
-            if (r)
-                return r;
+            if (r) return r;
         }
         break;
     }
     case K_RECORD: {
-        if (!json_is_object(j))
-            return REG_EINVAL;
+        if (!json_is_object(j)) return REG_EINVAL;
         size_t seen = 0;
         for (size_t i = 0; i < nd->n; i++) {
             const struct field *f = &nd->fields[i];
@@ -1178,15 +1083,12 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
             else if (!(fv = f->def)) /* a field with a default may be left out */
                 return REG_EINVAL;
             avro_value_t child;
-            if ((rc = avro_value_get_by_index(v, i, &child, NULL)))
-                return av_err(rc);
+            if ((rc = avro_value_get_by_index(v, i, &child, NULL))) return av_err(rc);
             int r = fill(f->type, fv, &child, depth + 1);
-            if (r)
-                return r;
+            if (r) return r;
         }
         /* A member the schema does not know is a caller's typo, not something to drop. */
-        if (seen != json_object_size(j))
-            return REG_EINVAL;
+        if (seen != json_object_size(j)) return REG_EINVAL;
         break;
     }
     case K_UNION: {
@@ -1201,17 +1103,14 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
         } else if (json_is_object(j) && json_object_size(j) == 1) {
             const char *label = json_object_iter_key(json_object_iter((json_t *)j));
             bv = json_object_iter_value(json_object_iter((json_t *)j));
-            for (idx = 0; idx < nd->n && strcmp(branch_label(nd->branches[idx]), label) != 0;
-                 idx++)
+            for (idx = 0; idx < nd->n && strcmp(branch_label(nd->branches[idx]), label) != 0; idx++)
                 ;
             if (idx < nd->n && nd->branches[idx]->kind == K_NULL)
                 idx = nd->n; /* {"null": ...} is not the mapping of null */
         }
-        if (idx >= nd->n)
-            return REG_EINVAL;
+        if (idx >= nd->n) return REG_EINVAL;
         avro_value_t branch;
-        if ((rc = avro_value_set_branch(v, (int)idx, &branch)))
-            return av_err(rc);
+        if ((rc = avro_value_set_branch(v, (int)idx, &branch))) return av_err(rc);
         return fill(nd->branches[idx], bv, &branch, depth + 1);
     }
     }
@@ -1220,17 +1119,14 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
 
 static int buf_reserve(codec_buf *out, size_t extra)
 {
-    if (extra > SIZE_MAX - out->len)
-        return REG_ENOMEM;
+    if (extra > SIZE_MAX - out->len) return REG_ENOMEM;
     size_t need = out->len + extra;
-    if (need <= out->cap)
-        return 0;
+    if (need <= out->cap) return 0;
     size_t cap = out->cap > 64 ? out->cap : 64;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     uint8_t *p = realloc(out->data, cap);
-    if (!p)
-        return REG_ENOMEM;
+    if (!p) return REG_ENOMEM;
     out->data = p;
     out->cap = cap;
     return 0;
@@ -1238,29 +1134,22 @@ static int buf_reserve(codec_buf *out, size_t extra)
 
 int codec_encode(codec_registry *reg, const char *name, const json_t *value, codec_buf *out)
 {
-    if (!reg || !name || !value || !out)
-        return REG_EINVAL;
+    if (!reg || !name || !value || !out) return REG_EINVAL;
     struct entry *e = find_current(reg, name);
-    if (!e)
-        return REG_ENOTFOUND;
-    if (avro_value_reset(&e->value))
-        return REG_ENOMEM;
+    if (!e) return REG_ENOTFOUND;
+    if (avro_value_reset(&e->value)) return REG_ENOMEM;
     int rc = fill(e->tree->root, value, &e->value, 0);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     size_t size;
-    if (avro_value_sizeof(&e->value, &size))
-        return REG_EINVAL;
-    if ((rc = buf_reserve(out, HEADER_LEN + size)))
-        return rc;
+    if (avro_value_sizeof(&e->value, &size)) return REG_EINVAL;
+    if ((rc = buf_reserve(out, HEADER_LEN + size))) return rc;
     uint8_t *h = out->data + out->len;
     h[0] = MAGIC0;
     h[1] = MAGIC1;
     for (int i = 0; i < 8; i++)
         h[2 + i] = (uint8_t)(e->fp >> (8 * i));
     avro_writer_memory_set_dest(reg->writer, (const char *)h + HEADER_LEN, (int64_t)size);
-    if (avro_value_write(reg->writer, &e->value) ||
-        (size_t)avro_writer_tell(reg->writer) != size)
+    if (avro_value_write(reg->writer, &e->value) || (size_t)avro_writer_tell(reg->writer) != size)
         return REG_EINVAL;
     out->len += HEADER_LEN + size;
     return 0;
@@ -1272,13 +1161,11 @@ int codec_encode(codec_registry *reg, const char *name, const json_t *value, cod
 int codec_peek_fingerprint(const void *data, size_t len, uint64_t *out)
 {
     const uint8_t *p = data;
-    if (!p || len < HEADER_LEN || p[0] != MAGIC0 || p[1] != MAGIC1)
-        return REG_EDECODE;
+    if (!p || len < HEADER_LEN || p[0] != MAGIC0 || p[1] != MAGIC1) return REG_EDECODE;
     uint64_t fp = 0;
     for (int i = 0; i < 8; i++)
         fp |= (uint64_t)p[2 + i] << (8 * i);
-    if (out)
-        *out = fp;
+    if (out) *out = fp;
     return 0;
 }
 
@@ -1293,12 +1180,10 @@ static int rd_long(struct cursor *c, int64_t *out)
 {
     uint64_t v = 0;
     for (int i = 0; i < 10; i++) {
-        if (!c->left)
-            return REG_EDECODE;
+        if (!c->left) return REG_EDECODE;
         uint8_t b = *c->p++;
         c->left--;
-        if (i == 9 && b > 1)
-            return REG_EDECODE;
+        if (i == 9 && b > 1) return REG_EDECODE;
         v |= (uint64_t)(b & 0x7F) << (7 * i);
         if (!(b & 0x80)) {
             *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
@@ -1310,8 +1195,7 @@ static int rd_long(struct cursor *c, int64_t *out)
 
 static int skip(struct cursor *c, int64_t n)
 {
-    if (n < 0 || (uint64_t)n > c->left)
-        return REG_EDECODE;
+    if (n < 0 || (uint64_t)n > c->left) return REG_EDECODE;
     c->p += n;
     c->left -= (size_t)n;
     return 0;
@@ -1321,20 +1205,17 @@ static int skip(struct cursor *c, int64_t n)
  * trusts every prefix) only ever sees bodies it can read within bounds. */
 static int validate(const struct node *nd, struct cursor *c, int depth)
 {
-    if (depth > MAX_DEPTH)
-        return REG_EDECODE;
+    if (depth > MAX_DEPTH) return REG_EDECODE;
     int64_t x;
     int rc;
     switch (nd->kind) {
     case K_NULL:
         return 0;
     case K_BOOLEAN:
-        if (!c->left || *c->p > 1)
-            return REG_EDECODE;
+        if (!c->left || *c->p > 1) return REG_EDECODE;
         return skip(c, 1);
     case K_INT:
-        if ((rc = rd_long(c, &x)))
-            return rc;
+        if ((rc = rd_long(c, &x))) return rc;
         return x < INT32_MIN || x > INT32_MAX ? REG_EDECODE : 0;
     case K_LONG:
         return rd_long(c, &x);
@@ -1344,55 +1225,43 @@ static int validate(const struct node *nd, struct cursor *c, int depth)
         return skip(c, 8);
     case K_BYTES:
     case K_STRING:
-        if ((rc = rd_long(c, &x)))
-            return rc;
+        if ((rc = rd_long(c, &x))) return rc;
         return skip(c, x);
     case K_FIXED:
         return skip(c, nd->size);
     case K_ENUM:
     case K_UNION:
-        if ((rc = rd_long(c, &x)))
-            return rc;
-        if (x < 0 || (uint64_t)x >= nd->n)
-            return REG_EDECODE;
+        if ((rc = rd_long(c, &x))) return rc;
+        if (x < 0 || (uint64_t)x >= nd->n) return REG_EDECODE;
         return nd->kind == K_UNION ? validate(nd->branches[x], c, depth + 1) : 0;
     case K_RECORD:
         for (size_t i = 0; i < nd->n; i++)
-            if ((rc = validate(nd->fields[i].type, c, depth + 1)))
-                return rc;
+            if ((rc = validate(nd->fields[i].type, c, depth + 1))) return rc;
         return 0;
     case K_ARRAY:
     case K_MAP: {
         size_t elem_min = nd->items->min_size + (nd->kind == K_MAP ? 1 : 0);
         for (;;) {
             int64_t count;
-            if ((rc = rd_long(c, &count)))
-                return rc;
-            if (count == 0)
-                return 0;
+            if ((rc = rd_long(c, &count))) return rc;
+            if (count == 0) return 0;
             if (count < 0) {
                 int64_t block_bytes;
-                if (count == INT64_MIN || (rc = rd_long(c, &block_bytes)))
-                    return REG_EDECODE;
-                if (block_bytes < 0 || (uint64_t)block_bytes > c->left)
-                    return REG_EDECODE;
+                if (count == INT64_MIN || (rc = rd_long(c, &block_bytes))) return REG_EDECODE;
+                if (block_bytes < 0 || (uint64_t)block_bytes > c->left) return REG_EDECODE;
                 count = -count;
             }
             if (elem_min > 0) {
-                if ((uint64_t)count > c->left / elem_min)
-                    return REG_EDECODE;
+                if ((uint64_t)count > c->left / elem_min) return REG_EDECODE;
             } else {
-                if ((uint64_t)count > c->zero_budget)
-                    return REG_EDECODE;
+                if ((uint64_t)count > c->zero_budget) return REG_EDECODE;
                 c->zero_budget -= (size_t)count;
             }
             for (int64_t i = 0; i < count; i++) {
                 if (nd->kind == K_MAP) {
-                    if ((rc = rd_long(c, &x)) || (rc = skip(c, x)))
-                        return rc;
+                    if ((rc = rd_long(c, &x)) || (rc = skip(c, x))) return rc;
                 }
-                if ((rc = validate(nd->items, c, depth + 1)))
-                    return rc;
+                if ((rc = validate(nd->items, c, depth + 1))) return rc;
             }
         }
     }
@@ -1402,8 +1271,7 @@ static int validate(const struct node *nd, struct cursor *c, int depth)
 
 static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **out)
 {
-    if (depth > MAX_DEPTH)
-        return REG_EDECODE;
+    if (depth > MAX_DEPTH) return REG_EDECODE;
     json_t *r = NULL;
     switch (nd->kind) {
     case K_NULL:
@@ -1411,22 +1279,19 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
         break;
     case K_BOOLEAN: {
         int b;
-        if (avro_value_get_boolean(v, &b))
-            return REG_EDECODE;
+        if (avro_value_get_boolean(v, &b)) return REG_EDECODE;
         r = json_boolean(b);
         break;
     }
     case K_INT: {
         int32_t i;
-        if (avro_value_get_int(v, &i))
-            return REG_EDECODE;
+        if (avro_value_get_int(v, &i)) return REG_EDECODE;
         r = json_integer(i);
         break;
     }
     case K_LONG: {
         int64_t l;
-        if (avro_value_get_long(v, &l))
-            return REG_EDECODE;
+        if (avro_value_get_long(v, &l)) return REG_EDECODE;
         r = json_integer(l);
         break;
     }
@@ -1436,8 +1301,7 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
         float f;
         if (nd->kind == K_FLOAT ? avro_value_get_float(v, &f) : avro_value_get_double(v, &d))
             return REG_EDECODE;
-        if (nd->kind == K_FLOAT)
-            d = f;
+        if (nd->kind == K_FLOAT) d = f;
         if (!isfinite(d)) /* JSON (and jansson) has no NaN or infinity */
             return REG_EDECODE;
         r = json_real(d);
@@ -1446,11 +1310,9 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
     case K_STRING: {
         const char *s;
         size_t size;
-        if (avro_value_get_string(v, &s, &size))
-            return REG_EDECODE;
+        if (avro_value_get_string(v, &s, &size)) return REG_EDECODE;
         /* size counts the NUL; NULL on invalid UTF-8 */
-        if (!(r = json_stringn(s ? s : "", size ? size - 1 : 0)))
-            return REG_EDECODE;
+        if (!(r = json_stringn(s ? s : "", size ? size - 1 : 0))) return REG_EDECODE;
         break;
     }
     case K_BYTES:
@@ -1465,30 +1327,25 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
     }
     case K_ENUM: {
         int i;
-        if (avro_value_get_enum(v, &i) || i < 0 || (size_t)i >= nd->n)
-            return REG_EDECODE;
+        if (avro_value_get_enum(v, &i) || i < 0 || (size_t)i >= nd->n) return REG_EDECODE;
         r = json_string(nd->symbols[i]);
         break;
     }
     case K_ARRAY:
     case K_MAP: {
         size_t n;
-        if (avro_value_get_size(v, &n))
-            return REG_EDECODE;
-        if (!(r = nd->kind == K_ARRAY ? json_array() : json_object()))
-            return REG_ENOMEM;
+        if (avro_value_get_size(v, &n)) return REG_EDECODE;
+        if (!(r = nd->kind == K_ARRAY ? json_array() : json_object())) return REG_ENOMEM;
         for (size_t i = 0; i < n; i++) {
             avro_value_t child;
             const char *key = NULL;
             json_t *x;
             int rc = avro_value_get_by_index(v, i, &child, &key) ? REG_EDECODE : 0;
-            if (!rc)
-                rc = to_json(nd->items, &child, depth + 1, &x);
-            if (!rc && nd->kind == K_ARRAY && json_array_append_new(r, x))
-                rc = REG_ENOMEM;
+            if (!rc && nd->kind == K_MAP && !key) rc = REG_EDECODE;
+            if (!rc) rc = to_json(nd->items, &child, depth + 1, &x);
+            if (!rc && nd->kind == K_ARRAY && json_array_append_new(r, x)) rc = REG_ENOMEM;
             /* keys come off the wire: the checked setter rejects invalid UTF-8 */
-            if (!rc && nd->kind == K_MAP && (!key || json_object_set_new(r, key, x)))
-                rc = REG_EDECODE;
+            if (!rc && nd->kind == K_MAP && json_object_set_new(r, key, x)) rc = REG_EDECODE;
             if (rc) {
                 json_decref(r);
                 return rc;
@@ -1497,16 +1354,13 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
         break;
     }
     case K_RECORD: {
-        if (!(r = json_object()))
-            return REG_ENOMEM;
+        if (!(r = json_object())) return REG_ENOMEM;
         for (size_t i = 0; i < nd->n; i++) {
             avro_value_t child;
             json_t *x;
             int rc = avro_value_get_by_index(v, i, &child, NULL) ? REG_EDECODE : 0;
-            if (!rc)
-                rc = to_json(nd->fields[i].type, &child, depth + 1, &x);
-            if (!rc && json_object_set_new_nocheck(r, nd->fields[i].name, x))
-                rc = REG_ENOMEM;
+            if (!rc) rc = to_json(nd->fields[i].type, &child, depth + 1, &x);
+            if (!rc && json_object_set_new_nocheck(r, nd->fields[i].name, x)) rc = REG_ENOMEM;
             if (rc) {
                 json_decref(r);
                 return rc;
@@ -1523,10 +1377,8 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
         const struct node *b = nd->branches[d];
         json_t *x;
         int rc = to_json(b, &branch, depth + 1, &x);
-        if (rc)
-            return rc;
-        if (b->kind == K_NULL || nd->nullable >= 0)
-            return *out = x, 0;
+        if (rc) return rc;
+        if (b->kind == K_NULL || nd->nullable >= 0) return *out = x, 0;
         r = json_object();
         if (!r || json_object_set_new_nocheck(r, branch_label(b), x)) {
             json_decref(r);
@@ -1535,8 +1387,7 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
         break;
     }
     }
-    if (!r)
-        return REG_ENOMEM;
+    if (!r) return REG_ENOMEM;
     *out = r;
     return 0;
 }
@@ -1559,8 +1410,7 @@ static int union_branch(const struct node *w, const json_t *v, size_t *idx, cons
         for (i = 0; i < w->n && strcmp(branch_label(w->branches[i]), label) != 0; i++)
             ;
     }
-    if (i >= w->n)
-        return REG_ESCHEMA;
+    if (i >= w->n) return REG_ESCHEMA;
     *idx = i;
     return 0;
 }
@@ -1586,10 +1436,8 @@ static bool promotable(enum kind from, enum kind to)
 /* Named types match by short name (the specification's "unqualified name"). */
 static bool same_type(const struct node *w, const struct node *r)
 {
-    if (w->kind != r->kind)
-        return false;
-    if (is_named(w->kind) && strcmp(w->shortname, r->shortname) != 0)
-        return false;
+    if (w->kind != r->kind) return false;
+    if (is_named(w->kind) && strcmp(w->shortname, r->shortname) != 0) return false;
     return w->kind != K_FIXED || w->size == r->size;
 }
 
@@ -1598,32 +1446,25 @@ static bool same_type(const struct node *w, const struct node *r)
 static int resolve(const struct node *w, const struct node *r, const json_t *v, int depth,
                    json_t **out)
 {
-    if (depth > MAX_DEPTH)
-        return REG_ESCHEMA;
+    if (depth > MAX_DEPTH) return REG_ESCHEMA;
     int rc;
     if (w->kind == K_UNION) {
         size_t idx;
         const json_t *bv;
-        if ((rc = union_branch(w, v, &idx, &bv)))
-            return rc;
+        if ((rc = union_branch(w, v, &idx, &bv))) return rc;
         return resolve(w->branches[idx], r, bv, depth + 1, out);
     }
     if (r->kind == K_UNION) {
         size_t idx = r->n;
         for (size_t i = 0; i < r->n && idx == r->n; i++)
-            if (same_type(w, r->branches[i]))
-                idx = i;
+            if (same_type(w, r->branches[i])) idx = i;
         for (size_t i = 0; i < r->n && idx == r->n; i++)
-            if (promotable(w->kind, r->branches[i]->kind))
-                idx = i;
-        if (idx == r->n)
-            return REG_ESCHEMA;
+            if (promotable(w->kind, r->branches[i]->kind)) idx = i;
+        if (idx == r->n) return REG_ESCHEMA;
         const struct node *b = r->branches[idx];
         json_t *x;
-        if ((rc = resolve(w, b, v, depth + 1, &x)))
-            return rc;
-        if (b->kind == K_NULL || r->nullable >= 0)
-            return *out = x, 0;
+        if ((rc = resolve(w, b, v, depth + 1, &x))) return rc;
+        if (b->kind == K_NULL || r->nullable >= 0) return *out = x, 0;
         json_t *o = json_object();
         if (!o || json_object_set_new_nocheck(o, branch_label(b), x)) {
             json_decref(o);
@@ -1632,8 +1473,7 @@ static int resolve(const struct node *w, const struct node *r, const json_t *v, 
         return *out = o, 0;
     }
     if (!same_type(w, r)) {
-        if (!promotable(w->kind, r->kind))
-            return REG_ESCHEMA;
+        if (!promotable(w->kind, r->kind)) return REG_ESCHEMA;
         json_t *x = NULL;
         if (r->kind == K_LONG) {
             x = json_integer(json_integer_value(v));
@@ -1648,24 +1488,20 @@ static int resolve(const struct node *w, const struct node *r, const json_t *v, 
                 return REG_ESCHEMA;
             x = json_stringn((const char *)b, blen);
             free(b);
-            if (!x)
-                return REG_ESCHEMA;
+            if (!x) return REG_ESCHEMA;
         }
-        if (!x)
-            return REG_ENOMEM;
+        if (!x) return REG_ENOMEM;
         return *out = x, 0;
     }
     switch (r->kind) {
     case K_RECORD: {
         json_t *o = json_object();
-        if (!o)
-            return REG_ENOMEM;
+        if (!o) return REG_ENOMEM;
         for (size_t i = 0; i < r->n; i++) {
             const struct field *rf = &r->fields[i];
             const struct field *wf = NULL;
             for (size_t k = 0; k < w->n && !wf; k++)
-                if (strcmp(w->fields[k].name, rf->name) == 0)
-                    wf = &w->fields[k];
+                if (strcmp(w->fields[k].name, rf->name) == 0) wf = &w->fields[k];
             json_t *x = NULL;
             if (wf) {
                 const json_t *wv = json_object_get(v, wf->name);
@@ -1675,8 +1511,7 @@ static int resolve(const struct node *w, const struct node *r, const json_t *v, 
             } else {
                 rc = REG_ESCHEMA;
             }
-            if (!rc && json_object_set_new_nocheck(o, rf->name, x))
-                rc = REG_ENOMEM;
+            if (!rc && json_object_set_new_nocheck(o, rf->name, x)) rc = REG_ENOMEM;
             if (rc) {
                 json_decref(o);
                 return rc;
@@ -1687,23 +1522,19 @@ static int resolve(const struct node *w, const struct node *r, const json_t *v, 
     case K_ENUM: {
         const char *s = json_string_value(v);
         for (size_t k = 0; s && k < r->n; k++)
-            if (strcmp(r->symbols[k], s) == 0)
-                return (*out = json_string(s)) ? 0 : REG_ENOMEM;
-        if (r->enum_default < 0)
-            return REG_ESCHEMA;
+            if (strcmp(r->symbols[k], s) == 0) return (*out = json_string(s)) ? 0 : REG_ENOMEM;
+        if (r->enum_default < 0) return REG_ESCHEMA;
         return (*out = json_string(r->symbols[r->enum_default])) ? 0 : REG_ENOMEM;
     }
     case K_ARRAY:
     case K_MAP: {
         json_t *o = r->kind == K_ARRAY ? json_array() : json_object();
-        if (!o)
-            return REG_ENOMEM;
+        if (!o) return REG_ENOMEM;
         if (r->kind == K_ARRAY) {
             for (size_t i = 0; i < json_array_size(v); i++) {
                 json_t *x;
                 rc = resolve(w->items, r->items, json_array_get(v, i), depth + 1, &x);
-                if (!rc && json_array_append_new(o, x))
-                    rc = REG_ENOMEM;
+                if (!rc && json_array_append_new(o, x)) rc = REG_ENOMEM;
                 if (rc) {
                     json_decref(o);
                     return rc;
@@ -1717,8 +1548,7 @@ static int resolve(const struct node *w, const struct node *r, const json_t *v, 
             {
                 json_t *x;
                 rc = resolve(w->items, r->items, val, depth + 1, &x);
-                if (!rc && json_object_setn_new_nocheck(o, key, klen, x))
-                    rc = REG_ENOMEM;
+                if (!rc && json_object_setn_new_nocheck(o, key, klen, x)) rc = REG_ENOMEM;
                 if (rc) {
                     json_decref(o);
                     return rc;
@@ -1733,38 +1563,29 @@ static int resolve(const struct node *w, const struct node *r, const json_t *v, 
     }
 }
 
-int codec_decode(codec_registry *reg, const char *name, const void *data, size_t len,
-                 json_t **out)
+int codec_decode(codec_registry *reg, const char *name, const void *data, size_t len, json_t **out)
 {
-    if (out)
-        *out = NULL;
-    if (!reg || !name || !out)
-        return REG_EINVAL;
+    if (out) *out = NULL;
+    if (!reg || !name || !out) return REG_EINVAL;
     struct entry *rd = find_current(reg, name);
-    if (!rd)
-        return REG_ENOTFOUND;
+    if (!rd) return REG_ENOTFOUND;
     uint64_t fp;
-    if (codec_peek_fingerprint(data, len, &fp))
-        return REG_EDECODE;
+    if (codec_peek_fingerprint(data, len, &fp)) return REG_EDECODE;
     struct entry *wr = find_fp(reg, fp);
-    if (!wr)
-        return REG_EUNKNOWN_SCHEMA;
+    if (!wr) return REG_EUNKNOWN_SCHEMA;
 
     const uint8_t *body = (const uint8_t *)data + HEADER_LEN;
     size_t body_len = len - HEADER_LEN;
     struct cursor c = {body, body_len, MAX_ZERO_SIZE_ITEMS};
     int rc = validate(wr->tree->root, &c, 0);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (c.left) /* trailing bytes: not one record */
         return REG_EDECODE;
 
     avro_reader_memory_set_source(reg->reader, (const char *)body, (int64_t)body_len);
-    if (avro_value_read(reg->reader, &wr->value))
-        return REG_EDECODE;
+    if (avro_value_read(reg->reader, &wr->value)) return REG_EDECODE;
     json_t *j;
-    if ((rc = to_json(wr->tree->root, &wr->value, 0, &j)))
-        return rc;
+    if ((rc = to_json(wr->tree->root, &wr->value, 0, &j))) return rc;
     if (wr == rd) {
         *out = j;
         return 0;

@@ -48,7 +48,7 @@ uint64_t codec_crc64_avro(const void *data, size_t len);
 /* The fingerprint of a schema: CRC-64-AVRO of its Parsing Canonical Form. 0 or REG_ESCHEMA. */
 int codec_fingerprint(const char *schema_json, uint64_t *out);
 
-/* A registry with every schema built into the binary (schemas/ *.avsc and schemas/history/),
+/* A registry with every schema built into the binary (.avsc files in schemas/, schemas/history/),
  * the current version of each named schema as its reader schema. The caller owns *out and frees
  * it with codec_registry_free. A registry is immutable after creation and may be shared by
  * threads only if each thread does its own encode/decode calls serially (see below). */

@@ -9,19 +9,21 @@ req POST "$API/tenants" "$ADMIN" '{"name":"crash"}'; expect 201
 TOKEN=$(field "b['token']")
 
 # writer N: registers devices and updates their metadata, logging every answered write as
-# "device_id version" to $WORK/answered.N.
+# "device_id version" to $WORK/answered.N (parsed with bash: a python per write is too slow).
+answered() {
+  local re='"device_id":"([0-9a-f-]{36})".*"version":([0-9]+)'
+  [[ $1 =~ $re ]] && echo "${BASH_REMATCH[1]} ${BASH_REMATCH[2]}"
+}
 writer() {
-  local n=$1 url=$2 i out
+  local n=$1 url=$2 i out id
   for i in $(seq 1 100000); do
     out=$(curl -s --max-time 5 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
       --data "{\"serial_number\":\"w$n-$i-$RANDOM$RANDOM\",\"device_type\":\"meter\"}" "$url/devices") || return 0
-    python3 -c "import json,sys; b=json.loads(sys.argv[1]); print(b['device_id'], b['version'])" "$out" \
-      >> "$WORK/answered.$n" 2>/dev/null || continue
-    local id; id=$(tail -n1 "$WORK/answered.$n" | cut -d' ' -f1)
+    answered "$out" >> "$WORK/answered.$n" || continue
+    id=$(tail -n1 "$WORK/answered.$n" | cut -d' ' -f1)
     out=$(curl -s --max-time 5 -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
       --data "{\"value\":\"$i\"}" "$url/devices/$id/metadata/n") || return 0
-    python3 -c "import json,sys; b=json.loads(sys.argv[1]); print(b['device_id'], b['version'])" "$out" \
-      >> "$WORK/answered.$n" 2>/dev/null || true
+    answered "$out" >> "$WORK/answered.$n" || true
   done
 }
 
@@ -36,7 +38,7 @@ done
 
 cat "$WORK"/answered.* > "$WORK/all"
 ANSWERED=$(wc -l < "$WORK/all")
-[ "$ANSWERED" -gt 20 ] && pass || fail "only $ANSWERED writes answered"
+[ "$ANSWERED" -gt 100 ] && pass || fail "only $ANSWERED writes answered"
 # The highest answered version of each device must be at most the version now held.
 MISSING=0
 while read -r id ver; do

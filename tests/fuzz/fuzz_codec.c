@@ -67,8 +67,7 @@ static uint8_t headers[3][10]; /* Command, Event, the older Event */
 static void header_for(const char *schema, uint8_t *h)
 {
     uint64_t fp;
-    if (codec_fingerprint(schema, &fp))
-        abort();
+    if (codec_fingerprint(schema, &fp)) abort();
     h[0] = 0xC3;
     h[1] = 0x01;
     for (int i = 0; i < 8; i++)
@@ -78,16 +77,14 @@ static void header_for(const char *schema, uint8_t *h)
 static const char *embedded(const char *file)
 {
     for (const struct schemas_embedded *s = schemas_embedded; s->file; s++)
-        if (strcmp(s->file, file) == 0)
-            return s->json;
+        if (strcmp(s->file, file) == 0) return s->json;
     abort();
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     int rc = codec_registry_new(&reg);
-    if (!rc)
-        rc = codec_registry_add(reg, old_event, 0);
+    if (!rc) rc = codec_registry_add(reg, old_event, 0);
     if (rc) {
         fprintf(stderr, "codec registry: %s\n", reg_strerror(rc));
         abort();
@@ -104,14 +101,12 @@ static void check(const char *name, const uint8_t *data, size_t size)
     int rc = codec_decode(reg, name, data, size, &out);
     if (rc != 0) {
         if (out || (rc != REG_EDECODE && rc != REG_EUNKNOWN_SCHEMA && rc != REG_ESCHEMA)) {
-            fprintf(stderr, "decode %s: unexpected result %d (%s)\n", name, rc,
-                    reg_strerror(rc));
+            fprintf(stderr, "decode %s: unexpected result %d (%s)\n", name, rc, reg_strerror(rc));
             abort();
         }
         return;
     }
-    if (!out)
-        abort();
+    if (!out) abort();
     codec_buf b = {0};
     rc = codec_encode(reg, name, out, &b);
     if (rc) {
@@ -134,8 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check("registry.Command", data, size);
     check("registry.Event", data, size);
     uint8_t *rec = malloc(size + 10);
-    if (!rec)
-        return 0;
+    if (!rec) return 0;
     memcpy(rec + 10, data, size);
     for (int i = 0; i < 3; i++) {
         memcpy(rec, headers[i], 10);

@@ -34,8 +34,7 @@
 static const char *embedded(const char *file)
 {
     for (const struct schemas_embedded *s = schemas_embedded; s->file; s++)
-        if (strcmp(s->file, file) == 0)
-            return s->json;
+        if (strcmp(s->file, file) == 0) return s->json;
     fail_msg("schema file %s is not embedded", file);
     return NULL;
 }
@@ -44,8 +43,7 @@ static json_t *J(const char *text)
 {
     json_error_t err;
     json_t *j = json_loads(text, JSON_DECODE_ANY, &err);
-    if (!j)
-        fail_msg("bad test JSON (%s): %s", err.text, text);
+    if (!j) fail_msg("bad test JSON (%s): %s", err.text, text);
     return j;
 }
 
@@ -59,8 +57,7 @@ static int json_contains(const json_t *actual, const json_t *expected)
         json_t *v;
         json_object_foreach((json_t *)expected, k, v)
         {
-            if (!json_contains(json_object_get(actual, k), v))
-                return 0;
+            if (!json_contains(json_object_get(actual, k), v)) return 0;
         }
         return 1;
     }
@@ -71,8 +68,7 @@ static void corpus_write(const char *name, const codec_buf *b)
 {
     static int seq;
     const char *dir = getenv("CODEC_CORPUS_DIR");
-    if (!dir)
-        return;
+    if (!dir) return;
     char path[1024];
     snprintf(path, sizeof(path), "%s/%s-%02d.bin", dir, name, seq++);
     FILE *f = fopen(path, "wb");
@@ -88,8 +84,7 @@ static json_t *roundtrip(codec_registry *reg, const char *name, const char *text
     json_t *in = J(text);
     codec_buf b = {0};
     int rc = codec_encode(reg, name, in, &b);
-    if (rc)
-        fail_msg("encode %s: %s (%d) for %s", name, reg_strerror(rc), rc, text);
+    if (rc) fail_msg("encode %s: %s (%d) for %s", name, reg_strerror(rc), rc, text);
     assert_true(b.len > 10);
     assert_int_equal(b.data[0], 0xC3);
     assert_int_equal(b.data[1], 0x01);
@@ -97,8 +92,7 @@ static json_t *roundtrip(codec_registry *reg, const char *name, const char *text
 
     json_t *out = NULL;
     rc = codec_decode(reg, name, b.data, b.len, &out);
-    if (rc)
-        fail_msg("decode %s: %s (%d) for %s", name, reg_strerror(rc), rc, text);
+    if (rc) fail_msg("decode %s: %s (%d) for %s", name, reg_strerror(rc), rc, text);
     if (!json_contains(out, in)) {
         char *got = json_dumps(out, JSON_SORT_KEYS);
         fail_msg("round trip changed the value:\n in: %s\nout: %s", text, got);
@@ -210,8 +204,7 @@ static const struct vector vectors[] = {
      "[\"null\",\"int\",\"long\",\"PigValue\"]}]}",
      -1759257747318642341},
     /* logical types are stripped to the primitive */
-    {"{\"type\":\"long\",\"logicalType\":\"timestamp-millis\"}", "\"long\"",
-     -3434872931120570953},
+    {"{\"type\":\"long\",\"logicalType\":\"timestamp-millis\"}", "\"long\"", -3434872931120570953},
     {"{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"t\",\"type\":{\"type\":\"long\","
      "\"logicalType\":\"timestamp-millis\"}},{\"name\":\"m\",\"type\":{\"type\":\"map\","
      "\"values\":{\"type\":\"array\",\"items\":\"R\"}}}]}",
@@ -266,8 +259,7 @@ static void test_canonical_vectors(void **state)
     for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
         char *canon = NULL;
         int rc = codec_canonical_form(vectors[i].schema, &canon);
-        if (rc)
-            fail_msg("vector %zu: %s", i, reg_strerror(rc));
+        if (rc) fail_msg("vector %zu: %s", i, reg_strerror(rc));
         if (strcmp(canon, vectors[i].canonical) != 0)
             fail_msg("vector %zu:\n got %s\nwant %s", i, canon, vectors[i].canonical);
         uint64_t fp = 0;
@@ -281,8 +273,7 @@ static void test_canonical_vectors(void **state)
          * back as inheriting the enclosing namespace (as in Java's implementation). */
         char *again = NULL;
         assert_int_equal(codec_canonical_form(canon, &again), 0);
-        if (!strstr(vectors[i].schema, "\"namespace\":\"\""))
-            assert_string_equal(again, canon);
+        if (!strstr(vectors[i].schema, "\"namespace\":\"\"")) assert_string_equal(again, canon);
         free(again);
         free(canon);
     }
@@ -370,8 +361,8 @@ static void test_canonical_errors(void **state)
 /* round trips */
 
 #define CMD(body)                                                                                  \
-    "{\"command_id\":\"7b0c7f0e-3f7e-4e59-a3c2-5b1b2f3c4d5e\","                                   \
-    "\"tenant_id\":\"0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70\",\"time_ms\":1767225600123,"          \
+    "{\"command_id\":\"7b0c7f0e-3f7e-4e59-a3c2-5b1b2f3c4d5e\","                                    \
+    "\"tenant_id\":\"0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70\",\"time_ms\":1767225600123,"            \
     "\"actor\":\"admin\",\"body\":" body "}"
 
 static const char *commands[] = {
@@ -392,10 +383,10 @@ static const char *commands[] = {
 };
 
 #define EVT(body)                                                                                  \
-    "{\"event_id\":\"1f0e2d3c-4b5a-4697-8887-a9b8c7d6e5f4\","                                     \
-    "\"command_id\":\"7b0c7f0e-3f7e-4e59-a3c2-5b1b2f3c4d5e\","                                    \
-    "\"tenant_id\":\"0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70\",\"entity_id\":\"dev-1\","             \
-    "\"region\":\"eu-west\",\"time_ms\":1767225600123,\"actor\":\"token:tok-1\","                 \
+    "{\"event_id\":\"1f0e2d3c-4b5a-4697-8887-a9b8c7d6e5f4\","                                      \
+    "\"command_id\":\"7b0c7f0e-3f7e-4e59-a3c2-5b1b2f3c4d5e\","                                     \
+    "\"tenant_id\":\"0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70\",\"entity_id\":\"dev-1\","              \
+    "\"region\":\"eu-west\",\"time_ms\":1767225600123,\"actor\":\"token:tok-1\","                  \
     "\"version\":3,\"body\":" body "}"
 
 static const char *events[] = {
@@ -523,8 +514,7 @@ static void test_resolve_older_writer(void **state)
                      "\"body\":{\"Small\":{\"x\":3,\"y\":\"why\"}},\"opt\":4,\"note\":null,"
                      "\"count\":5,\"tags\":{\"k\":\"v\"},\"first\":{\"Pair\":{\"a\":1,"
                      "\"b\":\"bee\"}}}");
-    if (!json_equal(got, want))
-        fail_msg("resolved: %s", json_dumps(got, JSON_SORT_KEYS));
+    if (!json_equal(got, want)) fail_msg("resolved: %s", json_dumps(got, JSON_SORT_KEYS));
     /* the filled-in defaults are the caller's own copies */
     json_object_set_new(json_object_get(got, "tags"), "mutated", json_true());
     json_decref(got);
@@ -560,22 +550,21 @@ static void test_unknown_fingerprint(void **state)
     assert_int_equal(codec_encode(reg, "registry.Event", in, &b), 0);
     b.data[5] ^= 0x40;
     json_t *out = NULL;
-    assert_int_equal(codec_decode(reg, "registry.Event", b.data, b.len, &out),
-                     REG_EUNKNOWN_SCHEMA);
+    assert_int_equal(codec_decode(reg, "registry.Event", b.data, b.len, &out), REG_EUNKNOWN_SCHEMA);
     assert_null(out);
     assert_int_equal(codec_decode(reg, "registry.Nope", b.data, b.len, &out), REG_ENOTFOUND);
     free(b.data);
     json_decref(in);
 }
 
-static void expect_decode(codec_registry *reg, const char *name, const uint8_t *data,
-                          size_t len, int want)
+static void expect_decode(codec_registry *reg, const char *name, const uint8_t *data, size_t len,
+                          int want)
 {
     json_t *out = NULL;
     int rc = codec_decode(reg, name, data, len, &out);
     if (rc != want)
-        fail_msg("decode of %zu bytes: got %d (%s), want %d (%s)", len, rc, reg_strerror(rc),
-                 want, reg_strerror(want));
+        fail_msg("decode of %zu bytes: got %d (%s), want %d (%s)", len, rc, reg_strerror(rc), want,
+                 reg_strerror(want));
     assert_true(rc == 0 ? out != NULL : out == NULL);
     json_decref(out);
 }
@@ -623,8 +612,7 @@ static void test_truncated_and_garbage(void **state)
                   REG_EDECODE);
     /* a negative string length */
     static const uint8_t neg[] = {0x01, 'a'};
-    expect_decode(reg, "registry.Event", buf, with_header(ev, neg, sizeof(neg), buf),
-                  REG_EDECODE);
+    expect_decode(reg, "registry.Event", buf, with_header(ev, neg, sizeof(neg), buf), REG_EDECODE);
     /* a varint longer than 64 bits */
     static const uint8_t toolong[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                                       0xff, 0xff, 0xff, 0xff, 0x01};
@@ -746,8 +734,7 @@ static void test_encode_invalid(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         json_t *in = J(bad[i]);
         int rc = codec_encode(reg, "registry.Event", in, &b);
-        if (rc != REG_EINVAL)
-            fail_msg("encode accepted (%d) %s", rc, bad[i]);
+        if (rc != REG_EINVAL) fail_msg("encode accepted (%d) %s", rc, bad[i]);
         assert_int_equal(b.len, 3); /* nothing appended */
         json_decref(in);
     }
@@ -844,8 +831,8 @@ static void test_throughput(void **state)
         }
         t = now_s() - t0;
     } while (t < 1.0);
-    print_message("codec: %ld encode+decode of a typical Event (%zu bytes) in %.2f s: %.0f/s\n",
-                  n, b.len, t, (double)n / t);
+    print_message("codec: %ld encode+decode of a typical Event (%zu bytes) in %.2f s: %.0f/s\n", n,
+                  b.len, t, (double)n / t);
     free(b.data);
     json_decref(in);
 }
@@ -857,10 +844,8 @@ int main(void)
         cmocka_unit_test(test_canonical_vectors),
         cmocka_unit_test(test_project_schema_fingerprints),
         cmocka_unit_test(test_canonical_errors),
-        cmocka_unit_test_setup_teardown(test_roundtrip_commands, setup_registry,
-                                        teardown_registry),
-        cmocka_unit_test_setup_teardown(test_roundtrip_events, setup_registry,
-                                        teardown_registry),
+        cmocka_unit_test_setup_teardown(test_roundtrip_commands, setup_registry, teardown_registry),
+        cmocka_unit_test_setup_teardown(test_roundtrip_events, setup_registry, teardown_registry),
         cmocka_unit_test_setup_teardown(test_encode_fills_defaults, setup_registry,
                                         teardown_registry),
         cmocka_unit_test_setup_teardown(test_header, setup_registry, teardown_registry),
