@@ -4,8 +4,8 @@
  * A request becomes a command and a `pending` entry keyed by the command id. Three things can
  * answer it, whichever comes first: the command's outcome on the bus (the normal case), a failed
  * append reported by the log (503: nothing was stored), or the request timeout (503: the command
- * is stored and will be decided; the caller may retry, and a retry with the same effect is
- * recognised by the rules, e.g. serial uniqueness). Log callbacks arrive on the log's thread and
+ * may still be stored and decided, e.g. when Kafka comes back; the caller checks before retrying,
+ * and a retry with the same effect is recognised by the rules, e.g. serial uniqueness). Log callbacks arrive on the log's thread and
  * are handed to the loop through a queue and a uv_async_t.
  */
 #define _GNU_SOURCE
@@ -179,8 +179,8 @@ static void on_sweep(uv_timer_t *t)
     uint64_t now = clock_mono_ns();
     while (in->oldest && in->oldest->deadline_ns <= now)
         pending_fail(in, in->oldest, 503,
-                     "the command was stored but not decided in time; it will be applied, "
-                     "check the entity before retrying");
+                     "the command was not decided in time; it may still be applied, so check "
+                     "the entity before retrying");
 }
 
 int ingest_new(uv_loop_t *loop, elog *commands, bus *b, metrics *m, const api_limits *limits,
