@@ -73,10 +73,10 @@ struct http_req {
 };
 
 typedef struct conn {
-    uv_tcp_t tcp;          /* the socket; conn is recovered from it with container_of */
-    uv_write_t wreq;       /* the response in flight (at most one) */
-    uv_write_t cont_wreq;  /* a "100 Continue" in flight (at most one) */
-    uv_shutdown_t shut;    /* half-close before a final close */
+    uv_tcp_t tcp;            /* the socket; conn is recovered from it with container_of */
+    uv_write_t wreq;         /* the response in flight (at most one) */
+    uv_write_t cont_wreq;    /* a "100 Continue" in flight (at most one) */
+    uv_shutdown_t shut;      /* half-close before a final close */
     struct http_server *srv; /* NULL once closed */
     struct conn *prev, *next;
     http_parser parser;
@@ -107,6 +107,8 @@ typedef struct conn {
     uint64_t deadline; /* loop ms after which the sweep closes the connection (unless pending) */
     bool pending;      /* the application holds req (http_respond not called yet) */
     bool busy;         /* a request is pending or its response is being written */
+    bool in_handler;   /* the handler is running for req (a response can be written inline) */
+    bool sync_done;    /* ... and its response went out completely during that call */
     bool reading, closing, closed, close_after, peer_eof, lingering, refused;
 } conn;
 
@@ -133,7 +135,8 @@ static int reserve(char **buf, size_t *cap, size_t need)
 {
     if (need <= *cap) return 0;
     size_t n = *cap ? *cap : 256;
-    while (n < need) n *= 2;
+    while (n < need)
+        n *= 2;
     char *p = realloc(*buf, n);
     if (!p) return REG_ENOMEM;
     *buf = p;
@@ -186,54 +189,99 @@ static int percent_decode(char *s, size_t len, size_t *out_len)
 const char *http_status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 425: return "Too Early";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: break;
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 425:
+        return "Too Early";
+    case 428:
+        return "Precondition Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        break;
     }
     /* Unlisted codes get their class's name so the status line is still well-formed. */
     switch (status / 100) {
-    case 1: return "Informational";
-    case 2: return "Success";
-    case 3: return "Redirection";
-    case 4: return "Client Error";
-    case 5: return "Server Error";
-    default: return "Unknown";
+    case 1:
+        return "Informational";
+    case 2:
+        return "Success";
+    case 3:
+        return "Redirection";
+    case 4:
+        return "Client Error";
+    case 5:
+        return "Server Error";
+    default:
+        return "Unknown";
     }
 }
 
@@ -371,7 +419,8 @@ static int finish_piece(conn *c)
         if (sbuf_append(c, "", 1)) return -1;
     } else if (c->last_cb == CB_VALUE && c->target != HT_NONE) {
         size_t end = c->s_len; /* drop trailing whitespace; http-parser skips the leading */
-        while (end > c->val_off && (c->sbuf[end - 1] == ' ' || c->sbuf[end - 1] == '\t')) end--;
+        while (end > c->val_off && (c->sbuf[end - 1] == ' ' || c->sbuf[end - 1] == '\t'))
+            end--;
         c->s_len = end;
         if (sbuf_append(c, "", 1)) return -1;
         if (c->target == HT_AUTH) c->auth_off = c->val_off;
@@ -522,8 +571,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
     conn *c = p->data;
     if (n > c->srv->lim.max_body_bytes - c->body_len)
         return failf(c, 413, "request body exceeds %zu bytes", c->srv->lim.max_body_bytes);
-    if (reserve(&c->body, &c->body_cap, c->body_len + n + 1))
-        return failf(c, 500, "out of memory");
+    if (reserve(&c->body, &c->body_cap, c->body_len + n + 1)) return failf(c, 500, "out of memory");
     memcpy(c->body + c->body_len, at, n);
     c->body_len += n;
     return 0;
@@ -652,8 +700,10 @@ static void on_conn_closed(uv_handle_t *h)
 {
     conn *c = container_of(h, conn, tcp);
     struct http_server *s = c->srv;
-    if (c->prev) c->prev->next = c->next;
-    else s->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     if (!c->refused) s->nconns--;
     s->handles--;
@@ -726,9 +776,11 @@ static size_t put_uint(char *dst, size_t v)
 {
     char tmp[24];
     size_t n = 0;
-    do tmp[n++] = (char)('0' + v % 10);
+    do
+        tmp[n++] = (char)('0' + v % 10);
     while ((v /= 10) != 0);
-    for (size_t i = 0; i < n; i++) dst[i] = tmp[n - 1 - i];
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
     return n;
 }
 
@@ -768,8 +820,10 @@ static void conn_send(conn *c, int status, const char *ctype, const char *body, 
         n += put_uint(o + n, body_len);
         n += put(o + n, "\r\n", 2);
     }
-    if (close) n += put(o + n, "Connection: close\r\n", 19);
-    else if (http10) n += put(o + n, "Connection: keep-alive\r\n", 24); /* 1.0 needs it said */
+    if (close)
+        n += put(o + n, "Connection: close\r\n", 19);
+    else if (http10)
+        n += put(o + n, "Connection: keep-alive\r\n", 24); /* 1.0 needs it said */
     if (xlen) n += put(o + n, extra, xlen);
     n += put(o + n, "\r\n", 2);
     if (!no_body && body_len) n += put(o + n, body, body_len);
@@ -777,6 +831,24 @@ static void conn_send(conn *c, int status, const char *ctype, const char *body, 
     /* A client that does not read its answer is bounded like an idle one. */
     c->deadline = uv_now(c->srv->loop) + c->srv->lim.idle_timeout_ms;
     uv_buf_t b = uv_buf_init(c->out, (unsigned)n);
+    if (c->in_handler) {
+        /* Answered inside the handler: write at once. When it all goes out (the usual case on a
+         * keep-alive connection) there is no write request, hence no callback and none of the
+         * epoll_ctl that libuv spends after each uv_write; conn_dispatch's caller carries on. */
+        int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (w == (int)n) {
+            c->sync_done = true;
+            return;
+        }
+        if (w < 0 && w != UV_EAGAIN) {
+            conn_close(c);
+            return;
+        }
+        if (w > 0) {
+            b.base += w;
+            b.len -= (unsigned)w;
+        }
+    }
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) conn_close(c);
 }
 
@@ -800,60 +872,23 @@ static void on_continue_written(uv_write_t *w, int status)
     if (status < 0 && !c->closing) conn_close(c);
 }
 
-static void conn_dispatch(conn *c)
+/* Hands the parsed request to the application. Returns true when it was answered and written
+ * out completely during the call. */
+static bool conn_dispatch(conn *c)
 {
     struct http_server *s = c->srv;
     req_fill(c);
     c->busy = true;
     c->pending = true;
+    c->in_handler = true;
+    c->sync_done = false;
     /* The handler may respond at once, later, or close the server; the connection's memory
      * outlives this call either way (it is freed only in a close callback or http_respond). */
     s->handler(s->app, &c->req, &c->req.r);
-}
-
-/* Parses data (the shared read buffer, or the connection's held input when `held`) and acts on
- * the outcome: at most one request is dispatched per call. */
-static void conn_feed(conn *c, const char *data, size_t len, bool held)
-{
-    size_t n = parse_bytes(c, data, len);
-    if (held) c->in_off += n;
-    if (c->expect_continue && c->ev == EV_NONE) {
-        /* The client waits for this before sending the body; the head was acceptable. */
-        static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        uv_buf_t b = uv_buf_init(cont, sizeof cont - 1);
-        c->expect_continue = false;
-        if (uv_write(&c->cont_wreq, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) != 0) {
-            conn_close(c);
-            return;
-        }
-    }
-    if (c->ev == EV_ERROR) {
-        conn_fail(c);
-    } else if (c->ev == EV_REQUEST) {
-        if (!held && n < len && conn_hold(c, data + n, len - n) != 0) {
-            conn_close(c);
-            return;
-        }
-        conn_dispatch(c);
-    }
-}
-
-/* After a response is out: parse what was held, else read on. */
-static void conn_resume(conn *c)
-{
-    c->busy = false;
-    req_reset(c);
-    c->deadline = uv_now(c->srv->loop) + c->srv->lim.idle_timeout_ms;
-    if (c->in_off < c->in_len) {
-        conn_feed(c, c->in + c->in_off, c->in_len - c->in_off, true);
-        if (c->closing || c->busy) return; /* dispatched another request, or failed */
-    }
-    c->in_off = c->in_len = 0; /* EV_NONE: everything held was consumed */
-    if (c->peer_eof) {
-        conn_close(c);
-        return;
-    }
-    conn_read_start(c);
+    c->in_handler = false;
+    bool done = c->sync_done;
+    c->sync_done = false;
+    return done;
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -872,10 +907,76 @@ static void conn_finish(conn *c)
         return;
     }
     c->lingering = true;
-    uint64_t linger = c->srv->lim.idle_timeout_ms < LINGER_MS ? c->srv->lim.idle_timeout_ms
-                                                               : LINGER_MS;
+    uint64_t linger =
+        c->srv->lim.idle_timeout_ms < LINGER_MS ? c->srv->lim.idle_timeout_ms : LINGER_MS;
     c->deadline = uv_now(c->srv->loop) + linger;
     if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        conn_close(c);
+        return;
+    }
+    conn_read_start(c);
+}
+
+/* A response has been written completely. Returns true when the connection is ready for its
+ * next request. */
+static bool conn_response_done(conn *c)
+{
+    shrink(&c->out, &c->out_cap);
+    if (c->closing) return false;
+    if (c->close_after) {
+        conn_finish(c);
+        return false;
+    }
+    c->busy = false;
+    req_reset(c);
+    c->deadline = uv_now(c->srv->loop) + c->srv->lim.idle_timeout_ms;
+    return true;
+}
+
+/* Outcome of conn_feed. */
+enum { FEED_MORE, FEED_WAIT, FEED_NEXT };
+
+/* Parses data (the shared read buffer, or the connection's held input when `held`) and acts on
+ * the outcome; at most one request is dispatched. Returns FEED_MORE when everything was consumed
+ * without completing a request, FEED_NEXT when a request was answered at once and the connection
+ * is ready for the next, FEED_WAIT otherwise (a pending request, a write in flight, an error
+ * being answered, a close). */
+static int conn_feed(conn *c, const char *data, size_t len, bool held)
+{
+    size_t n = parse_bytes(c, data, len);
+    if (held) c->in_off += n;
+    if (c->expect_continue && c->ev == EV_NONE) {
+        /* The client waits for this before sending the body; the head was acceptable. */
+        static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init(cont, sizeof cont - 1);
+        c->expect_continue = false;
+        if (uv_write(&c->cont_wreq, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) != 0) {
+            conn_close(c);
+            return FEED_WAIT;
+        }
+    }
+    if (c->ev == EV_NONE) return FEED_MORE;
+    if (c->ev == EV_ERROR) {
+        conn_fail(c);
+        return FEED_WAIT;
+    }
+    if (!held && n < len && conn_hold(c, data + n, len - n) != 0) {
+        conn_close(c);
+        return FEED_WAIT;
+    }
+    return conn_dispatch(c) && conn_response_done(c) ? FEED_NEXT : FEED_WAIT;
+}
+
+/* Between requests: parses what was held, one request after another while they are answered at
+ * once (a loop, not recursion, however many were pipelined), then reads on. */
+static void conn_run_held(conn *c)
+{
+    while (c->in_off < c->in_len) {
+        int r = conn_feed(c, c->in + c->in_off, c->in_len - c->in_off, true);
+        if (r == FEED_WAIT) return;
+    }
+    c->in_off = c->in_len = 0;
+    if (c->peer_eof) {
         conn_close(c);
         return;
     }
@@ -885,14 +986,12 @@ static void conn_finish(conn *c)
 static void on_write(uv_write_t *w, int status)
 {
     conn *c = container_of(w, conn, wreq);
-    shrink(&c->out, &c->out_cap);
-    if (c->closing) return;
     if (status < 0) {
-        conn_close(c);
+        shrink(&c->out, &c->out_cap);
+        if (!c->closing) conn_close(c);
         return;
     }
-    if (c->close_after) conn_finish(c);
-    else conn_resume(c);
+    if (conn_response_done(c)) conn_run_held(c);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -915,11 +1014,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->close_after || c->lingering) return; /* draining before close */
     if (c->busy) {
-        if (conn_hold(c, buf->base, (size_t)nread) != 0) conn_close(c);
-        else if (c->in_len - c->in_off >= IN_MAX) conn_read_stop(c);
+        if (conn_hold(c, buf->base, (size_t)nread) != 0)
+            conn_close(c);
+        else if (c->in_len - c->in_off >= IN_MAX)
+            conn_read_stop(c);
         return;
     }
-    conn_feed(c, buf->base, (size_t)nread, false);
+    if (conn_feed(c, buf->base, (size_t)nread, false) == FEED_NEXT) conn_run_held(c);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -972,12 +1073,16 @@ static void on_server_handle_closed(uv_handle_t *h)
 static int map_uv_err(int rc)
 {
     switch (rc) {
-    case UV_ENOMEM: return REG_ENOMEM;
+    case UV_ENOMEM:
+        return REG_ENOMEM;
     case UV_EINVAL:
     case UV_EADDRNOTAVAIL:
-    case UV_EAFNOSUPPORT: return REG_EINVAL;
-    case UV_EADDRINUSE: return REG_EEXISTS;
-    default: return REG_EIO;
+    case UV_EAFNOSUPPORT:
+        return REG_EINVAL;
+    case UV_EADDRINUSE:
+        return REG_EEXISTS;
+    default:
+        return REG_EIO;
     }
 }
 
@@ -1023,9 +1128,8 @@ int http_server_start(struct uv_loop_s *loop, const char *host, int port, const 
         int blen = sizeof bound;
         rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
         if (!rc)
-            s->port = ntohs(bound.ss_family == AF_INET6
-                                ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                : ((struct sockaddr_in *)&bound)->sin_port);
+            s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                        : ((struct sockaddr_in *)&bound)->sin_port);
     }
     if (rc) {
         /* Handles are released through the loop; the server is freed when it runs. */
@@ -1054,7 +1158,8 @@ void http_server_close(http_server *s)
     s->closing = true;
     uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
     uv_close((uv_handle_t *)&s->sweep, on_server_handle_closed);
-    for (conn *c = s->conns; c; c = c->next) conn_close(c);
+    for (conn *c = s->conns; c; c = c->next)
+        conn_close(c);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -273,7 +273,8 @@ static void submit(ingest *in, http_req *req, const http_request *r, json_t *cmd
 
     in->enc.len = 0;
     int err = codec_encode(in->codec, "registry.Command", cmd, &in->enc);
-    const char *tenant = json_string_value(json_object_get(cmd, "tenant_id"));
+    char tenant[REG_UUID_STRLEN + 1];
+    snprintf(tenant, sizeof tenant, "%s", json_string_value(json_object_get(cmd, "tenant_id")));
     int64_t time_ms = json_integer_value(json_object_get(cmd, "time_ms"));
     json_decref(cmd);
     if (err) {

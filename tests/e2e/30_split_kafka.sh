@@ -93,4 +93,6 @@ CONTEXT="after the restart"; req POST "$ING/devices" "$T1" '{"serial_number":"af
 kill -TERM "$PROJ_PID"; wait "$PROJ_PID" 2>/dev/null || true
 "$REGISTRY_BIN" verify --data "$DATA" --kafka "$KAFKA_BROKERS" --region "$REGION" > "$WORK/verify.out" 2>&1 || true
 grep -q 'equals its events' "$WORK/verify.out" && pass || fail "verify: $(cat "$WORK/verify.out")"
+stop_role ING
+stop_role FRONT1
 finish

@@ -77,3 +77,13 @@ finish() {
   echo "$CHECKS passed, $FAILS failed"
   [ "$FAILS" -eq 0 ]
 }
+
+# stop_role NAME: SIGTERM, then the exit status must be 0 (under the sanitizers that also means
+# no leak and no undefined behaviour on the way out).
+stop_role() {
+  local pid_var="${1}_PID" rc=0
+  local pid=${!pid_var}
+  kill -TERM "$pid"
+  wait "$pid" || rc=$?
+  if [ "$rc" -eq 0 ]; then pass; else fail "$1 exited with $rc: $(tail -n 30 "$WORK/$1.err")"; fi
+}

@@ -41,7 +41,8 @@ static void rec_put(record *r, const void *p, size_t n)
 {
     if (r->len + n > r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 1024;
-        while (cap < r->len + n) cap *= 2;
+        while (cap < r->len + n)
+            cap *= 2;
         r->p = realloc(r->p, cap);
         if (!r->p) abort();
         r->cap = cap;
