@@ -20,10 +20,20 @@
  *
  * One request at a time. When a request is complete it is handed to the handler and the
  * connection becomes busy until its response has been written: bytes that arrive meanwhile are
- * held (at most IN_MAX, after which reading stops) and parsed when the response is out. Errors
- * found by the server (400/413/431, with an application/problem+json body naming the cause) are
- * answered, then the connection is half-closed and drained for a short while before it is closed,
- * so that the client sees the answer rather than a reset.
+ * held (at most IN_MAX, after which reading stops) and parsed when the response is out. A
+ * response is formatted into the connection's reusable output buffer (released in the write
+ * callback only if it grew past KEEP_BUF). One given inside the handler is written inline with
+ * uv_try_write, which usually sends it whole: no write request, no callback, and the next
+ * pipelined request is taken in a loop; otherwise (a later answer, or the rest of a partial write)
+ * uv_write sends it and its callback moves on. Errors found by the server (400/413/414/431, with
+ * an application/problem+json body naming the cause) are answered, then the connection is
+ * half-closed and drained for a short while before it is closed, so that the client sees the
+ * answer rather than a reset.
+ *
+ * Beyond the header's letter: "Expect: 100-continue" is answered with an interim 100; HEAD and
+ * 204/304 answers carry no body; an HTTP/1.0 keep-alive answer says "Connection: keep-alive";
+ * two Authorization, Content-Type or Expect headers are a 400 (ambiguous); Upgrade/CONNECT are
+ * read as plain requests (no protocol switch).
  *
  * Lifetimes. Connection memory is freed only in its uv_close callback, and only when no request
  * is pending with the application; otherwise the close callback detaches it from the server and

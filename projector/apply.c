@@ -67,29 +67,25 @@ static void store_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
     put_json(t, VIEW_DEVICES, &k, dev);
 }
 
-/* Sets (value non-NULL) or deletes one metadata key with its index entry; returns the change in
- * the device's key count (+1, 0, -1). */
-static int set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, const char *key,
-                        const char *value)
+/* Sets (value non-NULL) or deletes one metadata key of a device (its stored JSON, borrowed) and
+ * keeps the metadata index in step. */
+static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, json_t *dev,
+                         const char *key, const char *value)
 {
-    reg_key k, ik;
-    key_str(key_add(key_add(key_reset(&k), tid->b, 16), did->b, 16), key);
-    char *old = NULL;
-    size_t old_len = 0;
-    int had = view_txn_get(t, VIEW_METADATA, k.b, k.len, &old, &old_len) == 0;
-    if (had) {
+    json_t *md = json_object_get(dev, "metadata");
+    const char *old = json_string_value(json_object_get(md, key));
+    reg_key ik;
+    if (old) {
         key_add(key_str0(key_str0(key_add(key_reset(&ik), tid->b, 16), key), old), did->b, 16);
         view_txn_delete(t, VIEW_IDX_META, ik.b, ik.len);
-        free(old);
     }
     if (value) {
-        view_txn_put(t, VIEW_METADATA, k.b, k.len, value, strlen(value));
         key_add(key_str0(key_str0(key_add(key_reset(&ik), tid->b, 16), key), value), did->b, 16);
         put_empty(t, VIEW_IDX_META, &ik);
-        return had ? 0 : 1;
+        json_object_set_new(md, key, json_string(value));
+    } else {
+        json_object_del(md, key);
     }
-    if (had) view_txn_delete(t, VIEW_METADATA, k.b, k.len);
-    return had ? -1 : 0;
 }
 
 static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
@@ -98,16 +94,19 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     char tid_s[37], did_s[37];
     reg_uuid_format(tid, tid_s);
     reg_uuid_format(did, did_s);
-    json_t *md = json_object_get(b, "metadata");
     json_t *dev = json_pack(
-        "{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:n, s:O, s:I, s:i}", "device_id", did_s,
+        "{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:n, s:O, s:i, s:{}}", "device_id", did_s,
         "tenant_id", tid_s, "serial_number", json_object_get(b, "serial_number"), "device_type",
         json_object_get(b, "device_type"), "status", json_object_get(b, "status"),
         "firmware_version", json_object_get(b, "firmware_version"), "hardware_revision",
         json_object_get(b, "hardware_revision"), "registered_at", json_object_get(ev, "time_ms"),
-        "last_seen_at", "version", json_object_get(ev, "version"), "metadata_count",
-        (json_int_t)json_object_size(md), "shadow_version", 0);
+        "last_seen_at", "version", json_object_get(ev, "version"), "shadow_version", 0,
+        "metadata");
     if (!dev) return REG_EDECODE;
+    const char *mk;
+    json_t *mv;
+    json_object_foreach(json_object_get(b, "metadata"), mk, mv)
+        set_metadata(t, tid, did, dev, mk, json_string_value(mv));
     store_device(t, tid, did, dev);
     device_attr_index(t, tid, did, dev, 1);
     json_decref(dev);
@@ -115,18 +114,14 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     reg_key k;
     key_str(key_add(key_reset(&k), tid->b, 16), str_or(b, "serial_number", ""));
     view_txn_put(t, VIEW_SERIALS, k.b, k.len, did->b, 16);
-
-    const char *mk;
-    json_t *mv;
-    json_object_foreach(md, mk, mv) set_metadata(t, tid, did, mk, json_string_value(mv));
     return 0;
 }
 
 /* Loads the device for a device event, applies `change` to it, and stores it back with the
  * event's version, keeping the attribute indexes in step. */
 static int update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, const json_t *ev,
-                         void (*change)(json_t *dev, const json_t *body, int *count_delta,
-                                        view_txn *t, const reg_uuid *tid, const reg_uuid *did),
+                         void (*change)(json_t *dev, const json_t *body, view_txn *t,
+                                        const reg_uuid *tid, const reg_uuid *did),
                          const json_t *body)
 {
     json_t *dev = NULL;
@@ -134,26 +129,21 @@ static int update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
     int err = record_device_load(src, tid, did, &dev);
     if (err) return err == REG_ENOTFOUND ? REG_EDECODE : err;
     device_attr_index(t, tid, did, dev, 0);
-    int delta = 0;
-    change(dev, body, &delta, t, tid, did);
+    change(dev, body, t, tid, did);
     json_object_set(dev, "version", json_object_get(ev, "version"));
-    if (delta) {
-        json_int_t n = json_integer_value(json_object_get(dev, "metadata_count")) + delta;
-        json_object_set_new(dev, "metadata_count", json_integer(n));
-    }
     device_attr_index(t, tid, did, dev, 1);
     store_device(t, tid, did, dev);
     json_decref(dev);
     return 0;
 }
 
-static void change_status(json_t *dev, const json_t *b, int *delta, view_txn *t,
+static void change_status(json_t *dev, const json_t *b, view_txn *t,
                           const reg_uuid *tid, const reg_uuid *did)
 {
     json_object_set(dev, "status", json_object_get(b, "to"));
 }
 
-static void change_attributes(json_t *dev, const json_t *b, int *delta, view_txn *t,
+static void change_attributes(json_t *dev, const json_t *b, view_txn *t,
                               const reg_uuid *tid, const reg_uuid *did)
 {
     static const char *const fields[] = {"firmware_version", "hardware_revision"};
@@ -163,13 +153,13 @@ static void change_attributes(json_t *dev, const json_t *b, int *delta, view_txn
     }
 }
 
-static void change_metadata(json_t *dev, const json_t *b, int *delta, view_txn *t,
-                            const reg_uuid *tid, const reg_uuid *did)
+static void change_metadata(json_t *dev, const json_t *b, view_txn *t, const reg_uuid *tid,
+                            const reg_uuid *did)
 {
     const char *mk;
     json_t *mv;
     json_object_foreach(json_object_get(b, "changes"), mk, mv)
-        *delta += set_metadata(t, tid, did, mk, json_string_value(mv));
+        set_metadata(t, tid, did, dev, mk, json_string_value(mv));
 }
 
 static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *ev,

@@ -243,31 +243,16 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
         reject(d, 409, "Conflict", "the device is decommissioned; that is final");
         goto done;
     }
-    /* Count the keys after the patch: present keys that are set stay, absent ones add one,
-     * nulls of present keys remove one. */
-    reg_uuid tid, did;
-    reg_uuid_parse(str_of(cmd, "tenant_id"), &tid);
-    reg_uuid_parse(str_of(b, "device_id"), &did);
-    json_int_t count = json_integer_value(json_object_get(dev, "metadata_count"));
+    /* Only real changes become the event; count the keys the device will have. */
+    json_t *current = json_object_get(dev, "metadata");
+    json_int_t count = (json_int_t)json_object_size(current);
     json_t *changes = json_object_get(b, "changes"), *effective = json_object();
     const char *key;
     json_t *value;
     json_object_foreach(changes, key, value) {
-        reg_key k;
-        key_str(key_add(key_add(key_reset(&k), tid.b, 16), did.b, 16), key);
-        char *old = NULL;
-        size_t old_len = 0;
-        int e = view_txn_get(t, VIEW_METADATA, k.b, k.len, &old, &old_len);
-        if (e && e != REG_ENOTFOUND) {
-            json_decref(effective);
-            json_decref(dev);
-            return e;
-        }
-        int had = e == 0;
-        int same = had && json_is_string(value) && !strcmp(old, json_string_value(value));
-        free(old);
-        if (same || (!had && json_is_null(value))) continue;
-        count += json_is_null(value) ? -1 : (had ? 0 : 1);
+        json_t *old = json_object_get(current, key);
+        if ((old && json_equal(old, value)) || (!old && json_is_null(value))) continue;
+        count += json_is_null(value) ? -1 : (old ? 0 : 1);
         json_object_set(effective, key, value);
     }
     /* A single-key delete of an absent key is a 404 (DELETE /devices/{id}/metadata/{key}). */

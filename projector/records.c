@@ -35,22 +35,12 @@ int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out)
 
 int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
 {
-    reg_key k;
-    key_add(key_add(key_reset(&k), tenant->b, 16), device->b, 16);
-    view_iter *it = view_src_iter_prefix(src, VIEW_METADATA, k.b, k.len);
-    if (!it) return REG_ENOMEM;
-    json_t *md = json_object();
-    const char *key, *val;
-    size_t klen, vlen;
-    while (view_iter_next(it, &key, &klen, &val, &vlen)) {
-        char name[REG_KEY_MAX + 1];
-        size_t nlen = klen - 32;
-        memcpy(name, key + 32, nlen);
-        name[nlen] = 0;
-        json_object_set_new(md, name, json_stringn(val, vlen));
-    }
-    view_iter_free(it);
-    *out = md;
+    json_t *dev = NULL;
+    int err = record_device_load(src, tenant, device, &dev);
+    if (err) return err;
+    json_t *md = json_object_get(dev, "metadata");
+    *out = json_is_object(md) ? json_incref(md) : json_object();
+    json_decref(dev);
     return 0;
 }
 
@@ -69,7 +59,6 @@ static void set_time(json_t *obj, const char *field)
 json_t *record_device_public(const json_t *stored)
 {
     json_t *d = json_deep_copy(stored);
-    json_object_del(d, "metadata_count");
     set_time(d, "registered_at");
     set_time(d, "last_seen_at");
     if (!json_object_get(d, "certificates")) json_object_set_new(d, "certificates", json_array());
@@ -79,17 +68,10 @@ json_t *record_device_public(const json_t *stored)
 int record_device_render(view_src src, const reg_uuid *tenant, const reg_uuid *device,
                          json_t **out)
 {
-    json_t *stored = NULL, *md = NULL;
+    json_t *stored = NULL;
     int err = record_device_load(src, tenant, device, &stored);
     if (err) return err;
-    err = record_metadata(src, tenant, device, &md);
-    if (err) {
-        json_decref(stored);
-        return err;
-    }
-    json_t *d = record_device_public(stored);
+    *out = record_device_public(stored);
     json_decref(stored);
-    json_object_set_new(d, "metadata", md);
-    *out = d;
     return 0;
 }

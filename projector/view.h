@@ -2,8 +2,8 @@
  * view.h - the registry's current state in RocksDB: one column family per entity and per index,
  * every key prefixed by the tenant's 16-byte id so that a tenant's data is one key range.
  *
- * Only the projector writes (through a view_txn: a WriteBatchWithIndex whose reads see its own
- * pending writes, committed in one write together with the consumed log offsets). Everyone else
+ * Only the projector writes (through a view_txn: a write batch whose reads see its own pending
+ * writes, committed in one atomic write together with the consumed log offsets). Everyone else
  * reads: in the same process, or from another process as a RocksDB secondary instance that
  * catches up with the primary (view_catch_up).
  *
@@ -12,9 +12,8 @@
  *   tenants      T                      -> tenant JSON
  *   tokens       'h' sha256(token)      -> {token_id, tenant_id, role, name}
  *                'i' T token_id(16)     -> sha256(token) (32 bytes)
- *   devices      T D                    -> device JSON (without metadata)
+ *   devices      T D                    -> device JSON (with its metadata)
  *   serials      T serial               -> D
- *   metadata     T D key                -> value
  *   idx_meta     T key 0 value 0 D      -> ""
  *   idx_attr     T device_type 0 status 0 D -> ""
  *   idx_status   T status 0 D           -> ""
@@ -35,7 +34,6 @@ typedef enum view_cf {
     VIEW_TOKENS,
     VIEW_DEVICES,
     VIEW_SERIALS,
-    VIEW_METADATA,
     VIEW_IDX_META,
     VIEW_IDX_ATTR,
     VIEW_IDX_STATUS,
@@ -78,8 +76,6 @@ int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **v
 void view_txn_put(view_txn *t, view_cf cf, const void *key, size_t klen, const void *val,
                   size_t vlen);
 void view_txn_delete(view_txn *t, view_cf cf, const void *key, size_t klen);
-/* Iterates committed state merged with the txn's writes under prefix. */
-view_iter *view_txn_iter_prefix(view_txn *t, view_cf cf, const void *prefix, size_t plen);
 /* Writes everything in one atomic write and frees the txn. 0 or REG_ESTORE. */
 int view_txn_commit(view_txn *t);
 /* Frees the txn without writing. */
@@ -95,7 +91,6 @@ typedef struct view_src {
 } view_src;
 
 int view_src_get(view_src src, view_cf cf, const void *key, size_t klen, char **val, size_t *len);
-view_iter *view_src_iter_prefix(view_src src, view_cf cf, const void *prefix, size_t plen);
 
 /* Meta values are 8-byte big-endian integers; absent reads as `dflt`. */
 int64_t view_meta_get(view *v, const char *name, int64_t dflt);

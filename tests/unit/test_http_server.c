@@ -475,6 +475,23 @@ static void test_pipelined_in_order(void **state)
         assert_string_equal(r.body, want[i]);
         resp_free(&r);
     }
+
+    /* Many at once, answered inline one after another (the server loops, it does not recurse). */
+    enum { N = 2000 };
+    const char *one = "GET /p HTTP/1.1\r\n\r\n";
+    size_t len = strlen(one);
+    char *burst = malloc(N * len);
+    assert_non_null(burst);
+    for (int i = 0; i < N; i++)
+        memcpy(burst + (size_t)i * len, one, len);
+    cl_send(c, burst, N * len);
+    free(burst);
+    for (int i = 0; i < N; i++) {
+        resp r;
+        assert_true(cl_read(c, &r));
+        assert_string_equal(r.body, "GET /p ? auth=- ct=- len=0 body=");
+        resp_free(&r);
+    }
     cl_close(c);
     fx_stop(f);
 }
