@@ -99,13 +99,24 @@ static int scan_events_tail(projector *p)
     return err;
 }
 
+/* An event encoded during a batch, appended after the batch's last decision: appending them in
+ * one burst lets the log's writer take them as one group instead of waking per event. */
+struct encoded_event {
+    size_t at, len; /* in the batch's buffer */
+    int64_t time_ms;
+    char tenant[40];
+};
+
 struct batch {
     view_txn *txn;
     json_t *outcomes; /* array of outcome messages to publish after the commit */
+    codec_buf *enc;   /* the encoded events, back to back */
+    struct encoded_event *events_out;
+    size_t nevents, events_cap;
     uint64_t accepted, rejected, duplicates, malformed, events;
 };
 
-static int decide_one(projector *p, struct batch *bt, const elog_record *rec, codec_buf *enc)
+static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
 {
     json_t *cmd = NULL;
     int err = codec_decode(p->codec, "registry.Command", rec->value, rec->value_len, &cmd);
@@ -149,19 +160,25 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec, co
             goto out_decision;
         }
         if (already_logged) continue;
-        enc->len = 0;
-        err = codec_encode(p->codec, "registry.Event", ev, enc);
-        if (err) goto out_decision;
-        const char *tenant = json_string_value(json_object_get(ev, "tenant_id"));
-        for (;;) {
-            err = elog_append(p->events, tenant, strlen(tenant), enc->data, enc->len,
-                              json_integer_value(json_object_get(ev, "time_ms")),
-                              on_event_appended, p);
-            if (err != REG_EAGAIN) break;
-            usleep(1000); /* the log's queue is full: let it drain */
+        if (bt->nevents == bt->events_cap) {
+            size_t cap = bt->events_cap ? bt->events_cap * 2 : 1024;
+            struct encoded_event *grown = realloc(bt->events_out, cap * sizeof *grown);
+            if (!grown) {
+                err = REG_ENOMEM;
+                goto out_decision;
+            }
+            bt->events_out = grown;
+            bt->events_cap = cap;
         }
+        struct encoded_event *out = &bt->events_out[bt->nevents];
+        out->at = bt->enc->len;
+        err = codec_encode(p->codec, "registry.Event", ev, bt->enc);
         if (err) goto out_decision;
-        bt->events++;
+        out->len = bt->enc->len - out->at;
+        out->time_ms = json_integer_value(json_object_get(ev, "time_ms"));
+        snprintf(out->tenant, sizeof out->tenant, "%s",
+                 json_string_value(json_object_get(ev, "tenant_id")));
+        bt->nevents++;
     }
     err = decide_reply(bt->txn, cmd, &d);
     if (err) goto out_decision;
@@ -194,13 +211,31 @@ static void publish_outcomes(projector *p, json_t *outcomes)
     }
 }
 
+/* Appends the batch's encoded events to the events log. */
+static int append_events(projector *p, struct batch *bt)
+{
+    for (size_t i = 0; i < bt->nevents; i++) {
+        struct encoded_event *e = &bt->events_out[i];
+        int err;
+        while ((err = elog_append(p->events, e->tenant, strlen(e->tenant), bt->enc->data + e->at,
+                                  e->len, e->time_ms, on_event_appended, p)) == REG_EAGAIN)
+            usleep(1000); /* the log's queue is full: let it drain */
+        if (err) return err;
+        bt->events++;
+    }
+    return 0;
+}
+
 /* Decides and commits one batch of records. 0, or an error after which nothing was committed. */
 static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *enc)
 {
-    struct batch bt = {.txn = view_txn_begin(p->view), .outcomes = json_array()};
+    enc->len = 0;
+    struct batch bt = {.txn = view_txn_begin(p->view), .outcomes = json_array(), .enc = enc};
     atomic_store(&p->append_error, 0);
     int err = 0;
-    for (int i = 0; i < n && !err; i++) err = decide_one(p, &bt, &recs[i], enc);
+    for (int i = 0; i < n && !err; i++) err = decide_one(p, &bt, &recs[i]);
+    if (!err) err = append_events(p, &bt);
+    free(bt.events_out);
     if (!err && bt.events) err = elog_flush(p->events, 60000);
     if (!err) err = atomic_load(&p->append_error);
     if (err) {

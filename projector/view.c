@@ -36,9 +36,12 @@ struct view {
     enum view_mode mode;
 };
 
-/* A transaction: a plain WriteBatch for the commit, and an open-addressing hash table of the
- * same writes (the overlay) so that reads see them. RocksDB's WriteBatchWithIndex does this too,
- * but measured here it cost ~15 us per read or write; the overlay costs a hash and a memcmp. */
+/* A transaction: an open-addressing hash table of its writes (the overlay), holding the last
+ * value (or deletion) of every key it touched, so that its reads see them. The commit writes the
+ * overlay as one WriteBatch in key order. Why not RocksDB's WriteBatchWithIndex: measured here it
+ * cost ~15 us per read or write, the overlay a hash and a memcmp. Why key order: the memtable
+ * inserts a sorted batch about 4x faster than the same keys in arrival order (random UUIDs),
+ * and a key rewritten several times in a batch (a device's record) is written once. */
 struct overlay_entry {
     uint32_t hash;
     uint8_t cf;
@@ -49,7 +52,6 @@ struct overlay_entry {
 
 struct view_txn {
     view *v;
-    rocksdb_writebatch_t *wb;
     struct overlay_entry *slots;
     size_t cap, used;
 };
@@ -305,9 +307,7 @@ view_txn *view_txn_begin(view *v)
     view_txn *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->v = v;
-    t->wb = rocksdb_writebatch_create();
     if (overlay_grow(t)) {
-        rocksdb_writebatch_destroy(t->wb);
         free(t);
         return NULL;
     }
@@ -331,33 +331,60 @@ int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **v
 void view_txn_put(view_txn *t, view_cf cf, const void *key, size_t klen, const void *val,
                   size_t vlen)
 {
-    rocksdb_writebatch_put_cf(t->wb, t->v->cf[cf], key, klen, val, vlen);
     overlay_set(t, cf, key, klen, val, vlen, 0);
 }
 
 void view_txn_delete(view_txn *t, view_cf cf, const void *key, size_t klen)
 {
-    rocksdb_writebatch_delete_cf(t->wb, t->v->cf[cf], key, klen);
     overlay_set(t, cf, key, klen, NULL, 0, 1);
 }
 
 size_t view_txn_count(const view_txn *t)
 {
-    return (size_t)rocksdb_writebatch_count(t->wb);
+    return t->used;
 }
 
 static void txn_free(view_txn *t)
 {
     for (size_t i = 0; i < t->cap; i++) free(t->slots[i].data);
     free(t->slots);
-    rocksdb_writebatch_destroy(t->wb);
     free(t);
+}
+
+static int entry_order(const void *a, const void *b)
+{
+    const struct overlay_entry *x = *(struct overlay_entry *const *)a;
+    const struct overlay_entry *y = *(struct overlay_entry *const *)b;
+    if (x->cf != y->cf) return x->cf < y->cf ? -1 : 1;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->data, y->data, n);
+    if (c) return c;
+    return x->klen < y->klen ? -1 : x->klen > y->klen;
 }
 
 int view_txn_commit(view_txn *t)
 {
+    struct overlay_entry **sorted = malloc((t->used ? t->used : 1) * sizeof *sorted);
+    if (!sorted) {
+        txn_free(t);
+        return REG_ENOMEM;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i].data) sorted[n++] = &t->slots[i];
+    qsort(sorted, n, sizeof *sorted, entry_order);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    for (size_t i = 0; i < n; i++) {
+        struct overlay_entry *e = sorted[i];
+        if (e->deleted) rocksdb_writebatch_delete_cf(wb, t->v->cf[e->cf], e->data, e->klen);
+        else
+            rocksdb_writebatch_put_cf(wb, t->v->cf[e->cf], e->data, e->klen, e->data + e->klen,
+                                      e->vlen);
+    }
+    free(sorted);
     char *errptr = NULL;
-    rocksdb_write(t->v->db, t->v->wopts, t->wb, &errptr);
+    rocksdb_write(t->v->db, t->v->wopts, wb, &errptr);
+    rocksdb_writebatch_destroy(wb);
     txn_free(t);
     if (errptr) {
         fprintf(stderr, "view: commit failed: %s\n", errptr);
