@@ -313,7 +313,8 @@ int main(int argc, char **argv)
         goto out;
     }
     printf("listening api=%s:%d role=%s log=%s bus=%s region=%s\n", host, api_port(a), o.role,
-           o.kafka ? "kafka" : "embedded", o.redis ? "redis" : "local", o.region);
+           !commands ? "none" : o.kafka ? "kafka" : "embedded", o.redis ? "redis" : "local",
+           o.region);
 
     uv_signal_init(loop, &sigint_h);
     uv_signal_init(loop, &sigterm_h);

@@ -273,6 +273,7 @@ static void *projector_main(void *arg)
     codec_buf enc = {0};
     elog_reader *rd = NULL;
     int backoff_ms = 100;
+    uint64_t next_end_check = 0;
     while (!atomic_load(&p->stopping)) {
         if (!rd) {
             int err = scan_events_tail(p);
@@ -289,6 +290,15 @@ static void *projector_main(void *arg)
             pthread_mutex_unlock(&p->stats_mu);
         }
         int n = elog_reader_next(rd, recs, p->cfg.batch_max, 200);
+        /* The end of the log, for lag and readiness; a broker round trip with Kafka, so it is
+         * asked here on the projector's thread, never on a loop, and at most twice a second. */
+        if (clock_mono_ns() >= next_end_check) {
+            int64_t end = elog_end_offset(p->commands);
+            pthread_mutex_lock(&p->stats_mu);
+            if (end >= 0) p->stats.log_end = end;
+            pthread_mutex_unlock(&p->stats_mu);
+            next_end_check = clock_mono_ns() + 500000000ull;
+        }
         if (n == 0) continue;
         int err = n < 0 ? n : run_batch(p, recs, n, &enc);
         if (err) {

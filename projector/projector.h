@@ -38,6 +38,7 @@ typedef struct projector_stats {
     uint64_t events;     /* appended to the events log */
     uint64_t batches;    /* view commits */
     int64_t next_offset; /* the next command offset to decide */
+    int64_t log_end;     /* the commands log's end, as last seen (refreshed twice a second) */
 } projector_stats;
 
 /* Starts the projector thread. Borrows everything it is given; they must outlive

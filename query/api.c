@@ -93,7 +93,7 @@ static void projector_gauges(void *arg, metrics_out *out)
     if (!a->deps.projector) return;
     projector_stats st;
     projector_get_stats(a->deps.projector, &st);
-    int64_t end = a->deps.commands ? elog_end_offset(a->deps.commands) : -1;
+    int64_t end = st.log_end;
     metrics_printf(out,
                    "# TYPE registry_projector_commands_total counter\n"
                    "registry_projector_commands_total{outcome=\"accepted\"} %llu\n"
@@ -110,12 +110,14 @@ static void projector_gauges(void *arg, metrics_out *out)
                    (long long)(end >= st.next_offset ? end - st.next_offset : 0));
 }
 
+/* Ready when the projector (if it runs here) has decided everything the log held when it last
+ * looked: a restarted registry answers 503 until it has caught up. */
 static int is_ready(api *a)
 {
-    if (!a->deps.projector || !a->deps.commands) return 1;
+    if (!a->deps.projector) return 1;
     projector_stats st;
     projector_get_stats(a->deps.projector, &st);
-    return st.next_offset >= elog_end_offset(a->deps.commands);
+    return st.next_offset >= st.log_end;
 }
 
 static void catch_up(api *a)

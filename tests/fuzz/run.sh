@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# run.sh - builds one libFuzzer harness with clang and runs it for a bounded time over its corpus
+# (the seeds in tests/fuzz/corpus_NAME plus what it finds, kept in the build directory). CTest runs
+# each parser's fuzzer briefly on every build; run longer by hand:
+#   tests/fuzz/run.sh codec|http SECONDS OUT_DIR SCHEMAS_EMBEDDED_C
+set -euo pipefail
+name=$1 seconds=$2 out=$3 schemas_c=$4
+top=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$out/corpus_$name"
+flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I"$top" -I"$top/common")
+case "$name" in
+  codec) clang "${flags[@]}" "$top/schemas/codec.c" "$top/common/err.c" "$schemas_c" \
+           "$top/tests/fuzz/fuzz_codec.c" $(pkg-config --cflags --libs avro-c jansson) -lm -o "$out/fuzz_$name" ;;
+  http)  clang "${flags[@]}" "$top/tests/fuzz/fuzz_http.c" "$top/common/err.c" \
+           $(pkg-config --cflags --libs libuv jansson) -lhttp_parser -o "$out/fuzz_$name" ;;
+  *) echo "unknown fuzzer $name" >&2; exit 2 ;;
+esac
+"$out/fuzz_$name" -max_total_time="$seconds" -print_final_stats=1 "$out/corpus_$name" \
+  "$top/tests/fuzz/corpus_$name" 2>&1 | tail -n 12
