@@ -62,14 +62,18 @@ static void usage(FILE *f)
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    static const struct option longopts[] = {
-        {"data", required_argument, NULL, 'd'},      {"listen-api", required_argument, NULL, 'a'},
-        {"listen-device", required_argument, NULL, 'D'},
-        {"listen-mqtt", required_argument, NULL, 'M'},
-        {"kafka", required_argument, NULL, 'k'},     {"redis", required_argument, NULL, 'r'},
-        {"region", required_argument, NULL, 'g'},    {"no-fsync", no_argument, NULL, 'n'},
-        {"into", required_argument, NULL, 'i'},      {"until", required_argument, NULL, 'u'},
-        {"help", no_argument, NULL, 'h'},            {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"data", required_argument, NULL, 'd'},
+                                             {"listen-api", required_argument, NULL, 'a'},
+                                             {"listen-device", required_argument, NULL, 'D'},
+                                             {"listen-mqtt", required_argument, NULL, 'M'},
+                                             {"kafka", required_argument, NULL, 'k'},
+                                             {"redis", required_argument, NULL, 'r'},
+                                             {"region", required_argument, NULL, 'g'},
+                                             {"no-fsync", no_argument, NULL, 'n'},
+                                             {"into", required_argument, NULL, 'i'},
+                                             {"until", required_argument, NULL, 'u'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->data = "registry-data";
     o->listen_api = "127.0.0.1:8080";
@@ -80,21 +84,40 @@ static int parse_options(int argc, char **argv, struct options *o)
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'd': o->data = optarg; break;
-        case 'a': o->listen_api = optarg; break;
+        case 'd':
+            o->data = optarg;
+            break;
+        case 'a':
+            o->listen_api = optarg;
+            break;
         case 'D':
         case 'M':
             /* The device ports arrive with the credentials and MQTT work. */
             fprintf(stderr, "registry: device listeners are not available in this build\n");
             return -1;
-        case 'k': o->kafka = optarg; break;
-        case 'r': o->redis = optarg; break;
-        case 'g': o->region = optarg; break;
-        case 'n': o->no_fsync = 1; break;
-        case 'i': o->into = optarg; break;
-        case 'u': o->until = optarg; break;
-        case 'h': usage(stdout); exit(0);
-        default: return -1;
+        case 'k':
+            o->kafka = optarg;
+            break;
+        case 'r':
+            o->redis = optarg;
+            break;
+        case 'g':
+            o->region = optarg;
+            break;
+        case 'n':
+            o->no_fsync = 1;
+            break;
+        case 'i':
+            o->into = optarg;
+            break;
+        case 'u':
+            o->until = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            return -1;
         }
     }
     for (const char *s = o->region; *s; s++)
@@ -185,11 +208,13 @@ static int run_rebuild(const struct options *o, int verify)
         return 2;
     }
     char into[4096];
-    if (verify) snprintf(into, sizeof into, "%s/verify-%d", o->data, (int)getpid());
+    if (verify)
+        snprintf(into, sizeof into, "%s/verify-%d", o->data, (int)getpid());
     else if (!o->into) {
         fprintf(stderr, "registry rebuild: --into DIR is required\n");
         return 2;
-    } else snprintf(into, sizeof into, "%s", o->into);
+    } else
+        snprintf(into, sizeof into, "%s", o->into);
     if (mkdir(into, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "registry: cannot create %s: %s\n", into, strerror(errno));
         return 1;
@@ -208,7 +233,8 @@ static int run_rebuild(const struct options *o, int verify)
         err = view_open(o->data, VIEW_SECONDARY, &current);
         if (!err) err = view_catch_up(current);
         if (!err) err = rebuild_compare(current, built);
-        printf("verify: %s\n", err ? "the view differs from its events" : "the view equals its events");
+        printf("verify: %s\n",
+               err ? "the view differs from its events" : "the view equals its events");
     }
     view_close(current);
     view_close(built);
@@ -313,8 +339,10 @@ int main(int argc, char **argv)
         goto out;
     }
     printf("listening api=%s:%d role=%s log=%s bus=%s region=%s\n", host, api_port(a), o.role,
-           !commands ? "none" : o.kafka ? "kafka" : "embedded", o.redis ? "redis" : "local",
-           o.region);
+           !commands ? "none"
+           : o.kafka ? "kafka"
+                     : "embedded",
+           o.redis ? "redis" : "local", o.region);
 
     uv_signal_init(loop, &sigint_h);
     uv_signal_init(loop, &sigterm_h);

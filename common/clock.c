@@ -53,7 +53,8 @@ int clock_parse_rfc3339(const char *s, int64_t *ms)
         for (p++; *p >= '0' && *p <= '9'; p++, digits++)
             if (digits < 3) frac_ms = frac_ms * 10 + (*p - '0');
         if (digits == 0) return REG_EINVAL;
-        for (; digits < 3; digits++) frac_ms *= 10;
+        for (; digits < 3; digits++)
+            frac_ms *= 10;
     }
     int offset_min = 0;
     if (*p == 'Z' || *p == 'z') {
@@ -67,8 +68,12 @@ int clock_parse_rfc3339(const char *s, int64_t *ms)
         return REG_EINVAL;
     }
     if (*p) return REG_EINVAL;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-                    .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
     time_t t = timegm(&tm);
     *ms = ((int64_t)t - offset_min * 60) * 1000 + frac_ms;
     return 0;

@@ -64,19 +64,22 @@ static const struct elog_ops emb_ops;
 
 static void put_be64(unsigned char *p, uint64_t v)
 {
-    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (unsigned char)v;
 }
 
 static uint64_t get_be64(const unsigned char *p)
 {
     uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
     return v;
 }
 
 static void put_be32(unsigned char *p, uint32_t v)
 {
-    for (int i = 3; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (unsigned char)v;
 }
 
 static uint32_t get_be32(const unsigned char *p)
@@ -123,9 +126,12 @@ static void write_group(emb_log *log, struct pending *group, int64_t first_offse
 
     uint64_t n = 0;
     pthread_mutex_lock(&log->mu);
-    for (struct pending *p = group; p; p = p->next) n++;
-    if (!err) log->end = first_offset + (int64_t)n;
-    else if (!log->first_error) log->first_error = err;
+    for (struct pending *p = group; p; p = p->next)
+        n++;
+    if (!err)
+        log->end = first_offset + (int64_t)n;
+    else if (!log->first_error)
+        log->first_error = err;
     pthread_mutex_unlock(&log->mu);
 
     off = first_offset;
@@ -146,11 +152,13 @@ static void *writer_main(void *arg)
     emb_log *log = arg;
     pthread_mutex_lock(&log->mu);
     for (;;) {
-        while (!log->head && !log->stopping) pthread_cond_wait(&log->queued, &log->mu);
+        while (!log->head && !log->stopping)
+            pthread_cond_wait(&log->queued, &log->mu);
         if (!log->head) break; /* stopping and drained */
         struct pending *group = log->head, *last = group;
         size_t n = 1;
-        while (last->next && n < EMB_BATCH_MAX) last = last->next, n++;
+        while (last->next && n < EMB_BATCH_MAX)
+            last = last->next, n++;
         log->head = last->next;
         if (!log->head) log->tail = NULL;
         last->next = NULL;
@@ -247,8 +255,10 @@ static int emb_append(elog *base, const void *key, size_t key_len, const void *v
         free(p);
         return err;
     }
-    if (log->tail) log->tail->next = p;
-    else log->head = p;
+    if (log->tail)
+        log->tail->next = p;
+    else
+        log->head = p;
     log->tail = p;
     log->queue_len++;
     log->appends_queued++;
@@ -319,8 +329,10 @@ static int emb_offset_for_time(elog *base, int64_t time_ms, int64_t *offset)
         int64_t mid = lo + (hi - lo) / 2;
         int64_t t = time_at(log, mid);
         if (t < 0) return REG_ESTORE;
-        if (t < time_ms) lo = mid + 1;
-        else hi = mid;
+        if (t < time_ms)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     *offset = lo;
     return 0;
@@ -385,7 +397,8 @@ static int emb_reader_next(elog_reader *base, elog_record *recs, int max, int ti
         }
         if (used + vlen > rd->buf_cap) {
             size_t cap = rd->buf_cap ? rd->buf_cap : 65536;
-            while (cap < used + vlen) cap *= 2;
+            while (cap < used + vlen)
+                cap *= 2;
             char *nb = realloc(rd->buf, cap);
             if (!nb) {
                 err = REG_ENOMEM;
@@ -429,6 +442,11 @@ static void emb_close(elog *base)
     pthread_cond_broadcast(&log->advanced);
     pthread_mutex_unlock(&log->mu);
     pthread_join(log->writer, NULL);
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    char *errptr = NULL;
+    rocksdb_flush(log->db, fo, &errptr); /* a quick next start: no WAL to replay */
+    free(errptr);
+    rocksdb_flushoptions_destroy(fo);
     rocksdb_close(log->db);
     rocksdb_options_destroy(log->opts);
     rocksdb_writeoptions_destroy(log->wopts);

@@ -25,9 +25,9 @@ typedef struct http_server http_server;
 typedef struct http_req http_req;
 
 typedef struct http_limits {
-    size_t max_header_bytes; /* request line + headers; default 16 KiB (431 over it) */
-    size_t max_body_bytes;   /* default 1 MiB (413 over it) */
-    unsigned max_headers;    /* default 64 (431) */
+    size_t max_header_bytes;  /* request line + headers; default 16 KiB (431 over it) */
+    size_t max_body_bytes;    /* default 1 MiB (413 over it) */
+    unsigned max_headers;     /* default 64 (431) */
     unsigned idle_timeout_ms; /* close a connection idle this long; default 60000 */
     unsigned max_connections; /* refuse (close at once) beyond it; default 10000 */
 } http_limits;

@@ -69,8 +69,7 @@ void reg_uuid_format(const reg_uuid *u, char *out)
 
 int reg_token_new(char *out, size_t cap)
 {
-    static const char b64url[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char raw[33];
     if (cap < 48) return REG_EINVAL;
     if (RAND_bytes(raw, 32) != 1) return REG_EIO;

@@ -11,7 +11,8 @@ static int depth_of(const json_t *j, int limit)
     if (json_is_object(j)) {
         const char *k;
         json_t *v;
-        json_object_foreach((json_t *)j, k, v) {
+        json_object_foreach((json_t *)j, k, v)
+        {
             int d = depth_of(v, limit - 1);
             if (d > deepest) deepest = d;
         }
@@ -20,7 +21,8 @@ static int depth_of(const json_t *j, int limit)
     if (json_is_array(j)) {
         size_t i;
         json_t *v;
-        json_array_foreach(j, i, v) {
+        json_array_foreach(j, i, v)
+        {
             int d = depth_of(v, limit - 1);
             if (d > deepest) deepest = d;
         }
@@ -55,9 +57,11 @@ int jsonbody_only(const json_t *obj, const char *const *allowed, jsonbody_err *e
 {
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)obj, k, v) {
+    json_object_foreach((json_t *)obj, k, v)
+    {
         const char *const *a = allowed;
-        while (*a && strcmp(*a, k)) a++;
+        while (*a && strcmp(*a, k))
+            a++;
         if (!*a) {
             snprintf(e->detail, sizeof e->detail, "unknown field '%.64s'", k);
             return -1;
@@ -97,8 +101,8 @@ int jsonbody_string(const json_t *obj, const char *field, int required, size_t m
     return 0;
 }
 
-int jsonbody_int(const json_t *obj, const char *field, long long min, long long max,
-                 long long *out, jsonbody_err *e)
+int jsonbody_int(const json_t *obj, const char *field, long long min, long long max, long long *out,
+                 jsonbody_err *e)
 {
     json_t *v = json_object_get(obj, field);
     if (!v) return 0;

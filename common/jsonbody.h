@@ -25,7 +25,7 @@ int jsonbody_string(const json_t *obj, const char *field, int required, size_t m
                     const char **out, jsonbody_err *e);
 
 /* Reads an optional integer member within [min, max]; *out keeps its value when absent. */
-int jsonbody_int(const json_t *obj, const char *field, long long min, long long max,
-                 long long *out, jsonbody_err *e);
+int jsonbody_int(const json_t *obj, const char *field, long long min, long long max, long long *out,
+                 jsonbody_err *e);
 
 #endif

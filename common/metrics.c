@@ -49,8 +49,7 @@ void metrics_free(metrics *m)
 static struct route_stats *route_of(metrics *m, const char *route)
 {
     for (size_t i = 0; i < m->nroutes; i++)
-        if (m->routes[i].route == route || !strcmp(m->routes[i].route, route))
-            return &m->routes[i];
+        if (m->routes[i].route == route || !strcmp(m->routes[i].route, route)) return &m->routes[i];
     if (m->nroutes == MAX_ROUTES) return NULL;
     struct route_stats *r = &m->routes[m->nroutes++];
     r->route = route;

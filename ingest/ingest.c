@@ -5,8 +5,8 @@
  * answer it, whichever comes first: the command's outcome on the bus (the normal case), a failed
  * append reported by the log (503: nothing was stored), or the request timeout (503: the command
  * may still be stored and decided, e.g. when Kafka comes back; the caller checks before retrying,
- * and a retry with the same effect is recognised by the rules, e.g. serial uniqueness). Log callbacks arrive on the log's thread and
- * are handed to the loop through a queue and a uv_async_t.
+ * and a retry with the same effect is recognised by the rules, e.g. serial uniqueness). Log
+ * callbacks arrive on the log's thread and are handed to the loop through a queue and a uv_async_t.
  */
 #define _GNU_SOURCE
 #include "ingest/ingest.h"
@@ -64,7 +64,8 @@ struct ingest {
 static unsigned bucket_of(const reg_uuid *cid)
 {
     unsigned h = 0;
-    for (int i = 0; i < 16; i++) h = h * 31 + cid->b[i];
+    for (int i = 0; i < 16; i++)
+        h = h * 31 + cid->b[i];
     return h % PENDING_BUCKETS;
 }
 
@@ -78,12 +79,17 @@ static struct pending *pending_find(ingest *in, const reg_uuid *cid)
 static void pending_remove(ingest *in, struct pending *p)
 {
     struct pending **pp = &in->buckets[bucket_of(&p->cid)];
-    while (*pp != p) pp = &(*pp)->next_in_bucket;
+    while (*pp != p)
+        pp = &(*pp)->next_in_bucket;
     *pp = p->next_in_bucket;
-    if (p->prev) p->prev->next = p->next;
-    else in->oldest = p->next;
-    if (p->next) p->next->prev = p->prev;
-    else in->newest = p->prev;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        in->oldest = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        in->newest = p->prev;
     in->npending--;
 }
 
@@ -105,8 +111,8 @@ static void pending_fail(ingest *in, struct pending *p, int status, const char *
 static void respond_json(http_req *req, int status, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT);
-    http_respond(req, status, status >= 400 ? "application/problem+json" : "application/json",
-                 text, strlen(text), NULL);
+    http_respond(req, status, status >= 400 ? "application/problem+json" : "application/json", text,
+                 strlen(text), NULL);
     free(text);
 }
 
@@ -225,7 +231,8 @@ static void on_handle_closed(uv_handle_t *h)
 void ingest_free(ingest *in)
 {
     if (!in) return;
-    while (in->oldest) pending_fail(in, in->oldest, 503, "the server is stopping");
+    while (in->oldest)
+        pending_fail(in, in->oldest, 503, "the server is stopping");
     codec_registry_free(in->codec);
     free(in->enc.data);
     struct append_failure *f = in->failures;
@@ -294,8 +301,10 @@ static void submit(ingest *in, http_req *req, const http_request *r, json_t *cmd
     p->next_in_bucket = in->buckets[b];
     in->buckets[b] = p;
     p->prev = in->newest;
-    if (in->newest) in->newest->next = p;
-    else in->oldest = p;
+    if (in->newest)
+        in->newest->next = p;
+    else
+        in->oldest = p;
     in->newest = p;
     in->npending++;
 
@@ -354,8 +363,9 @@ static int check_metadata_value(const ingest *in, const char *key, const json_t 
         return -1;
     }
     if (json_string_length(v) > in->limits.max_metadata_value) {
-        snprintf(e->detail, sizeof e->detail, "metadata '%.64s': the value is longer than %zu bytes",
-                 key, in->limits.max_metadata_value);
+        snprintf(e->detail, sizeof e->detail,
+                 "metadata '%.64s': the value is longer than %zu bytes", key,
+                 in->limits.max_metadata_value);
         return -1;
     }
     const char *s = json_string_value(v);
@@ -382,7 +392,8 @@ static int check_metadata_object(const ingest *in, const json_t *md, int allow_n
     }
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)md, k, v) {
+    json_object_foreach((json_t *)md, k, v)
+    {
         if (!valid_metadata_key(k, in->limits.max_metadata_key)) {
             snprintf(e->detail, sizeof e->detail,
                      "metadata key '%.64s' is invalid: 1 to %zu characters of A-Z a-z 0-9 _ - . :",
@@ -398,7 +409,8 @@ static int content_type_ok(const http_request *r)
 {
     const char *ct = r->content_type;
     if (!ct) return 1;
-    while (*ct == ' ') ct++;
+    while (*ct == ' ')
+        ct++;
     return !strncasecmp(ct, "application/json", 16) &&
            (ct[16] == 0 || ct[16] == ';' || ct[16] == ' ');
 }
@@ -430,7 +442,8 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
                                               "overlap_days", NULL};
         const char *name;
         long long validity = 365, rotate = 30, overlap = 7;
-        if (jsonbody_only(body, allowed, &e) || jsonbody_string(body, "name", 1, 1, 200, &name, &e) ||
+        if (jsonbody_only(body, allowed, &e) ||
+            jsonbody_string(body, "name", 1, 1, 200, &name, &e) ||
             jsonbody_int(body, "cert_validity_days", 1, 3650, &validity, &e) ||
             jsonbody_int(body, "rotate_before_days", 0, 3650, &rotate, &e) ||
             jsonbody_int(body, "overlap_days", 0, 3650, &overlap, &e))
@@ -454,7 +467,8 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
     case INGEST_CREATE_TOKEN: {
         static const char *const allowed[] = {"role", "name", NULL};
         const char *role, *name;
-        if (jsonbody_only(body, allowed, &e) || jsonbody_string(body, "role", 1, 1, 16, &role, &e) ||
+        if (jsonbody_only(body, allowed, &e) ||
+            jsonbody_string(body, "role", 1, 1, 16, &role, &e) ||
             jsonbody_string(body, "name", 1, 1, 200, &name, &e))
             goto bad;
         if (strcmp(role, "operator") && strcmp(role, "viewer")) {
@@ -477,8 +491,9 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         cmd = new_command(who, who->tenant_s, "RevokeToken", json_pack("{s:s}", "token_id", id));
         break;
     case INGEST_REGISTER_DEVICE: {
-        static const char *const allowed[] = {"serial_number", "device_type", "hardware_revision",
-                                              "firmware_version", "metadata", NULL};
+        static const char *const allowed[] = {"serial_number",     "device_type",
+                                              "hardware_revision", "firmware_version",
+                                              "metadata",          NULL};
         const char *serial, *type, *hw, *fw;
         if (jsonbody_only(body, allowed, &e) ||
             jsonbody_string(body, "serial_number", 1, 1, 128, &serial, &e) ||
@@ -564,9 +579,9 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
             goto bad;
         }
         if (check_metadata_object(in, body, 1, &e)) goto bad;
-        cmd = new_command(who, who->tenant_s, "PatchMetadata",
-                          json_pack("{s:s, s:O, s:b}", "device_id", id, "changes", body,
-                                    "require_existing", 0));
+        cmd = new_command(
+            who, who->tenant_s, "PatchMetadata",
+            json_pack("{s:s, s:O, s:b}", "device_id", id, "changes", body, "require_existing", 0));
         break;
     }
     json_decref(body);

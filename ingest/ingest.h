@@ -30,8 +30,8 @@ enum ingest_route {
 };
 
 /* Creates the write side on loop (subscribes to "outcome" on the bus). Borrows everything. */
-int ingest_new(struct uv_loop_s *loop, elog *commands, bus *b, metrics *m,
-               const api_limits *limits, ingest **out);
+int ingest_new(struct uv_loop_s *loop, elog *commands, bus *b, metrics *m, const api_limits *limits,
+               ingest **out);
 /* Answers every pending request with 503 and frees; run the loop afterwards to close handles. */
 void ingest_free(ingest *in);
 

@@ -4,6 +4,7 @@
  * the indexes always match the records.
  */
 #include "projector/apply.h"
+#include "clock.h"
 #include "err.h"
 #include "ids.h"
 #include "projector/keys.h"
@@ -38,25 +39,33 @@ static void device_attr_index(view_txn *t, const reg_uuid *tid, const reg_uuid *
     const char *type = str_or(dev, "device_type", ""), *status = str_or(dev, "status", "");
 
     key_add(key_str0(key_str0(key_add(key_reset(&k), tid->b, 16), type), status), did->b, 16);
-    if (add) put_empty(t, VIEW_IDX_ATTR, &k);
-    else view_txn_delete(t, VIEW_IDX_ATTR, k.b, k.len);
+    if (add)
+        put_empty(t, VIEW_IDX_ATTR, &k);
+    else
+        view_txn_delete(t, VIEW_IDX_ATTR, k.b, k.len);
 
     key_add(key_str0(key_add(key_reset(&k), tid->b, 16), status), did->b, 16);
-    if (add) put_empty(t, VIEW_IDX_STATUS, &k);
-    else view_txn_delete(t, VIEW_IDX_STATUS, k.b, k.len);
+    if (add)
+        put_empty(t, VIEW_IDX_STATUS, &k);
+    else
+        view_txn_delete(t, VIEW_IDX_STATUS, k.b, k.len);
 
     const char *fw = json_string_value(json_object_get(dev, "firmware_version"));
     if (fw) {
         key_add(key_str0(key_add(key_reset(&k), tid->b, 16), fw), did->b, 16);
-        if (add) put_empty(t, VIEW_IDX_FIRMWARE, &k);
-        else view_txn_delete(t, VIEW_IDX_FIRMWARE, k.b, k.len);
+        if (add)
+            put_empty(t, VIEW_IDX_FIRMWARE, &k);
+        else
+            view_txn_delete(t, VIEW_IDX_FIRMWARE, k.b, k.len);
     }
-    json_t *seen = json_object_get(dev, "last_seen_at");
-    if (json_is_integer(seen)) {
-        key_add(key_be64(key_add(key_reset(&k), tid->b, 16), (uint64_t)json_integer_value(seen)),
-                did->b, 16);
-        if (add) put_empty(t, VIEW_IDX_LASTSEEN, &k);
-        else view_txn_delete(t, VIEW_IDX_LASTSEEN, k.b, k.len);
+    int64_t seen_ms;
+    const char *seen = json_string_value(json_object_get(dev, "last_seen_at"));
+    if (seen && clock_parse_rfc3339(seen, &seen_ms) == 0) {
+        key_add(key_be64(key_add(key_reset(&k), tid->b, 16), (uint64_t)seen_ms), did->b, 16);
+        if (add)
+            put_empty(t, VIEW_IDX_LASTSEEN, &k);
+        else
+            view_txn_delete(t, VIEW_IDX_LASTSEEN, k.b, k.len);
     }
 }
 
@@ -94,14 +103,16 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     char tid_s[37], did_s[37];
     reg_uuid_format(tid, tid_s);
     reg_uuid_format(did, did_s);
+    char registered[32];
+    clock_rfc3339(json_integer_value(json_object_get(ev, "time_ms")), registered);
     json_t *dev = json_pack(
-        "{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:n, s:O, s:i, s:{}}", "device_id", did_s,
-        "tenant_id", tid_s, "serial_number", json_object_get(b, "serial_number"), "device_type",
-        json_object_get(b, "device_type"), "status", json_object_get(b, "status"),
+        "{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:s, s:n, s:O, s:i, s:{}, s:[]}", "device_id",
+        did_s, "tenant_id", tid_s, "serial_number", json_object_get(b, "serial_number"),
+        "device_type", json_object_get(b, "device_type"), "status", json_object_get(b, "status"),
         "firmware_version", json_object_get(b, "firmware_version"), "hardware_revision",
-        json_object_get(b, "hardware_revision"), "registered_at", json_object_get(ev, "time_ms"),
-        "last_seen_at", "version", json_object_get(ev, "version"), "shadow_version", 0,
-        "metadata");
+        json_object_get(b, "hardware_revision"), "registered_at", registered, "last_seen_at",
+        "version", json_object_get(ev, "version"), "shadow_version", 0, "metadata",
+        "certificates");
     if (!dev) return REG_EDECODE;
     const char *mk;
     json_t *mv;
@@ -137,14 +148,14 @@ static int update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
     return 0;
 }
 
-static void change_status(json_t *dev, const json_t *b, view_txn *t,
-                          const reg_uuid *tid, const reg_uuid *did)
+static void change_status(json_t *dev, const json_t *b, view_txn *t, const reg_uuid *tid,
+                          const reg_uuid *did)
 {
     json_object_set(dev, "status", json_object_get(b, "to"));
 }
 
-static void change_attributes(json_t *dev, const json_t *b, view_txn *t,
-                              const reg_uuid *tid, const reg_uuid *did)
+static void change_attributes(json_t *dev, const json_t *b, view_txn *t, const reg_uuid *tid,
+                              const reg_uuid *did)
 {
     static const char *const fields[] = {"firmware_version", "hardware_revision"};
     for (size_t i = 0; i < 2; i++) {
@@ -162,8 +173,7 @@ static void change_metadata(json_t *dev, const json_t *b, view_txn *t, const reg
         set_metadata(t, tid, did, dev, mk, json_string_value(mv));
 }
 
-static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *ev,
-                                const json_t *b)
+static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *ev, const json_t *b)
 {
     char tid_s[37];
     reg_uuid_format(tid, tid_s);
@@ -198,10 +208,10 @@ static int apply_token_created(view_txn *t, const reg_uuid *tid, const json_t *e
         return REG_EDECODE;
     char tid_s[37];
     reg_uuid_format(tid, tid_s);
-    json_t *rec = json_pack("{s:O, s:s, s:O, s:O, s:O}", "token_id", json_object_get(b, "token_id"),
-                            "tenant_id", tid_s, "role", json_object_get(b, "role"), "name",
-                            json_object_get(b, "name"), "created_at",
-                            json_object_get(ev, "time_ms"));
+    json_t *rec =
+        json_pack("{s:O, s:s, s:O, s:O, s:O}", "token_id", json_object_get(b, "token_id"),
+                  "tenant_id", tid_s, "role", json_object_get(b, "role"), "name",
+                  json_object_get(b, "name"), "created_at", json_object_get(ev, "time_ms"));
     if (!rec) return REG_EDECODE;
     reg_key k;
     key_add(key_byte(key_reset(&k), 'h'), hash, 32);

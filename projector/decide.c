@@ -95,10 +95,10 @@ static int decide_create_tenant(view_txn *t, const json_t *cmd, const json_t *b,
         return 0;
     }
     emit(d, cmd, cfg, str_of(cmd, "tenant_id"), 1, "TenantCreated",
-         json_pack("{s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"),
-                   "cert_validity_days", json_object_get(b, "cert_validity_days"),
-                   "rotate_before_days", json_object_get(b, "rotate_before_days"),
-                   "overlap_days", json_object_get(b, "overlap_days")));
+         json_pack("{s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"), "cert_validity_days",
+                   json_object_get(b, "cert_validity_days"), "rotate_before_days",
+                   json_object_get(b, "rotate_before_days"), "overlap_days",
+                   json_object_get(b, "overlap_days")));
     emit(d, cmd, cfg, str_of(b, "token_id"), 1, "TokenCreated",
          json_pack("{s:O, s:s, s:s, s:O}", "token_id", json_object_get(b, "token_id"), "role",
                    "operator", "name", "initial operator token", "token_hash",
@@ -168,12 +168,11 @@ static int decide_register_device(view_txn *t, const json_t *cmd, const json_t *
     }
     if (err != REG_ENOTFOUND) return err;
     emit(d, cmd, cfg, str_of(b, "device_id"), 1, "DeviceRegistered",
-         json_pack("{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number",
-                   json_object_get(b, "serial_number"), "device_type",
-                   json_object_get(b, "device_type"), "hardware_revision",
-                   json_object_get(b, "hardware_revision"), "firmware_version",
-                   json_object_get(b, "firmware_version"), "status", "provisioning", "metadata",
-                   md));
+         json_pack(
+             "{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number", json_object_get(b, "serial_number"),
+             "device_type", json_object_get(b, "device_type"), "hardware_revision",
+             json_object_get(b, "hardware_revision"), "firmware_version",
+             json_object_get(b, "firmware_version"), "status", "provisioning", "metadata", md));
     d->status = 201;
     d->reply_kind = REPLY_DEVICE;
     return 0;
@@ -227,7 +226,8 @@ static int decide_update_device(view_txn *t, const json_t *cmd, const json_t *b,
     }
     if (json_object_size(attrs))
         emit(d, cmd, cfg, str_of(b, "device_id"), ++version, "DeviceAttributesChanged", attrs);
-    else json_decref(attrs);
+    else
+        json_decref(attrs);
 done:
     json_decref(dev);
     return 0;
@@ -249,7 +249,8 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
     json_t *changes = json_object_get(b, "changes"), *effective = json_object();
     const char *key;
     json_t *value;
-    json_object_foreach(changes, key, value) {
+    json_object_foreach(changes, key, value)
+    {
         json_t *old = json_object_get(current, key);
         if ((old && json_equal(old, value)) || (!old && json_is_null(value))) continue;
         count += json_is_null(value) ? -1 : (old ? 0 : 1);
@@ -324,9 +325,9 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
                              json_object_get(b, "overlap_days"), "version", 1);
         break;
     case REPLY_TOKEN:
-        d->reply = json_pack("{s:O, s:O, s:O, s:i}", "token_id", json_object_get(b, "token_id"),
-                             "role", json_object_get(b, "role"), "name", json_object_get(b, "name"),
-                             "version", 1);
+        d->reply =
+            json_pack("{s:O, s:O, s:O, s:i}", "token_id", json_object_get(b, "token_id"), "role",
+                      json_object_get(b, "role"), "name", json_object_get(b, "name"), "version", 1);
         break;
     case REPLY_TOKEN_REVOKED:
         d->reply = json_pack("{s:O, s:b, s:i}", "token_id", json_object_get(b, "token_id"),
@@ -337,14 +338,15 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
         reg_uuid_parse(str_of(cmd, "tenant_id"), &tid);
         reg_uuid_parse(str_of(b, "device_id"), &did);
         if (d->reply_kind == REPLY_DEVICE) {
-            err = record_device_render(src, &tid, &did, &d->reply);
+            err = record_device_load(src, &tid, &did, &d->reply);
         } else {
             json_t *dev = NULL, *md = NULL;
             err = record_device_load(src, &tid, &did, &dev);
             if (!err) err = record_metadata(src, &tid, &did, &md);
             if (!err)
-                d->reply = json_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
-                                     "metadata", md, "version", json_object_get(dev, "version"));
+                d->reply =
+                    json_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
+                              "metadata", md, "version", json_object_get(dev, "version"));
             json_decref(dev);
         }
         break;

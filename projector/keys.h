@@ -50,7 +50,8 @@ static inline reg_key *key_str(reg_key *k, const char *s)
 static inline reg_key *key_be64(reg_key *k, uint64_t v)
 {
     unsigned char b[8];
-    for (int i = 7; i >= 0; i--, v >>= 8) b[i] = (unsigned char)v;
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        b[i] = (unsigned char)v;
     return key_add(k, b, 8);
 }
 

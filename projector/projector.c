@@ -109,7 +109,7 @@ struct encoded_event {
 
 struct batch {
     view_txn *txn;
-    json_t *outcomes; /* array of outcome messages to publish after the commit */
+    json_t *outcomes; /* the outcome messages (JSON text) to publish after the commit */
     codec_buf *enc;   /* the encoded events, back to back */
     struct encoded_event *events_out;
     size_t nevents, events_cap;
@@ -137,9 +137,8 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
     size_t stored_len = 0;
     err = view_txn_get(bt->txn, VIEW_COMMANDS, cid.b, 16, &stored, &stored_len);
     if (err == 0) {
-        json_t *outcome = json_loadb(stored, stored_len, 0, NULL);
+        json_array_append_new(bt->outcomes, json_stringn_nocheck(stored, stored_len));
         free(stored);
-        if (outcome) json_array_append_new(bt->outcomes, outcome);
         bt->duplicates++;
         json_decref(cmd);
         return 0;
@@ -152,7 +151,8 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
     int already_logged = json_object_get(p->in_events_log, cid_s) != NULL;
     size_t i;
     json_t *ev;
-    json_array_foreach(d.events, i, ev) {
+    json_array_foreach(d.events, i, ev)
+    {
         err = apply_event(bt->txn, ev);
         if (err) {
             fprintf(stderr, "projector: an event of command %s does not apply: %s\n", cid_s,
@@ -182,14 +182,19 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
     }
     err = decide_reply(bt->txn, cmd, &d);
     if (err) goto out_decision;
-    if (json_array_size(d.events)) bt->accepted++;
-    else if (d.status >= 400) bt->rejected++;
-    else bt->accepted++;
+    if (json_array_size(d.events))
+        bt->accepted++;
+    else if (d.status >= 400)
+        bt->rejected++;
+    else
+        bt->accepted++;
     json_t *outcome = decision_outcome(cmd, &d);
     char *text = json_dumps(outcome, JSON_COMPACT);
-    view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, text, strlen(text));
+    json_decref(outcome);
+    size_t text_len = strlen(text);
+    view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, text, text_len);
+    json_array_append_new(bt->outcomes, json_stringn_nocheck(text, text_len));
     free(text);
-    json_array_append_new(bt->outcomes, outcome);
 out_decision:
     decision_clear(&d);
 out:
@@ -204,11 +209,8 @@ static void publish_outcomes(projector *p, json_t *outcomes)
     size_t i;
     json_t *o;
     if (json_array_size(outcomes)) bus_publish(p->bus, "commit", "1", 1);
-    json_array_foreach(outcomes, i, o) {
-        char *text = json_dumps(o, JSON_COMPACT);
-        bus_publish(p->bus, "outcome", text, strlen(text));
-        free(text);
-    }
+    json_array_foreach(outcomes, i, o)
+        bus_publish(p->bus, "outcome", json_string_value(o), json_string_length(o));
 }
 
 /* Appends the batch's encoded events to the events log. */
@@ -233,7 +235,8 @@ static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *en
     struct batch bt = {.txn = view_txn_begin(p->view), .outcomes = json_array(), .enc = enc};
     atomic_store(&p->append_error, 0);
     int err = 0;
-    for (int i = 0; i < n && !err; i++) err = decide_one(p, &bt, &recs[i]);
+    for (int i = 0; i < n && !err; i++)
+        err = decide_one(p, &bt, &recs[i]);
     if (!err) err = append_events(p, &bt);
     free(bt.events_out);
     if (!err && bt.events) err = elog_flush(p->events, 60000);

@@ -30,7 +30,7 @@ typedef struct projector_config {
 } projector_config;
 
 typedef struct projector_stats {
-    uint64_t commands;   /* decided (accepted + rejected) */
+    uint64_t commands; /* decided (accepted + rejected) */
     uint64_t accepted;
     uint64_t rejected;
     uint64_t duplicates; /* commands seen again and not re-decided */

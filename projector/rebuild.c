@@ -62,7 +62,8 @@ int rebuild_view(elog *events, view *into, int64_t until_ms, uint64_t *applied)
 static void describe(const char *what, view_cf cf, const char *key, size_t klen)
 {
     fprintf(stderr, "verify: column family %d: %s at key ", (int)cf, what);
-    for (size_t i = 0; i < klen && i < 64; i++) fprintf(stderr, "%02x", (unsigned char)key[i]);
+    for (size_t i = 0; i < klen && i < 64; i++)
+        fprintf(stderr, "%02x", (unsigned char)key[i]);
     fprintf(stderr, "\n");
 }
 

@@ -1,6 +1,5 @@
 /* records.c - loading and rendering the view's entities (records.h). */
 #include "projector/records.h"
-#include "clock.h"
 #include "err.h"
 #include "projector/keys.h"
 
@@ -41,37 +40,5 @@ int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device
     json_t *md = json_object_get(dev, "metadata");
     *out = json_is_object(md) ? json_incref(md) : json_object();
     json_decref(dev);
-    return 0;
-}
-
-static void set_time(json_t *obj, const char *field)
-{
-    json_t *v = json_object_get(obj, field);
-    if (json_is_integer(v)) {
-        char ts[32];
-        clock_rfc3339(json_integer_value(v), ts);
-        json_object_set_new(obj, field, json_string(ts));
-    } else {
-        json_object_set_new(obj, field, json_null());
-    }
-}
-
-json_t *record_device_public(const json_t *stored)
-{
-    json_t *d = json_deep_copy(stored);
-    set_time(d, "registered_at");
-    set_time(d, "last_seen_at");
-    if (!json_object_get(d, "certificates")) json_object_set_new(d, "certificates", json_array());
-    return d;
-}
-
-int record_device_render(view_src src, const reg_uuid *tenant, const reg_uuid *device,
-                         json_t **out)
-{
-    json_t *stored = NULL;
-    int err = record_device_load(src, tenant, device, &stored);
-    if (err) return err;
-    *out = record_device_public(stored);
-    json_decref(stored);
     return 0;
 }

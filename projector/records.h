@@ -1,11 +1,11 @@
 /*
  * records.h - the entities as stored in the view and as the API shows them.
  *
- * Stored device JSON: {device_id, tenant_id, serial_number, device_type, status, registered_at
- * (ms), last_seen_at (ms|null), firmware_version, hardware_revision, version, shadow_version,
- * metadata {key: value}}. Metadata lives inside the record (at most max_metadata_keys small
- * strings) so that a device is one point read; the metadata index serves queries by value. The
- * API's device record (API.md) adds certificates and writes times as RFC 3339.
+ * A device is stored exactly as the API shows it (API.md's device record: device_id, tenant_id,
+ * serial_number, device_type, status, registered_at and last_seen_at as RFC 3339, firmware_version,
+ * hardware_revision, version, shadow_version, metadata, certificates), so that GET /devices/{id}
+ * is one point read answered with the stored bytes. Metadata lives inside the record (at most
+ * max_metadata_keys small strings); the metadata index serves queries by value.
  */
 #ifndef REG_RECORDS_H
 #define REG_RECORDS_H
@@ -15,18 +15,12 @@
 
 #include <jansson.h>
 
-/* The stored device JSON. The caller owns *out. 0, REG_ENOTFOUND or REG_E*. */
+/* The device record (stored as the API shows it). The caller owns *out. 0, REG_ENOTFOUND or
+ * REG_E*. */
 int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
 
 /* A device's metadata as an object {key: value}. The caller owns *out. */
 int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
-
-/* The API's device record. The caller owns *out. 0, REG_ENOTFOUND or REG_E*. */
-int record_device_render(view_src src, const reg_uuid *tenant, const reg_uuid *device,
-                         json_t **out);
-
-/* Converts a stored device JSON (borrowed) into the API's form (new value). */
-json_t *record_device_public(const json_t *stored);
 
 /* The stored tenant JSON. The caller owns *out. */
 int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out);

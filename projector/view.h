@@ -64,8 +64,8 @@ int view_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size
 
 /* Iterates the committed keys that start with prefix, in key order, from `start` (a key >=
  * prefix; NULL for the prefix itself). The caller owns the iterator. */
-view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen,
-                            const void *start, size_t slen);
+view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen, const void *start,
+                            size_t slen);
 /* Advances to the next entry: 1 and the entry (valid until the next call), or 0 at the end. */
 int view_iter_next(view_iter *it, const char **key, size_t *klen, const char **val, size_t *vlen);
 void view_iter_free(view_iter *it);

@@ -29,6 +29,7 @@ struct api {
     metrics *metrics;
     ingest *ingest;
     int view_dirty; /* a commit notice arrived since the last catch-up */
+    auth_cache *auth;
     uv_timer_t catch_up_timer;
 };
 
@@ -127,9 +128,15 @@ static void catch_up(api *a)
     view_catch_up(a->deps.view);
 }
 
+/* The projector committed: tokens may have changed, and a secondary is behind. The bus delivers
+ * in publish order and the notice precedes the batch's outcomes, so a revoked token is refused
+ * here before its revocation is answered (in one process; across processes, within the time
+ * Redis takes to deliver the notice). */
 static void on_commit(void *arg, const char *channel, const char *msg, size_t len)
 {
-    ((api *)arg)->view_dirty = 1;
+    api *a = arg;
+    a->view_dirty = 1;
+    auth_cache_clear(a->auth);
 }
 
 static void on_catch_up_timer(uv_timer_t *t)
@@ -228,10 +235,10 @@ static void handle(void *arg, http_req *req, const http_request *r)
     if (route < 0 && !is_read) return method_not_allowed(a, req, label, start, allow);
 
     auth_principal who;
-    int err = auth_bearer(a->deps.view, a->deps.admin_hash, r->authorization, &who);
+    int err = auth_bearer(a->deps.view, a->auth, a->deps.admin_hash, r->authorization, &who);
     if (err == REG_ENOTFOUND && a->deps.view_is_secondary && r->authorization) {
         catch_up(a); /* a token created a moment ago through another process */
-        err = auth_bearer(a->deps.view, a->deps.admin_hash, r->authorization, &who);
+        err = auth_bearer(a->deps.view, a->auth, a->deps.admin_hash, r->authorization, &who);
     }
     if (err == REG_ENOTFOUND)
         return answer(a, req, label, start, 401, "a valid bearer token is required");
@@ -263,11 +270,12 @@ int api_start(uv_loop_t *loop, const char *host, int port, const api_limits *lim
     a->limits = *limits;
     api_limits_default(&a->limits);
     a->metrics = metrics_new();
-    int err = 0;
-    if (deps->commands) err = ingest_new(loop, deps->commands, deps->bus, a->metrics, &a->limits,
-                                         &a->ingest);
+    a->auth = auth_cache_new();
+    int err = a->auth ? 0 : REG_ENOMEM;
+    if (!err && deps->commands)
+        err = ingest_new(loop, deps->commands, deps->bus, a->metrics, &a->limits, &a->ingest);
+    if (!err) err = bus_subscribe(deps->bus, loop, "commit", on_commit, a);
     if (!err && deps->view_is_secondary) {
-        err = bus_subscribe(deps->bus, loop, "commit", on_commit, a);
         uv_timer_init(loop, &a->catch_up_timer);
         a->catch_up_timer.data = a;
         uv_timer_start(&a->catch_up_timer, on_catch_up_timer, 1000, 1000);
@@ -286,11 +294,16 @@ int api_port(const api *a)
     return http_server_port(a->http);
 }
 
+static void api_free(api *a)
+{
+    metrics_free(a->metrics);
+    auth_cache_free(a->auth);
+    free(a);
+}
+
 static void on_timer_closed(uv_handle_t *h)
 {
-    api *a = h->data;
-    metrics_free(a->metrics);
-    free(a);
+    api_free(h->data);
 }
 
 void api_stop(api *a)
@@ -301,7 +314,6 @@ void api_stop(api *a)
     if (a->deps.view_is_secondary) {
         uv_close((uv_handle_t *)&a->catch_up_timer, on_timer_closed);
     } else {
-        metrics_free(a->metrics);
-        free(a);
+        api_free(a);
     }
 }

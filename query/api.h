@@ -17,19 +17,19 @@
 struct uv_loop_s;
 
 typedef struct api_limits {
-    int max_json_depth;           /* default 32 */
-    size_t max_metadata_key;      /* bytes; default 128 */
-    size_t max_metadata_value;    /* bytes; default 1024 */
-    unsigned max_metadata_keys;   /* per device; default 100 */
-    unsigned request_timeout_ms;  /* a write not decided by then answers 503; default 30000 */
+    int max_json_depth;          /* default 32 */
+    size_t max_metadata_key;     /* bytes; default 128 */
+    size_t max_metadata_value;   /* bytes; default 1024 */
+    unsigned max_metadata_keys;  /* per device; default 100 */
+    unsigned request_timeout_ms; /* a write not decided by then answers 503; default 30000 */
 } api_limits;
 
 typedef struct api_deps {
-    view *view;            /* borrowed; read */
-    int view_is_secondary; /* catch up with the primary before reads after a commit notice */
-    elog *commands;        /* borrowed; NULL: this process refuses writes (503) */
-    bus *bus;              /* borrowed */
-    projector *projector;  /* borrowed; NULL when the projector runs elsewhere */
+    view *view;             /* borrowed; read */
+    int view_is_secondary;  /* catch up with the primary before reads after a commit notice */
+    elog *commands;         /* borrowed; NULL: this process refuses writes (503) */
+    bus *bus;               /* borrowed */
+    projector *projector;   /* borrowed; NULL when the projector runs elsewhere */
     const char *admin_hash; /* hex SHA-256 of the admin token */
 } api_deps;
 

@@ -10,6 +10,41 @@
 #include <string.h>
 #include <strings.h>
 
+enum { AUTH_CACHE_SLOTS = 4096 };
+
+struct auth_cache {
+    uint64_t generation; /* a slot is valid when its generation is the cache's */
+    struct {
+        uint64_t generation;
+        char hash[65];
+        auth_principal who;
+    } slots[AUTH_CACHE_SLOTS];
+};
+
+auth_cache *auth_cache_new(void)
+{
+    auth_cache *c = calloc(1, sizeof *c);
+    if (c) c->generation = 1;
+    return c;
+}
+
+void auth_cache_clear(auth_cache *c)
+{
+    if (c) c->generation++;
+}
+
+void auth_cache_free(auth_cache *c)
+{
+    free(c);
+}
+
+static unsigned slot_of(const char *hash)
+{
+    unsigned v = 0;
+    sscanf(hash, "%3x", &v); /* the hash is uniform: its first 12 bits pick the slot */
+    return v % AUTH_CACHE_SLOTS;
+}
+
 static int hex_to_bytes(const char *hex, unsigned char *out, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -20,12 +55,14 @@ static int hex_to_bytes(const char *hex, unsigned char *out, size_t n)
     return 0;
 }
 
-int auth_bearer(view *v, const char *admin_hash, const char *authorization, auth_principal *p)
+int auth_bearer(view *v, auth_cache *c, const char *admin_hash, const char *authorization,
+                auth_principal *p)
 {
     memset(p, 0, sizeof *p);
     if (!authorization || strncasecmp(authorization, "Bearer ", 7)) return REG_ENOTFOUND;
     const char *token = authorization + 7;
-    while (*token == ' ') token++;
+    while (*token == ' ')
+        token++;
     size_t len = strlen(token);
     if (len == 0 || len > 256) return REG_ENOTFOUND;
 
@@ -34,6 +71,11 @@ int auth_bearer(view *v, const char *admin_hash, const char *authorization, auth
     if (admin_hash && admin_hash[0] && CRYPTO_memcmp(hash, admin_hash, 64) == 0) {
         p->role = AUTH_ADMIN;
         strcpy(p->actor, "admin");
+        return 0;
+    }
+    unsigned slot = slot_of(hash);
+    if (c && c->slots[slot].generation == c->generation && !strcmp(c->slots[slot].hash, hash)) {
+        *p = c->slots[slot].who;
         return 0;
     }
     reg_key k;
@@ -58,5 +100,10 @@ int auth_bearer(view *v, const char *admin_hash, const char *authorization, auth
     reg_uuid_format(&p->tenant, p->tenant_s);
     snprintf(p->actor, sizeof p->actor, "token:%s", token_id);
     json_decref(rec);
+    if (c) {
+        c->slots[slot].generation = c->generation;
+        memcpy(c->slots[slot].hash, hash, 65);
+        c->slots[slot].who = *p;
+    }
     return 0;
 }

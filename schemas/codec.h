@@ -72,8 +72,7 @@ int codec_encode(codec_registry *reg, const char *name, const json_t *value, cod
  * named `name`. The caller owns *out (json_decref). Returns 0, REG_EDECODE (bad magic, truncated
  * or malformed body), REG_EUNKNOWN_SCHEMA (fingerprint not known), REG_ESCHEMA (writer cannot be
  * resolved onto the reader), REG_ENOMEM. Never crashes on any input. Same threading as encode. */
-int codec_decode(codec_registry *reg, const char *name, const void *data, size_t len,
-                 json_t **out);
+int codec_decode(codec_registry *reg, const char *name, const void *data, size_t len, json_t **out);
 
 /* The fingerprint in the header of a single-object encoded record. 0 or REG_EDECODE. */
 int codec_peek_fingerprint(const void *data, size_t len, uint64_t *out);

@@ -4,6 +4,7 @@
 # run on the same machine. Run on demand, not by CTest:
 #
 #   tests/bench/bench_lookup.sh BUILD_DIR [N]        (default N = 1000000; needs root for postgres)
+#   BENCH_DATA=DIR tests/bench/bench_lookup.sh BUILD_DIR   (reuse a view bench_projector filled)
 #
 # 1. bench_projector fills a fresh data directory with N devices (3 metadata keys each, half of
 #    them patched once) through the projector, and reports the projector's rate.
@@ -27,14 +28,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== projector: filling the view with $n devices"
-"$build/tests/bench_projector" "$work/data" "$n"
+if [ -n "${BENCH_DATA:-}" ]; then
+  echo "== using the view already filled in $BENCH_DATA"
+  cp -a "$BENCH_DATA" "$work/data"
+  n=$(wc -l < "$work/data/bench-ids.txt")
+else
+  echo "== projector: filling the view with $n devices"
+  "$build/tests/bench_projector" "$work/data" "$n"
+fi
 
 echo "== registry: GET /devices/{id}, $n devices"
 REGISTRY_ADMIN_TOKEN=bench-admin "$build/registry" serve --data "$work/data" \
   --listen-api "127.0.0.1:$port" > "$work/serve.out" 2>&1 &
 srv=$!
-for _ in $(seq 1 100); do grep -q listening "$work/serve.out" && break; sleep 0.1; done
+for _ in $(seq 1 3000); do grep -q listening "$work/serve.out" && break; sleep 0.1; done
 curl -sf -H "Authorization: Bearer bench-token" "http://127.0.0.1:$port/devices/$(head -n1 "$work/data/bench-ids.txt")" > /dev/null
 BENCH_IDS="$work/data/bench-ids.txt" BENCH_TOKEN=bench-token \
   wrk -t1 -c32 -d20s --latency -s "$here/lookup.lua" "http://127.0.0.1:$port" | tee "$work/wrk.out"

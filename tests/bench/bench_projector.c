@@ -69,8 +69,10 @@ int main(int argc, char **argv)
     long n = atol(argv[2]);
     mkdir(dir, 0700);
     char region[64], ctopic[128], etopic[128], path[4096];
-    if (brokers) snprintf(region, sizeof region, "bench%d", (int)getpid());
-    else snprintf(region, sizeof region, "local");
+    if (brokers)
+        snprintf(region, sizeof region, "bench%d", (int)getpid());
+    else
+        snprintf(region, sizeof region, "local");
     snprintf(ctopic, sizeof ctopic, "registry.%s.commands", region);
     snprintf(etopic, sizeof etopic, "registry.%s.events", region);
 
@@ -79,8 +81,8 @@ int main(int argc, char **argv)
     view *v = NULL;
     bus *b = NULL;
     codec_registry *codec = NULL;
-    if (elog_open(&cc, &commands) || elog_open(&ec, &events) ||
-        view_open(dir, VIEW_PRIMARY, &v) || bus_open(NULL, &b) || codec_registry_new(&codec)) {
+    if (elog_open(&cc, &commands) || elog_open(&ec, &events) || view_open(dir, VIEW_PRIMARY, &v) ||
+        bus_open(NULL, &b) || codec_registry_new(&codec)) {
         fprintf(stderr, "cannot open %s\n", dir);
         return 1;
     }
@@ -93,16 +95,16 @@ int main(int argc, char **argv)
 
     codec_buf buf = {0};
     reg_token_hash("bench-token", hash);
-    append(commands, codec,
-           command("CreateTenant",
-                   json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", "bench",
-                             "cert_validity_days", 365, "rotate_before_days", 30, "overlap_days",
-                             7, "token_id", "5d7e4c1a-9b3f-4e2d-8c6a-1f0e9d8c7b6a", "token_hash",
-                             hash)),
-           &buf);
+    append(
+        commands, codec,
+        command("CreateTenant",
+                json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", "bench", "cert_validity_days",
+                          365, "rotate_before_days", 30, "overlap_days", 7, "token_id",
+                          "5d7e4c1a-9b3f-4e2d-8c6a-1f0e9d8c7b6a", "token_hash", hash)),
+        &buf);
     snprintf(path, sizeof path, "%s/bench-ids.txt", dir);
     FILE *ids = fopen(path, "w");
-    char (*dev)[37] = malloc((size_t)n * 37);
+    char(*dev)[37] = malloc((size_t)n * 37);
     static const char *const types[] = {"thermostat", "meter", "camera", "gateway"};
     static const char *const regions[] = {"eu-west", "eu-north", "us-east", "ap-south"};
     uint64_t t0 = clock_mono_ns();
@@ -119,18 +121,17 @@ int main(int argc, char **argv)
                command("RegisterDevice",
                        json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "device_id",
                                  dev[i], "serial_number", serial, "device_type", types[i % 4],
-                                 "hardware_revision", "rev-b", "firmware_version", fw,
-                                 "metadata", "region", regions[i % 4], "floor", floor, "owner",
-                                 "facilities")),
+                                 "hardware_revision", "rev-b", "firmware_version", fw, "metadata",
+                                 "region", regions[i % 4], "floor", floor, "owner", "facilities")),
                &buf);
     }
     for (long i = 0; i < n / 2; i++) {
         char room[16];
         snprintf(room, sizeof room, "r%ld", i % 500);
         append(commands, codec,
-               command("PatchMetadata", json_pack("{s:s, s:{s:s, s:s}, s:b}", "device_id",
-                                                  dev[i * 2], "changes", "room", room, "floor",
-                                                  "7", "require_existing", 0)),
+               command("PatchMetadata",
+                       json_pack("{s:s, s:{s:s, s:s}, s:b}", "device_id", dev[i * 2], "changes",
+                                 "room", room, "floor", "7", "require_existing", 0)),
                &buf);
     }
     fclose(ids);

@@ -28,8 +28,10 @@ static int64_t seen_offsets[20000];
 static void on_append(void *arg, int err, int64_t offset)
 {
     intptr_t i = (intptr_t)arg;
-    if (err) atomic_fetch_add(&failed, 1);
-    else seen_offsets[i] = offset;
+    if (err)
+        atomic_fetch_add(&failed, 1);
+    else
+        seen_offsets[i] = offset;
     atomic_fetch_add(&reported, 1);
 }
 
@@ -43,13 +45,15 @@ static void test_append_read_reopen(void **state)
     for (intptr_t i = 0; i < N; i++) {
         char value[32];
         int len = snprintf(value, sizeof value, "record-%ld", (long)i);
-        assert_int_equal(elog_append(log, "tenant", 6, value, (size_t)len, 1000 + i / 10,
-                                     on_append, (void *)i), 0);
+        assert_int_equal(
+            elog_append(log, "tenant", 6, value, (size_t)len, 1000 + i / 10, on_append, (void *)i),
+            0);
     }
     assert_int_equal(elog_flush(log, 30000), 0);
     assert_int_equal(atomic_load(&reported), N);
     assert_int_equal(atomic_load(&failed), 0);
-    for (int i = 0; i < N; i++) assert_int_equal(seen_offsets[i], i); /* FIFO order, dense */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(seen_offsets[i], i); /* FIFO order, dense */
     assert_int_equal(elog_end_offset(log), N);
 
     int64_t off = -1;
