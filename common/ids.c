@@ -98,3 +98,14 @@ void reg_token_hash(const char *token, char *out)
     }
     out[64] = 0;
 }
+
+int reg_hex_decode(const char *hex, uint8_t *out, size_t n)
+{
+    if (!hex || strlen(hex) != 2 * n) return REG_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return REG_EINVAL;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}

@@ -35,4 +35,7 @@ int reg_token_new(char *out, size_t cap);
  * stored and logged only as this. */
 void reg_token_hash(const char *token, char *out);
 
+/* Decodes exactly n bytes from 2n hex digits (either case; nothing after them). 0 or REG_EINVAL. */
+int reg_hex_decode(const char *hex, uint8_t *out, size_t n);
+
 #endif

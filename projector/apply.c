@@ -4,6 +4,7 @@
  * the indexes always match the records.
  */
 #include "projector/apply.h"
+#include "projector/apply_util.h"
 #include "clock.h"
 #include "err.h"
 #include "ids.h"
@@ -19,7 +20,7 @@ static const char *str_or(const json_t *obj, const char *field, const char *dflt
     return s ? s : dflt;
 }
 
-static void put_json(view_txn *t, view_cf cf, const reg_key *k, json_t *value)
+void apply_put_json(view_txn *t, view_cf cf, const reg_key *k, json_t *value)
 {
     char *text = json_dumps(value, JSON_COMPACT);
     view_txn_put(t, cf, k->b, k->len, text, strlen(text));
@@ -73,7 +74,7 @@ static void store_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
 {
     reg_key k;
     key_add(key_add(key_reset(&k), tid->b, 16), did->b, 16);
-    put_json(t, VIEW_DEVICES, &k, dev);
+    apply_put_json(t, VIEW_DEVICES, &k, dev);
 }
 
 /* Sets (value non-NULL) or deletes one metadata key of a device (its stored JSON, borrowed) and
@@ -130,10 +131,8 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
 
 /* Loads the device for a device event, applies `change` to it, and stores it back with the
  * event's version, keeping the attribute indexes in step. */
-static int update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, const json_t *ev,
-                         void (*change)(json_t *dev, const json_t *body, view_txn *t,
-                                        const reg_uuid *tid, const reg_uuid *did),
-                         const json_t *body)
+int apply_update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, const json_t *ev,
+                        apply_change_fn change, const json_t *body)
 {
     json_t *dev = NULL;
     view_src src = {NULL, t};
@@ -178,24 +177,19 @@ static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *
     char tid_s[37];
     reg_uuid_format(tid, tid_s);
     json_t *rec = json_deep_copy(b);
+    /* The issuing CA lives in the cas family (the front ends' trust stores read it there). */
+    const char *ca_pem = str_or(b, "issuing_ca_pem", "");
+    reg_key ck;
+    if (*ca_pem) view_txn_put(t, VIEW_CAS, key_tagged(&ck, 'i', tid->b, NULL)->b, ck.len, ca_pem,
+                              strlen(ca_pem));
+    json_object_del(rec, "issuing_ca_pem");
     json_object_set_new(rec, "tenant_id", json_string(tid_s));
     json_object_set(rec, "created_at", json_object_get(ev, "time_ms"));
     json_object_set(rec, "version", json_object_get(ev, "version"));
     reg_key k;
     key_add(key_reset(&k), tid->b, 16);
-    put_json(t, VIEW_TENANTS, &k, rec);
+    apply_put_json(t, VIEW_TENANTS, &k, rec);
     json_decref(rec);
-    return 0;
-}
-
-static int hex_to_bytes(const char *hex, unsigned char *out, size_t n)
-{
-    if (!hex || strlen(hex) != 2 * n) return REG_EDECODE;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        if (sscanf(hex + 2 * i, "%2x", &v) != 1) return REG_EDECODE;
-        out[i] = (unsigned char)v;
-    }
     return 0;
 }
 
@@ -203,7 +197,7 @@ static int apply_token_created(view_txn *t, const reg_uuid *tid, const json_t *e
 {
     unsigned char hash[32];
     reg_uuid token_id;
-    if (hex_to_bytes(str_or(b, "token_hash", NULL), hash, 32) ||
+    if (reg_hex_decode(str_or(b, "token_hash", NULL), hash, 32) ||
         reg_uuid_parse(str_or(b, "token_id", ""), &token_id))
         return REG_EDECODE;
     char tid_s[37];
@@ -215,7 +209,7 @@ static int apply_token_created(view_txn *t, const reg_uuid *tid, const json_t *e
     if (!rec) return REG_EDECODE;
     reg_key k;
     key_add(key_byte(key_reset(&k), 'h'), hash, 32);
-    put_json(t, VIEW_TOKENS, &k, rec);
+    apply_put_json(t, VIEW_TOKENS, &k, rec);
     json_decref(rec);
     key_add(key_add(key_byte(key_reset(&k), 'i'), tid->b, 16), token_id.b, 16);
     view_txn_put(t, VIEW_TOKENS, k.b, k.len, hash, 32);
@@ -255,10 +249,12 @@ int apply_event(view_txn *t, const json_t *ev)
     if (!strcmp(kind, "TokenRevoked")) return apply_token_revoked(t, &tid, b);
     if (!strcmp(kind, "DeviceRegistered")) return apply_device_registered(t, &tid, &eid, ev, b);
     if (!strcmp(kind, "DeviceStatusChanged"))
-        return update_device(t, &tid, &eid, ev, change_status, b);
+        return apply_update_device(t, &tid, &eid, ev, change_status, b);
     if (!strcmp(kind, "DeviceAttributesChanged"))
-        return update_device(t, &tid, &eid, ev, change_attributes, b);
+        return apply_update_device(t, &tid, &eid, ev, change_attributes, b);
     if (!strcmp(kind, "MetadataChanged"))
-        return update_device(t, &tid, &eid, ev, change_metadata, b);
+        return apply_update_device(t, &tid, &eid, ev, change_metadata, b);
+    int err = 0;
+    if (apply_pki(t, &tid, &eid, kind, ev, b, &err)) return err;
     return REG_EDECODE;
 }

@@ -9,6 +9,7 @@
 #include "err.h"
 #include "ids.h"
 #include "projector/keys.h"
+#include "projector/decide_util.h"
 #include "projector/records.h"
 
 #include <stdio.h>
@@ -24,13 +25,13 @@ enum reply_kind {
     REPLY_METADATA,
 };
 
-static const char *str_of(const json_t *obj, const char *field)
+const char *decide_str(const json_t *obj, const char *field)
 {
     const char *s = json_string_value(json_object_get(obj, field));
     return s ? s : "";
 }
 
-static void reject(decision *d, int status, const char *title, const char *detail)
+void decide_reject(decision *d, int status, const char *title, const char *detail)
 {
     d->status = status;
     d->reply = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", title, "status",
@@ -39,13 +40,13 @@ static void reject(decision *d, int status, const char *title, const char *detai
 
 /* Appends an event of this command. Its id is derived from the command id and its index, so a
  * re-decided command produces identical events. */
-static void emit(decision *d, const json_t *cmd, const decide_config *cfg, const char *entity_id,
+void decide_emit(decision *d, const json_t *cmd, const decide_config *cfg, const char *entity_id,
                  json_int_t version, const char *kind, json_t *body /* stolen */)
 {
     reg_uuid cid, eid;
     char eid_s[37];
     size_t index = json_array_size(d->events);
-    if (reg_uuid_parse(str_of(cmd, "command_id"), &cid)) memset(&cid, 0, sizeof cid);
+    if (reg_uuid_parse(decide_str(cmd, "command_id"), &cid)) memset(&cid, 0, sizeof cid);
     reg_uuid_derive(&cid, &index, sizeof index, &eid);
     reg_uuid_format(&eid, eid_s);
     json_t *ev = json_pack("{s:s, s:O, s:O, s:s, s:s, s:O, s:O, s:I, s:{s:o}}", "event_id", eid_s,
@@ -57,19 +58,19 @@ static void emit(decision *d, const json_t *cmd, const decide_config *cfg, const
 }
 
 /* Loads the command's device, or rejects with 404. Returns the stored device JSON or NULL. */
-static json_t *load_device(view_txn *t, const json_t *cmd, const json_t *b, decision *d, int *err)
+json_t *decide_load_device(view_txn *t, const json_t *cmd, const json_t *b, decision *d, int *err)
 {
     reg_uuid tid, did;
     json_t *dev = NULL;
-    if (reg_uuid_parse(str_of(cmd, "tenant_id"), &tid) ||
-        reg_uuid_parse(str_of(b, "device_id"), &did)) {
-        reject(d, 404, "Not Found", "no such device");
+    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) ||
+        reg_uuid_parse(decide_str(b, "device_id"), &did)) {
+        decide_reject(d, 404, "Not Found", "no such device");
         return NULL;
     }
     view_src src = {NULL, t};
     int e = record_device_load(src, &tid, &did, &dev);
     if (e == REG_ENOTFOUND) {
-        reject(d, 404, "Not Found", "no such device");
+        decide_reject(d, 404, "Not Found", "no such device");
         return NULL;
     }
     if (e) {
@@ -84,22 +85,23 @@ static int decide_create_tenant(view_txn *t, const json_t *cmd, const json_t *b,
 {
     reg_uuid tid;
     json_t *existing = NULL;
-    if (reg_uuid_parse(str_of(cmd, "tenant_id"), &tid)) {
-        reject(d, 400, "Bad Request", "invalid tenant id");
+    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid)) {
+        decide_reject(d, 400, "Bad Request", "invalid tenant id");
         return 0;
     }
     view_src src = {NULL, t};
     if (record_tenant_load(src, &tid, &existing) == 0) {
         json_decref(existing);
-        reject(d, 409, "Conflict", "tenant exists");
+        decide_reject(d, 409, "Conflict", "tenant exists");
         return 0;
     }
-    emit(d, cmd, cfg, str_of(cmd, "tenant_id"), 1, "TenantCreated",
-         json_pack("{s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"), "cert_validity_days",
-                   json_object_get(b, "cert_validity_days"), "rotate_before_days",
-                   json_object_get(b, "rotate_before_days"), "overlap_days",
-                   json_object_get(b, "overlap_days")));
-    emit(d, cmd, cfg, str_of(b, "token_id"), 1, "TokenCreated",
+    decide_emit(d, cmd, cfg, decide_str(cmd, "tenant_id"), 1, "TenantCreated",
+         json_pack("{s:O, s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"),
+                   "cert_validity_days", json_object_get(b, "cert_validity_days"),
+                   "rotate_before_days", json_object_get(b, "rotate_before_days"), "overlap_days",
+                   json_object_get(b, "overlap_days"), "issuing_ca_pem",
+                   json_object_get(b, "issuing_ca_pem")));
+    decide_emit(d, cmd, cfg, decide_str(b, "token_id"), 1, "TokenCreated",
          json_pack("{s:O, s:s, s:s, s:O}", "token_id", json_object_get(b, "token_id"), "role",
                    "operator", "name", "initial operator token", "token_hash",
                    json_object_get(b, "token_hash")));
@@ -111,7 +113,7 @@ static int decide_create_tenant(view_txn *t, const json_t *cmd, const json_t *b,
 static int decide_create_token(view_txn *t, const json_t *cmd, const json_t *b,
                                const decide_config *cfg, decision *d)
 {
-    emit(d, cmd, cfg, str_of(b, "token_id"), 1, "TokenCreated", json_deep_copy(b));
+    decide_emit(d, cmd, cfg, decide_str(b, "token_id"), 1, "TokenCreated", json_deep_copy(b));
     d->status = 201;
     d->reply_kind = REPLY_TOKEN;
     return 0;
@@ -121,9 +123,9 @@ static int decide_revoke_token(view_txn *t, const json_t *cmd, const json_t *b,
                                const decide_config *cfg, decision *d)
 {
     reg_uuid tid, token_id;
-    if (reg_uuid_parse(str_of(cmd, "tenant_id"), &tid) ||
-        reg_uuid_parse(str_of(b, "token_id"), &token_id)) {
-        reject(d, 404, "Not Found", "no such token");
+    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) ||
+        reg_uuid_parse(decide_str(b, "token_id"), &token_id)) {
+        decide_reject(d, 404, "Not Found", "no such token");
         return 0;
     }
     reg_key k;
@@ -131,12 +133,12 @@ static int decide_revoke_token(view_txn *t, const json_t *cmd, const json_t *b,
     char *hash = NULL;
     int err = view_txn_get(t, VIEW_TOKENS, k.b, k.len, &hash, NULL);
     if (err == REG_ENOTFOUND) {
-        reject(d, 404, "Not Found", "no such token");
+        decide_reject(d, 404, "Not Found", "no such token");
         return 0;
     }
     if (err) return err;
     free(hash);
-    emit(d, cmd, cfg, str_of(b, "token_id"), 2, "TokenRevoked", json_deep_copy(b));
+    decide_emit(d, cmd, cfg, decide_str(b, "token_id"), 2, "TokenRevoked", json_deep_copy(b));
     d->status = 200;
     d->reply_kind = REPLY_TOKEN_REVOKED;
     return 0;
@@ -146,28 +148,28 @@ static int decide_register_device(view_txn *t, const json_t *cmd, const json_t *
                                   const decide_config *cfg, decision *d)
 {
     reg_uuid tid;
-    if (reg_uuid_parse(str_of(cmd, "tenant_id"), &tid)) {
-        reject(d, 404, "Not Found", "no such tenant");
+    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid)) {
+        decide_reject(d, 404, "Not Found", "no such tenant");
         return 0;
     }
     json_t *md = json_object_get(b, "metadata");
     if (json_object_size(md) > cfg->max_metadata_keys) {
         char msg[96];
         snprintf(msg, sizeof msg, "metadata: at most %u keys per device", cfg->max_metadata_keys);
-        reject(d, 400, "Bad Request", msg);
+        decide_reject(d, 400, "Bad Request", msg);
         return 0;
     }
     reg_key k;
-    key_str(key_add(key_reset(&k), tid.b, 16), str_of(b, "serial_number"));
+    key_str(key_add(key_reset(&k), tid.b, 16), decide_str(b, "serial_number"));
     char *existing = NULL;
     int err = view_txn_get(t, VIEW_SERIALS, k.b, k.len, &existing, NULL);
     if (err == 0) {
         free(existing);
-        reject(d, 409, "Conflict", "serial_number is already registered in this tenant");
+        decide_reject(d, 409, "Conflict", "serial_number is already registered in this tenant");
         return 0;
     }
     if (err != REG_ENOTFOUND) return err;
-    emit(d, cmd, cfg, str_of(b, "device_id"), 1, "DeviceRegistered",
+    decide_emit(d, cmd, cfg, decide_str(b, "device_id"), 1, "DeviceRegistered",
          json_pack(
              "{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number", json_object_get(b, "serial_number"),
              "device_type", json_object_get(b, "device_type"), "hardware_revision",
@@ -194,15 +196,15 @@ static int decide_update_device(view_txn *t, const json_t *cmd, const json_t *b,
                                 const decide_config *cfg, decision *d)
 {
     int err = 0;
-    json_t *dev = load_device(t, cmd, b, d, &err);
+    json_t *dev = decide_load_device(t, cmd, b, d, &err);
     if (!dev) return err;
-    const char *from = str_of(dev, "status");
+    const char *from = decide_str(dev, "status");
     json_int_t version = json_integer_value(json_object_get(dev, "version"));
     const char *to = json_string_value(json_object_get(b, "status"));
     d->status = 200;
     d->reply_kind = REPLY_DEVICE;
     if (!strcmp(from, "decommissioned") && (!to || strcmp(to, from))) {
-        reject(d, 409, "Conflict", "the device is decommissioned; that is final");
+        decide_reject(d, 409, "Conflict", "the device is decommissioned; that is final");
         json_object_set_new(d->reply, "current_status", json_string(from));
         goto done;
     }
@@ -210,11 +212,11 @@ static int decide_update_device(view_txn *t, const json_t *cmd, const json_t *b,
         if (!status_move_allowed(from, to)) {
             char msg[128];
             snprintf(msg, sizeof msg, "status cannot move from %s to %s", from, to);
-            reject(d, 409, "Conflict", msg);
+            decide_reject(d, 409, "Conflict", msg);
             json_object_set_new(d->reply, "current_status", json_string(from));
             goto done;
         }
-        emit(d, cmd, cfg, str_of(b, "device_id"), ++version, "DeviceStatusChanged",
+        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), ++version, "DeviceStatusChanged",
              json_pack("{s:s, s:s}", "from", from, "to", to));
     }
     json_t *attrs = json_object();
@@ -225,7 +227,7 @@ static int decide_update_device(view_txn *t, const json_t *cmd, const json_t *b,
             json_object_set(attrs, fields[i], nv);
     }
     if (json_object_size(attrs))
-        emit(d, cmd, cfg, str_of(b, "device_id"), ++version, "DeviceAttributesChanged", attrs);
+        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), ++version, "DeviceAttributesChanged", attrs);
     else
         json_decref(attrs);
 done:
@@ -237,10 +239,10 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
                                  const decide_config *cfg, decision *d)
 {
     int err = 0;
-    json_t *dev = load_device(t, cmd, b, d, &err);
+    json_t *dev = decide_load_device(t, cmd, b, d, &err);
     if (!dev) return err;
-    if (!strcmp(str_of(dev, "status"), "decommissioned")) {
-        reject(d, 409, "Conflict", "the device is decommissioned; that is final");
+    if (!strcmp(decide_str(dev, "status"), "decommissioned")) {
+        decide_reject(d, 409, "Conflict", "the device is decommissioned; that is final");
         goto done;
     }
     /* Only real changes become the event; count the keys the device will have. */
@@ -260,14 +262,14 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
     if (json_object_size(changes) == 1 && json_object_size(effective) == 0 &&
         json_is_null(json_object_iter_value(json_object_iter(changes))) &&
         json_is_true(json_object_get(b, "require_existing"))) {
-        reject(d, 404, "Not Found", "no such metadata key");
+        decide_reject(d, 404, "Not Found", "no such metadata key");
         json_decref(effective);
         goto done;
     }
     if (count > (json_int_t)cfg->max_metadata_keys) {
         char msg[96];
         snprintf(msg, sizeof msg, "metadata: at most %u keys per device", cfg->max_metadata_keys);
-        reject(d, 400, "Bad Request", msg);
+        decide_reject(d, 400, "Bad Request", msg);
         json_decref(effective);
         goto done;
     }
@@ -275,7 +277,7 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
     d->reply_kind = REPLY_METADATA;
     if (json_object_size(effective)) {
         json_int_t version = json_integer_value(json_object_get(dev, "version")) + 1;
-        emit(d, cmd, cfg, str_of(b, "device_id"), version, "MetadataChanged",
+        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), version, "MetadataChanged",
              json_pack("{s:o}", "changes", effective));
     } else {
         json_decref(effective);
@@ -293,7 +295,7 @@ int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, dec
     json_t *b = NULL;
     json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
     if (!kind) {
-        reject(d, 400, "Bad Request", "empty command");
+        decide_reject(d, 400, "Bad Request", "empty command");
         return 0;
     }
     if (!strcmp(kind, "CreateTenant")) return decide_create_tenant(t, cmd, b, cfg, d);
@@ -302,7 +304,9 @@ int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, dec
     if (!strcmp(kind, "RegisterDevice")) return decide_register_device(t, cmd, b, cfg, d);
     if (!strcmp(kind, "UpdateDevice")) return decide_update_device(t, cmd, b, cfg, d);
     if (!strcmp(kind, "PatchMetadata")) return decide_patch_metadata(t, cmd, b, cfg, d);
-    reject(d, 400, "Bad Request", "unknown command");
+    int err = 0;
+    if (decide_pki(t, cmd, kind, b, cfg, d, &err)) return err;
+    decide_reject(d, 400, "Bad Request", "unknown command");
     return 0;
 }
 
@@ -335,8 +339,8 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
         break;
     case REPLY_DEVICE:
     case REPLY_METADATA:
-        reg_uuid_parse(str_of(cmd, "tenant_id"), &tid);
-        reg_uuid_parse(str_of(b, "device_id"), &did);
+        reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid);
+        reg_uuid_parse(decide_str(b, "device_id"), &did);
         if (d->reply_kind == REPLY_DEVICE) {
             err = record_device_load(src, &tid, &did, &d->reply);
         } else {
@@ -351,6 +355,7 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
         }
         break;
     default:
+        if (d->reply_kind >= DECIDE_REPLY_PKI) return decide_pki_reply(t, cmd, b, d);
         d->reply = json_object();
     }
     return err;

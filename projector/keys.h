@@ -55,4 +55,18 @@ static inline reg_key *key_be64(reg_key *k, uint64_t v)
     return key_add(k, b, 8);
 }
 
+/* tag T id: the per-tenant records of the cas, claims and certs column families. */
+static inline reg_key *key_tagged(reg_key *k, char tag, const uint8_t t[16], const uint8_t id[16])
+{
+    key_byte(key_reset(k), (unsigned char)tag);
+    key_add(k, t, 16);
+    return id ? key_add(k, id, 16) : k;
+}
+
+/* tag + a 32-byte hash: certificates by fingerprint, claims by token hash. */
+static inline reg_key *key_hash(reg_key *k, char tag, const uint8_t h[32])
+{
+    return key_add(key_byte(key_reset(k), (unsigned char)tag), h, 32);
+}
+
 #endif

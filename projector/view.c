@@ -21,7 +21,8 @@
 
 static const char *const cf_names[VIEW_CF_COUNT] = {
     "default",  "tenants",    "tokens",       "devices",      "serials",  "idx_meta",
-    "idx_attr", "idx_status", "idx_firmware", "idx_lastseen", "commands",
+    "idx_attr", "idx_status", "idx_firmware", "idx_lastseen", "commands", "cas",
+    "manifests", "claims", "certs", "cert_expiry",
 };
 
 struct view {

@@ -20,6 +20,21 @@
  *   idx_firmware T firmware 0 D         -> ""
  *   idx_lastseen T be64(last_seen_ms) D -> ""
  *   commands     command_id(16)         -> outcome JSON (recognises a re-sent command)
+ *   cas          'f' T ca_id(16)        -> factory CA JSON {ca_id, subject, fingerprint, not_after,
+ *                                          pem, created_at}
+ *                'i' T                  -> the tenant's issuing CA certificate (PEM)
+ *   manifests    T serial               -> {manifest_id, device_type, hardware_revision}
+ *   claims       'h' sha256(token)      -> {tenant_id, claim_id}
+ *                'c' T claim_id(16)     -> claim JSON {claim_id, device_type, max_uses, uses,
+ *                                          expires_at, ...}
+ *   certs        'f' sha256(cert DER)   -> certificate status JSON (what authentication needs:
+ *                                          tenant, device, cert_id, validity, overlap end,
+ *                                          revocation)
+ *                'c' T cert_id(16)      -> sha256(cert DER) (32 bytes)
+ *                'p' T cert_id(16)      -> the certificate (PEM)
+ *                'r' T cert_id(16)      -> {serial_hex, revoked_ms} (the tenant's CRL entries)
+ *   cert_expiry  be64(not_after_ms) T cert_id(16) -> "" (certificates not yet marked due for
+ *                                          rotation; the rotation scheduler walks it in order)
  *   meta         name                   -> value (consumed offsets)
  */
 #ifndef REG_VIEW_H
@@ -40,6 +55,11 @@ typedef enum view_cf {
     VIEW_IDX_FIRMWARE,
     VIEW_IDX_LASTSEEN,
     VIEW_COMMANDS,
+    VIEW_CAS,
+    VIEW_MANIFESTS,
+    VIEW_CLAIMS,
+    VIEW_CERTS,
+    VIEW_CERT_EXPIRY,
     VIEW_CF_COUNT
 } view_cf;
 
