@@ -287,6 +287,7 @@ int main(int argc, char **argv)
     if (admin_hash(o.data, serve || project, hash)) return 1;
 
     view *v = NULL;
+    keystore *keys = NULL;
     elog *commands = NULL, *events = NULL;
     bus *b = NULL;
     projector *proj = NULL;
@@ -298,6 +299,13 @@ int main(int argc, char **argv)
     elog_config cc = {commands_topic, o.data, o.kafka, !o.no_fsync};
     elog_config ec = {events_topic, o.data, o.kafka, !o.no_fsync};
 
+    /* Every role may need the tenants' CA keys: ingest makes them, front ends sign device
+     * certificates and CRLs. The first to start makes the key-encryption key (DATA/master.key)
+     * unless REGISTRY_MASTER_KEY gives it. */
+    if ((err = keystore_open(o.data, true, &keys))) {
+        fprintf(stderr, "registry: cannot open the keystore: %s\n", reg_strerror(err));
+        goto out;
+    }
     int owns_view = serve || project;
     if ((err = open_view(o.data, owns_view ? VIEW_PRIMARY : VIEW_SECONDARY, &v))) {
         fprintf(stderr, "registry: cannot open the view: %s\n", reg_strerror(err));
@@ -333,7 +341,8 @@ int main(int argc, char **argv)
                      .commands = (serve || ingest) ? commands : NULL,
                      .bus = b,
                      .projector = proj,
-                     .admin_hash = hash};
+                     .admin_hash = hash,
+                     .keys = keys};
     if ((err = api_start(loop, host, port, &al, &hl, &deps, &a))) {
         fprintf(stderr, "registry: cannot listen on %s: %s\n", o.listen_api, reg_strerror(err));
         goto out;
@@ -365,5 +374,6 @@ out:
     uv_run(uv_default_loop(), UV_RUN_DEFAULT);
     bus_close(b);
     view_close(v);
+    keystore_close(keys);
     return rc;
 }

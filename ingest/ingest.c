@@ -14,6 +14,7 @@
 #include "err.h"
 #include "ids.h"
 #include "jsonbody.h"
+#include "pki.h"
 #include "schemas/codec.h"
 
 #include <pthread.h>
@@ -22,13 +23,15 @@
 #include <string.h>
 #include <uv.h>
 
-enum { PENDING_BUCKETS = 4096, SWEEP_MS = 250 };
+enum { PENDING_BUCKETS = 4096, SWEEP_MS = 250, TENANT_CA_DAYS = 3650 };
 
 struct pending {
     struct pending *next_in_bucket;
     struct pending *prev, *next; /* in arrival order, for the timeout sweep */
     reg_uuid cid;
-    http_req *req;
+    http_req *req;            /* answered with the outcome; or NULL, and cb gets it */
+    ingest_outcome_cb cb;
+    void *cb_arg;
     json_t *extra; /* members added to a successful answer (a token shown once); owned */
     const char *label;
     uint64_t start_ns, deadline_ns;
@@ -50,6 +53,7 @@ struct ingest {
     api_limits limits;
     codec_registry *codec;
     codec_buf enc;
+    keystore *keys;
 
     struct pending *buckets[PENDING_BUCKETS];
     struct pending *oldest, *newest;
@@ -102,8 +106,15 @@ static void record(ingest *in, struct pending *p, int status)
 static void pending_fail(ingest *in, struct pending *p, int status, const char *detail)
 {
     pending_remove(in, p);
-    record(in, p, status);
-    http_respond_problem(p->req, status, detail);
+    if (p->req) {
+        record(in, p, status);
+        http_respond_problem(p->req, status, detail);
+    } else {
+        json_t *problem = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title",
+                                    http_status_text(status), "status", status, "detail", detail);
+        p->cb(p->cb_arg, status, problem);
+        json_decref(problem);
+    }
     json_decref(p->extra);
     free(p);
 }
@@ -130,8 +141,12 @@ static void on_outcome(void *arg, const char *channel, const char *msg, size_t l
         json_t *body = json_object_get(o, "body");
         if (status < 400 && p->extra && json_is_object(body)) json_object_update(body, p->extra);
         pending_remove(in, p);
-        record(in, p, status);
-        respond_json(p->req, status, body);
+        if (p->req) {
+            record(in, p, status);
+            respond_json(p->req, status, body);
+        } else {
+            p->cb(p->cb_arg, status, body);
+        }
         json_decref(p->extra);
         free(p);
     }
@@ -190,7 +205,7 @@ static void on_sweep(uv_timer_t *t)
 }
 
 int ingest_new(uv_loop_t *loop, elog *commands, bus *b, metrics *m, const api_limits *limits,
-               ingest **out)
+               keystore *keys, ingest **out)
 {
     ingest *in = calloc(1, sizeof *in);
     if (!in) return REG_ENOMEM;
@@ -199,6 +214,7 @@ int ingest_new(uv_loop_t *loop, elog *commands, bus *b, metrics *m, const api_li
     in->bus = b;
     in->metrics = m;
     in->limits = *limits;
+    in->keys = keys;
     int err = codec_registry_new(&in->codec);
     if (err) {
         free(in);
@@ -245,22 +261,31 @@ void ingest_free(ingest *in)
     uv_close((uv_handle_t *)&in->wake, on_handle_closed);
 }
 
+keystore *ingest_keys(const ingest *in)
+{
+    return in->keys;
+}
+
+const api_limits *ingest_limits(const ingest *in)
+{
+    return &in->limits;
+}
+
+metrics *ingest_metrics(const ingest *in)
+{
+    return in->metrics;
+}
+
 size_t ingest_pending(const ingest *in)
 {
     return in->npending;
 }
 
-/* Sends the command and registers the request as pending. Takes cmd and extra. */
-static void submit(ingest *in, http_req *req, const http_request *r, json_t *cmd, json_t *extra,
-                   const char *label)
+/* Sends the command and registers it as pending: answered through req (with label, from
+ * start_ns) or cb. Takes cmd and extra. */
+static void submit(ingest *in, http_req *req, ingest_outcome_cb cb, void *cb_arg, uint64_t start_ns,
+                   json_t *cmd, json_t *extra, const char *label)
 {
-    if (!in->commands) {
-        json_decref(cmd);
-        json_decref(extra);
-        metrics_request(in->metrics, label, 503, 0);
-        http_respond_problem(req, 503, "this process does not accept writes");
-        return;
-    }
     struct pending *p = calloc(1, sizeof *p);
     struct append_failure *f = malloc(sizeof *f);
     if (!p || !f) {
@@ -268,33 +293,23 @@ static void submit(ingest *in, http_req *req, const http_request *r, json_t *cmd
         free(f);
         json_decref(cmd);
         json_decref(extra);
-        http_respond_problem(req, 503, "out of memory");
+        if (req) {
+            http_respond_problem(req, 503, "out of memory");
+        } else {
+            json_t *problem = json_pack("{s:i, s:s}", "status", 503, "detail", "out of memory");
+            cb(cb_arg, 503, problem);
+            json_decref(problem);
+        }
         return;
     }
     reg_uuid_parse(json_string_value(json_object_get(cmd, "command_id")), &p->cid);
     p->req = req;
+    p->cb = cb;
+    p->cb_arg = cb_arg;
     p->extra = extra;
     p->label = label;
-    p->start_ns = r->start_ns ? r->start_ns : clock_mono_ns();
+    p->start_ns = start_ns ? start_ns : clock_mono_ns();
     p->deadline_ns = clock_mono_ns() + (uint64_t)in->limits.request_timeout_ms * 1000000ull;
-
-    in->enc.len = 0;
-    int err = codec_encode(in->codec, "registry.Command", cmd, &in->enc);
-    char tenant[REG_UUID_STRLEN + 1];
-    snprintf(tenant, sizeof tenant, "%s", json_string_value(json_object_get(cmd, "tenant_id")));
-    int64_t time_ms = json_integer_value(json_object_get(cmd, "time_ms"));
-    json_decref(cmd);
-    if (err) {
-        free(f);
-        json_decref(p->extra);
-        free(p);
-        metrics_request(in->metrics, label, 500, 0);
-        http_respond_problem(req, 500, "the command could not be encoded");
-        return;
-    }
-    f->cid = p->cid;
-    f->next = NULL;
-    f->in = in;
 
     /* Registered before the append: the outcome may arrive before the append's report. */
     unsigned b = bucket_of(&p->cid);
@@ -308,6 +323,20 @@ static void submit(ingest *in, http_req *req, const http_request *r, json_t *cmd
     in->newest = p;
     in->npending++;
 
+    in->enc.len = 0;
+    int err = codec_encode(in->codec, "registry.Command", cmd, &in->enc);
+    char tenant[REG_UUID_STRLEN + 1];
+    snprintf(tenant, sizeof tenant, "%s", json_string_value(json_object_get(cmd, "tenant_id")));
+    int64_t time_ms = json_integer_value(json_object_get(cmd, "time_ms"));
+    json_decref(cmd);
+    if (err) {
+        free(f);
+        pending_fail(in, p, 500, "the command could not be encoded");
+        return;
+    }
+    f->cid = p->cid;
+    f->next = NULL;
+    f->in = in;
     err = elog_append(in->commands, tenant, strlen(tenant), in->enc.data, in->enc.len, time_ms,
                       on_appended, f);
     if (err) {
@@ -320,15 +349,25 @@ static void submit(ingest *in, http_req *req, const http_request *r, json_t *cmd
     metrics_count(in->metrics, "registry_log_appends_total", 1);
 }
 
-static json_t *new_command(const auth_principal *who, const char *tenant_s, const char *kind,
-                           json_t *body /* stolen */)
+void ingest_submit(ingest *in, http_req *req, uint64_t start_ns, json_t *cmd, json_t *extra,
+                   const char *label)
+{
+    submit(in, req, NULL, NULL, start_ns, cmd, extra, label);
+}
+
+void ingest_submit_cb(ingest *in, json_t *cmd, ingest_outcome_cb cb, void *arg)
+{
+    submit(in, NULL, cb, arg, 0, cmd, NULL, NULL);
+}
+
+json_t *ingest_command(const char *actor, const char *tenant_s, const char *kind, json_t *body)
 {
     reg_uuid cid;
     char cid_s[37];
     reg_uuid_random(&cid);
     reg_uuid_format(&cid, cid_s);
     return json_pack("{s:s, s:s, s:I, s:s, s:{s:o}}", "command_id", cid_s, "tenant_id", tenant_s,
-                     "time_ms", (json_int_t)clock_now_ms(), "actor", who->actor, "body", kind,
+                     "time_ms", (json_int_t)clock_now_ms(), "actor", actor, "body", kind,
                      body);
 }
 
@@ -405,6 +444,26 @@ static int check_metadata_object(const ingest *in, const json_t *md, int allow_n
     return 0;
 }
 
+/* The tenant's operational issuing CA: its key goes to the keystore (encrypted at rest) under
+ * "ca-<tenant id>", its certificate into the command. Runs on the loop; the keystore's fsync
+ * costs a few milliseconds, acceptable for the rare tenant creation. *pem is malloc'd. */
+static int make_tenant_ca(ingest *in, const char *tid_s, const char *name, char **pem)
+{
+    EVP_PKEY *key = NULL;
+    X509 *cert = NULL;
+    char cn[256], org[64], key_name[48];
+    snprintf(cn, sizeof cn, "%.200s issuing CA", name);
+    snprintf(org, sizeof org, "registry tenant %s", tid_s);
+    snprintf(key_name, sizeof key_name, "ca-%s", tid_s);
+    int err = in->keys ? 0 : REG_EINVAL;
+    if (!err) err = pki_ca_new(cn, org, TENANT_CA_DAYS, clock_now_ms(), &key, &cert);
+    if (!err) err = keystore_put(in->keys, key_name, key);
+    if (!err) err = pki_cert_to_pem(cert, pem);
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return err;
+}
+
 static int content_type_ok(const http_request *r)
 {
     const char *ct = r->content_type;
@@ -418,6 +477,10 @@ static int content_type_ok(const http_request *r)
 void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_principal *who,
                    enum ingest_route route, const char *id, const char *key, const char *label)
 {
+    if (route >= INGEST_ADD_FACTORY_CA) {
+        ingest_credentials(in, req, r, who, route, id, label);
+        return;
+    }
     jsonbody_err e = {{0}};
     json_t *body = NULL, *cmd = NULL, *extra = NULL;
     int needs_body = route != INGEST_REVOKE_TOKEN && route != INGEST_DELETE_METADATA;
@@ -456,11 +519,20 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         reg_uuid_format(&token_id, token_id_s);
         reg_token_new(token, sizeof token);
         reg_token_hash(token, hash);
-        cmd = new_command(who, tid_s, "CreateTenant",
-                          json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", name,
-                                    "cert_validity_days", (int)validity, "rotate_before_days",
-                                    (int)rotate, "overlap_days", (int)overlap, "token_id",
-                                    token_id_s, "token_hash", hash));
+        char *ca_pem = NULL;
+        int err = make_tenant_ca(in, tid_s, name, &ca_pem);
+        if (err) {
+            json_decref(body);
+            metrics_request(in->metrics, label, 503, 0);
+            http_respond_problem(req, 503, "the tenant's issuing CA could not be made");
+            return;
+        }
+        cmd = ingest_command(who->actor, tid_s, "CreateTenant",
+                             json_pack("{s:s, s:i, s:i, s:i, s:s, s:s, s:s}", "name", name,
+                                       "cert_validity_days", (int)validity, "rotate_before_days",
+                                       (int)rotate, "overlap_days", (int)overlap, "token_id",
+                                       token_id_s, "token_hash", hash, "issuing_ca_pem", ca_pem));
+        free(ca_pem);
         extra = json_pack("{s:s}", "token", token);
         break;
     }
@@ -481,14 +553,14 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         reg_uuid_format(&token_id, token_id_s);
         reg_token_new(token, sizeof token);
         reg_token_hash(token, hash);
-        cmd = new_command(who, who->tenant_s, "CreateToken",
+        cmd = ingest_command(who->actor, who->tenant_s, "CreateToken",
                           json_pack("{s:s, s:s, s:s, s:s}", "token_id", token_id_s, "role", role,
                                     "name", name, "token_hash", hash));
         extra = json_pack("{s:s}", "token", token);
         break;
     }
     case INGEST_REVOKE_TOKEN:
-        cmd = new_command(who, who->tenant_s, "RevokeToken", json_pack("{s:s}", "token_id", id));
+        cmd = ingest_command(who->actor, who->tenant_s, "RevokeToken", json_pack("{s:s}", "token_id", id));
         break;
     case INGEST_REGISTER_DEVICE: {
         static const char *const allowed[] = {"serial_number",     "device_type",
@@ -507,7 +579,7 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         char did_s[37];
         reg_uuid_random(&did);
         reg_uuid_format(&did, did_s);
-        cmd = new_command(who, who->tenant_s, "RegisterDevice",
+        cmd = ingest_command(who->actor, who->tenant_s, "RegisterDevice",
                           json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:o}", "device_id", did_s,
                                     "serial_number", serial, "device_type", type,
                                     "hardware_revision", hw, "firmware_version", fw, "metadata",
@@ -534,7 +606,7 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
                      "'status' must be provisioning, active, suspended or decommissioned");
             goto bad;
         }
-        cmd = new_command(who, who->tenant_s, "UpdateDevice",
+        cmd = ingest_command(who->actor, who->tenant_s, "UpdateDevice",
                           json_pack("{s:s, s:s?, s:s?, s:s?}", "device_id", id, "status", status,
                                     "firmware_version", fw, "hardware_revision", hw));
         break;
@@ -568,7 +640,7 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         } else {
             json_object_set_new(changes, key, json_null());
         }
-        cmd = new_command(who, who->tenant_s, "PatchMetadata",
+        cmd = ingest_command(who->actor, who->tenant_s, "PatchMetadata",
                           json_pack("{s:s, s:o, s:b}", "device_id", id, "changes", changes,
                                     "require_existing", route == INGEST_DELETE_METADATA));
         break;
@@ -579,9 +651,11 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
             goto bad;
         }
         if (check_metadata_object(in, body, 1, &e)) goto bad;
-        cmd = new_command(
-            who, who->tenant_s, "PatchMetadata",
+        cmd = ingest_command(
+            who->actor, who->tenant_s, "PatchMetadata",
             json_pack("{s:s, s:O, s:b}", "device_id", id, "changes", body, "require_existing", 0));
+        break;
+    default: /* the credentials routes, handled above */
         break;
     }
     json_decref(body);
@@ -591,7 +665,7 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         http_respond_problem(req, 500, "the command could not be built");
         return;
     }
-    submit(in, req, r, cmd, extra, label);
+    ingest_submit(in, req, r->start_ns, cmd, extra, label);
     return;
 bad:
     json_decref(body);

@@ -180,7 +180,8 @@ static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *
     /* The issuing CA lives in the cas family (the front ends' trust stores read it there). */
     const char *ca_pem = str_or(b, "issuing_ca_pem", "");
     reg_key ck;
-    if (*ca_pem) view_txn_put(t, VIEW_CAS, key_tagged(&ck, 'i', tid->b, NULL)->b, ck.len, ca_pem,
+    key_tagged(&ck, 'i', tid->b, NULL);
+    if (*ca_pem) view_txn_put(t, VIEW_CAS, ck.b, ck.len, ca_pem,
                               strlen(ca_pem));
     json_object_del(rec, "issuing_ca_pem");
     json_object_set_new(rec, "tenant_id", json_string(tid_s));

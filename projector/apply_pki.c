@@ -55,9 +55,9 @@ static json_t *cert_by_id(view_txn *t, const reg_uuid *tid, const char *cert_id,
     reg_key k;
     char *fp = NULL;
     size_t len = 0;
-    if (reg_uuid_parse(cert_id, &cid) ||
-        view_txn_get(t, VIEW_CERTS, key_tagged(&k, 'c', tid->b, cid.b)->b, k.len, &fp, &len))
-        return NULL;
+    if (reg_uuid_parse(cert_id, &cid)) return NULL;
+    key_tagged(&k, 'c', tid->b, cid.b);
+    if (view_txn_get(t, VIEW_CERTS, k.b, k.len, &fp, &len)) return NULL;
     json_t *rec = NULL;
     if (len == 32) rec = load_json(t, VIEW_CERTS, key_hash(fp_key, 'f', (uint8_t *)fp));
     free(fp);
@@ -136,9 +136,11 @@ static int apply_cert_issued(view_txn *t, const reg_uuid *tid, const reg_uuid *d
     reg_key k;
     apply_put_json(t, VIEW_CERTS, key_hash(&k, 'f', fp), rec);
     json_decref(rec);
-    view_txn_put(t, VIEW_CERTS, key_tagged(&k, 'c', tid->b, cid.b)->b, k.len, fp, 32);
+    key_tagged(&k, 'c', tid->b, cid.b);
+    view_txn_put(t, VIEW_CERTS, k.b, k.len, fp, 32);
     const char *pem = str_of(b, "pem");
-    view_txn_put(t, VIEW_CERTS, key_tagged(&k, 'p', tid->b, cid.b)->b, k.len, pem, strlen(pem));
+    key_tagged(&k, 'p', tid->b, cid.b);
+    view_txn_put(t, VIEW_CERTS, k.b, k.len, pem, strlen(pem));
     expiry_key(&k, int_of(b, "not_after_ms"), tid->b, cid.b);
     view_txn_put(t, VIEW_CERT_EXPIRY, k.b, k.len, "", 0);
 

@@ -412,7 +412,8 @@ static json_t *load_cert_by_id(view_txn *t, const reg_uuid *tid, const char *cer
     size_t len = 0;
     *err = 0;
     if (reg_uuid_parse(cert_id, &cid)) goto not_found;
-    int e = view_txn_get(t, VIEW_CERTS, key_tagged(&k, 'c', tid->b, cid.b)->b, k.len, &fp, &len);
+    key_tagged(&k, 'c', tid->b, cid.b);
+    int e = view_txn_get(t, VIEW_CERTS, k.b, k.len, &fp, &len);
     if (e == REG_ENOTFOUND) goto not_found;
     if (e) {
         *err = e;
@@ -538,7 +539,8 @@ static int reply_certificate(view_txn *t, const json_t *cmd, const json_t *b, de
     reg_key k;
     tenant_of(cmd, &tid);
     char *ca = NULL;
-    int err = view_txn_get(t, VIEW_CAS, key_tagged(&k, 'i', tid.b, NULL)->b, k.len, &ca, NULL);
+    key_tagged(&k, 'i', tid.b, NULL);
+    int err = view_txn_get(t, VIEW_CAS, k.b, k.len, &ca, NULL);
     if (err) return err == REG_ENOTFOUND ? REG_EDECODE : err;
     const json_t *c = json_object_get(b, "certificate");
     char expires[32];

@@ -14,12 +14,25 @@
 #include "ingest/ingest.h"
 #include "projector/records.h"
 #include "query/auth.h"
+#include "query/credentials.h"
 #include "query/devices.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
+
+/* The read routes (answered here, from the view). */
+enum read_route {
+    READ_NONE,
+    READ_DEVICE,
+    READ_METADATA,
+    READ_CERTIFICATES,
+    READ_FACTORY_CAS,
+    READ_FACTORY_CA,
+    READ_ISSUING_CA,
+    READ_CRL,
+};
 
 struct api {
     uv_loop_t *loop;
@@ -145,11 +158,13 @@ static void on_catch_up_timer(uv_timer_t *t)
 }
 
 /* Reads of a device, with the one retry a secondary needs after a fresh write. */
-static int read_device(api *a, const auth_principal *who, const char *id, int metadata,
+static int read_device(api *a, const auth_principal *who, const char *id, int route,
                        http_req *req)
 {
     int (*fn)(view *, const auth_principal *, const char *, http_req *) =
-        metadata ? query_device_metadata : query_device;
+        route == READ_METADATA       ? query_device_metadata
+        : route == READ_CERTIFICATES ? query_device_certificates
+                                     : query_device;
     if (a->view_dirty) catch_up(a);
     if (a->deps.view_is_secondary) {
         /* Peek for existence first so that a 404 can be retried after catching up. */
@@ -162,6 +177,25 @@ static int read_device(api *a, const auth_principal *who, const char *id, int me
         json_decref(dev);
     }
     return fn(a->deps.view, who, id, req);
+}
+
+/* Answers a read route from the view; returns the status. */
+static int read_route_answer(api *a, const auth_principal *who, int route, const char *id, const char *query,
+                http_req *req)
+{
+    if (route == READ_DEVICE || route == READ_METADATA || route == READ_CERTIFICATES)
+        return read_device(a, who, id, route, req);
+    if (a->view_dirty) catch_up(a);
+    switch (route) {
+    case READ_FACTORY_CAS:
+        return query_factory_cas(a->deps.view, who, query, req);
+    case READ_FACTORY_CA:
+        return query_factory_ca(a->deps.view, who, id, req);
+    case READ_ISSUING_CA:
+        return query_issuing_ca(a->deps.view, who, req);
+    default:
+        return query_crl(a->deps.view, a->deps.keys, who, req);
+    }
 }
 
 static void handle(void *arg, http_req *req, const http_request *r)
@@ -219,15 +253,45 @@ static void handle(void *arg, http_req *req, const http_request *r)
     } else if (p.n == 2 && !strcmp(p.seg[0], "devices")) {
         label = "/devices/{id}", allow = "GET, PATCH";
         if (patch) route = INGEST_UPDATE_DEVICE;
-        is_read = get;
+        is_read = get ? READ_DEVICE : 0;
     } else if (p.n == 3 && !strcmp(p.seg[0], "devices") && !strcmp(p.seg[2], "metadata")) {
         label = "/devices/{id}/metadata", allow = "GET, PATCH";
         if (patch) route = INGEST_PATCH_METADATA;
-        is_read = get;
+        is_read = get ? READ_METADATA : 0;
     } else if (p.n == 4 && !strcmp(p.seg[0], "devices") && !strcmp(p.seg[2], "metadata")) {
         label = "/devices/{id}/metadata/{key}", allow = "PUT, DELETE";
         if (put) route = INGEST_PUT_METADATA;
         if (del) route = INGEST_DELETE_METADATA;
+    } else if (p.n == 3 && !strcmp(p.seg[0], "devices") && !strcmp(p.seg[2], "certificates")) {
+        label = "/devices/{id}/certificates", allow = "GET";
+        is_read = get ? READ_CERTIFICATES : 0;
+    } else if (p.n == 4 && !strcmp(p.seg[0], "devices") && !strcmp(p.seg[2], "certificates") &&
+               !strcmp(p.seg[3], "rotate")) {
+        label = "/devices/{id}/certificates/rotate", allow = "POST";
+        if (post) route = INGEST_ROTATE_CERTIFICATE;
+    } else if (p.n == 3 && !strcmp(p.seg[0], "certificates") && !strcmp(p.seg[2], "revoke")) {
+        label = "/certificates/{id}/revoke", allow = "POST";
+        if (post) route = INGEST_REVOKE_CERTIFICATE;
+    } else if (p.n == 1 && !strcmp(p.seg[0], "factory-cas")) {
+        label = "/factory-cas", allow = "GET, POST";
+        if (post) route = INGEST_ADD_FACTORY_CA;
+        is_read = get ? READ_FACTORY_CAS : 0;
+    } else if (p.n == 2 && !strcmp(p.seg[0], "factory-cas")) {
+        label = "/factory-cas/{id}", allow = "GET, DELETE";
+        if (del) route = INGEST_REMOVE_FACTORY_CA;
+        is_read = get ? READ_FACTORY_CA : 0;
+    } else if (p.n == 1 && !strcmp(p.seg[0], "issuing-ca")) {
+        label = "/issuing-ca", allow = "GET";
+        is_read = get ? READ_ISSUING_CA : 0;
+    } else if (p.n == 1 && !strcmp(p.seg[0], "crl")) {
+        label = "/crl", allow = "GET";
+        is_read = get ? READ_CRL : 0;
+    } else if (p.n == 1 && !strcmp(p.seg[0], "manifests")) {
+        label = "/manifests", allow = "POST";
+        if (post) route = INGEST_ADD_MANIFEST;
+    } else if (p.n == 1 && !strcmp(p.seg[0], "claims")) {
+        label = "/claims", allow = "POST";
+        if (post) route = INGEST_CREATE_CLAIM;
     } else {
         answer(a, req, "unknown", start, 404, "no such route");
         return;
@@ -252,7 +316,7 @@ static void handle(void *arg, http_req *req, const http_request *r)
         return answer(a, req, label, start, 403, "a viewer token cannot write");
 
     if (is_read) {
-        int status = read_device(a, &who, id, p.n == 3, req);
+        int status = read_route_answer(a, &who, is_read, id, r->query, req);
         metrics_request(a->metrics, label, status, (double)(clock_mono_ns() - start) / 1e9);
         return;
     }
@@ -273,7 +337,8 @@ int api_start(uv_loop_t *loop, const char *host, int port, const api_limits *lim
     a->auth = auth_cache_new();
     int err = a->auth ? 0 : REG_ENOMEM;
     if (!err && deps->commands)
-        err = ingest_new(loop, deps->commands, deps->bus, a->metrics, &a->limits, &a->ingest);
+        err = ingest_new(loop, deps->commands, deps->bus, a->metrics, &a->limits, deps->keys,
+                         &a->ingest);
     if (!err) err = bus_subscribe(deps->bus, loop, "commit", on_commit, a);
     if (!err && deps->view_is_secondary) {
         uv_timer_init(loop, &a->catch_up_timer);

@@ -10,6 +10,7 @@
 #include "bus.h"
 #include "eventlog.h"
 #include "http_server.h"
+#include "keystore.h"
 #include "metrics.h"
 #include "projector/projector.h"
 #include "projector/view.h"
@@ -31,6 +32,7 @@ typedef struct api_deps {
     bus *bus;               /* borrowed */
     projector *projector;   /* borrowed; NULL when the projector runs elsewhere */
     const char *admin_hash; /* hex SHA-256 of the admin token */
+    keystore *keys;         /* borrowed; the tenants' CA keys (NULL: no signing here) */
 } api_deps;
 
 typedef struct api api;

@@ -24,6 +24,7 @@ endif()
 # CORE_SOURCES at CMakeLists.txt:38 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/ingest/*.c")
 set(OLD_GLOB
+  "/work/main/ingest/credentials.c"
   "/work/main/ingest/ingest.c"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
@@ -53,6 +54,7 @@ file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/query/*.c")
 set(OLD_GLOB
   "/work/main/query/api.c"
   "/work/main/query/auth.c"
+  "/work/main/query/credentials.c"
   "/work/main/query/devices.c"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
