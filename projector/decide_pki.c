@@ -210,14 +210,15 @@ static void emit_certificate(decision *d, const json_t *cmd, const json_t *b,
             overlap_until = prev_end;
     }
     decide_emit(d, cmd, cfg, device_id, version, "CertificateIssued",
-                json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:I}", "cert_id",
+                json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:I, s:O}", "cert_id",
                           json_object_get(c, "cert_id"), "fingerprint",
                           json_object_get(c, "fingerprint"), "serial_hex",
                           json_object_get(c, "serial_hex"), "pem", json_object_get(c, "pem"),
                           "not_before_ms", json_object_get(c, "not_before_ms"), "not_after_ms",
                           json_object_get(c, "not_after_ms"), "supersedes",
                           prev ? json_object_get(prev, "cert_id") : json_null(),
-                          "overlap_until_ms", overlap_until));
+                          "overlap_until_ms", overlap_until, "supersedes_fingerprint",
+                          prev ? json_object_get(prev, "fingerprint") : json_null()));
 }
 
 /* Checks a claim for one more redemption: *claim gets the stored claim (owned), or stays NULL

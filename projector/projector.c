@@ -110,11 +110,50 @@ struct encoded_event {
 struct batch {
     view_txn *txn;
     json_t *outcomes; /* the outcome messages (JSON text) to publish after the commit */
+    json_t *auth;     /* what the front ends' authentication caches must forget (see note_auth) */
     codec_buf *enc;   /* the encoded events, back to back */
     struct encoded_event *events_out;
     size_t nevents, events_cap;
     uint64_t accepted, rejected, duplicates, malformed, events;
 };
+
+/* Notes what an event changes for device authentication, for the "auth" notice published after
+ * the commit: {"certs": [fingerprints whose status changed], "revoked": [fingerprints revoked:
+ * close their connections], "devices": ["tenant/device" whose status changed], "trust": true
+ * when a tenant's CAs changed (the TLS trust stores are rebuilt)}. */
+static void note_auth(struct batch *bt, const json_t *ev)
+{
+    const char *kind = NULL;
+    json_t *b = NULL;
+    json_object_foreach(json_object_get(ev, "body"), kind, b) break;
+    static const char *const relevant[] = {"CertificateRevoked", "CertificateIssued",
+                                           "CertificateRotationDue", "DeviceStatusChanged",
+                                           "FactoryCaAdded", "FactoryCaRemoved", "TenantCreated"};
+    size_t i = 0;
+    while (kind && i < sizeof relevant / sizeof relevant[0] && strcmp(kind, relevant[i]))
+        i++;
+    if (!kind || i == sizeof relevant / sizeof relevant[0]) return;
+    if (!bt->auth) bt->auth = json_pack("{s:[], s:[], s:[], s:b}", "certs", "revoked", "devices",
+                                        "trust", 0);
+    json_t *fp = json_object_get(b, "fingerprint");
+    if (!strcmp(kind, "CertificateRevoked")) {
+        json_array_append(json_object_get(bt->auth, "certs"), fp);
+        json_array_append(json_object_get(bt->auth, "revoked"), fp);
+    } else if (!strcmp(kind, "CertificateIssued")) {
+        json_t *old = json_object_get(b, "supersedes_fingerprint");
+        if (json_is_string(old)) json_array_append(json_object_get(bt->auth, "certs"), old);
+    } else if (!strcmp(kind, "CertificateRotationDue")) {
+        json_array_append(json_object_get(bt->auth, "certs"), fp);
+    } else if (!strcmp(kind, "DeviceStatusChanged")) {
+        char td[80];
+        snprintf(td, sizeof td, "%s/%s", json_string_value(json_object_get(ev, "tenant_id")),
+                 json_string_value(json_object_get(ev, "entity_id")));
+        json_array_append_new(json_object_get(bt->auth, "devices"), json_string(td));
+    } else if (!strcmp(kind, "FactoryCaAdded") || !strcmp(kind, "FactoryCaRemoved") ||
+               !strcmp(kind, "TenantCreated")) {
+        json_object_set_new(bt->auth, "trust", json_true());
+    }
+}
 
 static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
 {
@@ -159,6 +198,7 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
                     reg_strerror(err));
             goto out_decision;
         }
+        note_auth(bt, ev);
         if (already_logged) continue;
         if (bt->nevents == bt->events_cap) {
             size_t cap = bt->events_cap ? bt->events_cap * 2 : 1024;
@@ -204,11 +244,18 @@ out:
 
 /* The commit notice goes first so that readers on secondaries start catching up before the
  * writers' callers get their answers and come to read. */
-static void publish_outcomes(projector *p, json_t *outcomes)
+static void publish_outcomes(projector *p, json_t *outcomes, json_t *auth)
 {
     size_t i;
     json_t *o;
     if (json_array_size(outcomes)) bus_publish(p->bus, "commit", "1", 1);
+    if (auth && (json_array_size(json_object_get(auth, "certs")) ||
+                 json_array_size(json_object_get(auth, "devices")) ||
+                 json_is_true(json_object_get(auth, "trust")))) {
+        char *text = json_dumps(auth, JSON_COMPACT);
+        bus_publish(p->bus, "auth", text, strlen(text));
+        free(text);
+    }
     json_array_foreach(outcomes, i, o)
         bus_publish(p->bus, "outcome", json_string_value(o), json_string_length(o));
 }
@@ -244,6 +291,7 @@ static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *en
     if (err) {
         view_txn_abort(bt.txn);
         json_decref(bt.outcomes);
+        json_decref(bt.auth);
         return err;
     }
     view_txn_meta_put(bt.txn, META_COMMANDS_NEXT, recs[n - 1].offset + 1);
@@ -251,10 +299,12 @@ static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *en
     err = view_txn_commit(bt.txn);
     if (err) {
         json_decref(bt.outcomes);
+        json_decref(bt.auth);
         return err;
     }
-    publish_outcomes(p, bt.outcomes);
+    publish_outcomes(p, bt.outcomes, bt.auth);
     json_decref(bt.outcomes);
+    json_decref(bt.auth);
 
     pthread_mutex_lock(&p->stats_mu);
     p->stats.accepted += bt.accepted;
