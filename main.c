@@ -23,6 +23,7 @@
 #include "projector/rebuild.h"
 #include "projector/view.h"
 #include "query/api.h"
+#include "query/device_port.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +40,7 @@ struct options {
     const char *role;
     const char *data;
     const char *listen_api;
+    const char *listen_device;
     const char *kafka;
     const char *redis;
     const char *region;
@@ -52,6 +54,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: registry serve|ingest|project|front|rebuild|verify [options]\n"
                "  --data DIR              data directory (default ./registry-data)\n"
                "  --listen-api ADDR:PORT  operator API (default 127.0.0.1:8080; port 0 picks one)\n"
+               "  --listen-device ADDR:PORT  device API, HTTPS (serve, front; default 0.0.0.0:8443)\n"
                "  --kafka HOST:PORT       use Kafka for the logs\n"
                "  --redis HOST:PORT       use Redis for notifications between processes\n"
                "  --region NAME           region name (default local)\n"
@@ -77,6 +80,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     memset(o, 0, sizeof *o);
     o->data = "registry-data";
     o->listen_api = "127.0.0.1:8080";
+    o->listen_device = "0.0.0.0:8443";
     o->region = "local";
     if (argc < 2 || argv[1][0] == '-') return -1;
     o->role = argv[1];
@@ -91,9 +95,11 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->listen_api = optarg;
             break;
         case 'D':
+            o->listen_device = optarg;
+            break;
         case 'M':
-            /* The device ports arrive with the credentials and MQTT work. */
-            fprintf(stderr, "registry: device listeners are not available in this build\n");
+            /* MQTT arrives with the device front end's MQTT work. */
+            fprintf(stderr, "registry: the MQTT listener is not available in this build\n");
             return -1;
         case 'k':
             o->kafka = optarg;
@@ -278,12 +284,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "registry: cannot create %s: %s\n", o.data, strerror(errno));
         return 1;
     }
-    char host[256], hash[65];
-    int port;
+    char host[256], dev_host[256], hash[65];
+    int port, dev_port;
     if (split_addr(o.listen_api, host, sizeof host, &port)) {
         fprintf(stderr, "registry: --listen-api takes ADDR:PORT\n");
         return 2;
     }
+    if (split_addr(o.listen_device, dev_host, sizeof dev_host, &dev_port)) {
+        fprintf(stderr, "registry: --listen-device takes ADDR:PORT\n");
+        return 2;
+    }
+    /* A front end given --kafka also takes writes (device bootstraps, renewals, activations,
+     * and the operator's writes) by appending to the commands log itself. */
+    int writes = serve || ingest || (front && o.kafka);
     if (admin_hash(o.data, serve || project, hash)) return 1;
 
     view *v = NULL;
@@ -292,6 +305,8 @@ int main(int argc, char **argv)
     bus *b = NULL;
     projector *proj = NULL;
     api *a = NULL;
+    device_port *dp = NULL;
+    cache *shared = NULL;
     int rc = 1, err;
     char commands_topic[128], events_topic[128];
     snprintf(commands_topic, sizeof commands_topic, "registry.%s.commands", o.region);
@@ -315,7 +330,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "registry: cannot open the bus: %s\n", reg_strerror(err));
         goto out;
     }
-    if ((serve || ingest || project) && (err = elog_open(&cc, &commands))) {
+    if ((writes || project) && (err = elog_open(&cc, &commands))) {
         fprintf(stderr, "registry: cannot open %s: %s\n", commands_topic, reg_strerror(err));
         goto out;
     }
@@ -338,7 +353,7 @@ int main(int argc, char **argv)
     http_limits_default(&hl);
     api_deps deps = {.view = v,
                      .view_is_secondary = !owns_view,
-                     .commands = (serve || ingest) ? commands : NULL,
+                     .commands = writes ? commands : NULL,
                      .bus = b,
                      .projector = proj,
                      .admin_hash = hash,
@@ -347,7 +362,30 @@ int main(int argc, char **argv)
         fprintf(stderr, "registry: cannot listen on %s: %s\n", o.listen_api, reg_strerror(err));
         goto out;
     }
-    printf("listening api=%s:%d role=%s log=%s bus=%s region=%s\n", host, api_port(a), o.role,
+    if (o.redis && (serve || front) && (err = cache_open(loop, o.redis, NULL, &shared))) {
+        fprintf(stderr, "registry: cannot open the shared cache: %s\n", reg_strerror(err));
+        goto out;
+    }
+    char dev_listen[300] = "";
+    if (serve || front) {
+        device_port_deps dd = {.data_dir = o.data,
+                               .view = v,
+                               .view_is_secondary = !owns_view,
+                               .ingest = api_ingest(a),
+                               .keys = keys,
+                               .bus = b,
+                               .shared = shared,
+                               .metrics = api_metrics(a)};
+        if ((err = device_port_start(loop, dev_host, dev_port, &hl, &dd, &dp))) {
+            fprintf(stderr, "registry: cannot start the device port on %s: %s\n", o.listen_device,
+                    reg_strerror(err));
+            goto out;
+        }
+        api_attach_device_port(a, dp);
+        snprintf(dev_listen, sizeof dev_listen, " device=%s:%d", dev_host, device_port_port(dp));
+    }
+    printf("listening api=%s:%d%s role=%s log=%s bus=%s region=%s\n", host, api_port(a), dev_listen,
+           o.role,
            !commands ? "none"
            : o.kafka ? "kafka"
                      : "embedded",
@@ -361,10 +399,13 @@ int main(int argc, char **argv)
 
     /* Orderly stop: no new requests, the projector finishes its batch, logs drain, then the
      * loop closes what is left. */
-    api_stop(a);
-    a = NULL;
     rc = 0;
 out:
+    /* The device port's pending work finishes through the cache and the ingest side, which must
+     * outlive it: mark it stopping, drain the cache, then stop the API (and its ingest side). */
+    device_port_stop(dp);
+    if (shared) cache_close(shared);
+    api_stop(a);
     projector_stop(proj);
     if (commands) elog_flush(commands, 5000);
     elog_close(events);

@@ -15,6 +15,7 @@
 #include "projector/records.h"
 #include "query/auth.h"
 #include "query/credentials.h"
+#include "query/device_port.h"
 #include "query/devices.h"
 
 #include <stdio.h>
@@ -44,6 +45,7 @@ struct api {
     int view_dirty; /* a commit notice arrived since the last catch-up */
     auth_cache *auth;
     uv_timer_t catch_up_timer;
+    struct device_port *device_port; /* borrowed; its counters join /metrics */
 };
 
 void api_limits_default(api_limits *l)
@@ -104,6 +106,7 @@ static void projector_gauges(void *arg, metrics_out *out)
     if (a->ingest)
         metrics_printf(out, "# TYPE registry_ingest_pending gauge\nregistry_ingest_pending %zu\n",
                        ingest_pending(a->ingest));
+    if (a->device_port) device_port_metrics(a->device_port, out);
     if (!a->deps.projector) return;
     projector_stats st;
     projector_get_stats(a->deps.projector, &st);
@@ -357,6 +360,21 @@ int api_start(uv_loop_t *loop, const char *host, int port, const api_limits *lim
 int api_port(const api *a)
 {
     return http_server_port(a->http);
+}
+
+struct ingest *api_ingest(api *a)
+{
+    return a->ingest;
+}
+
+metrics *api_metrics(api *a)
+{
+    return a->metrics;
+}
+
+void api_attach_device_port(api *a, struct device_port *dp)
+{
+    a->device_port = dp;
 }
 
 static void api_free(api *a)

@@ -43,6 +43,16 @@ void api_limits_default(api_limits *l);
 int api_start(struct uv_loop_s *loop, const char *host, int port, const api_limits *limits,
               const http_limits *http, const api_deps *deps, api **out);
 int api_port(const api *a);
+
+/* The API's write side (NULL when this process refuses writes) and its metrics, shared with the
+ * device port of the same process. */
+struct ingest;
+struct ingest *api_ingest(api *a);
+metrics *api_metrics(api *a);
+
+/* Adds the device port's counters to /metrics. dp is borrowed; detach by passing NULL. */
+struct device_port;
+void api_attach_device_port(api *a, struct device_port *dp);
 void api_stop(api *a);
 
 #endif

@@ -55,6 +55,8 @@ set(OLD_GLOB
   "/work/main/query/api.c"
   "/work/main/query/auth.c"
   "/work/main/query/credentials.c"
+  "/work/main/query/devauth.c"
+  "/work/main/query/device_port.c"
   "/work/main/query/devices.c"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")

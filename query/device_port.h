@@ -1,0 +1,51 @@
+/*
+ * device_port.h - the device API (API.md, "Device API"): HTTPS on the device port, client
+ * certificates requested.
+ *
+ * Bootstrap with a factory certificate (POST /devices/provision) or a claim token
+ * (POST /devices/claim); then, authenticated with the operational certificate: the device's own
+ * record (GET /devices/{id}, a read API.md leaves implicit and devices need to see their status)
+ * and renewal (POST /devices/{id}/certificates/renew). The first authenticated request of a
+ * device still `provisioning` activates it before it is answered. A revoked certificate's live
+ * connections are closed as soon as the revocation's notice arrives.
+ *
+ * On first start the port's server certificate is made: a CA written to DATA/server-ca.pem (what
+ * devices trust), a server certificate in DATA/server.pem, both keys in the keystore.
+ */
+#ifndef REG_DEVICE_PORT_H
+#define REG_DEVICE_PORT_H
+
+#include "bus.h"
+#include "cache.h"
+#include "http_server.h"
+#include "ingest/ingest.h"
+#include "keystore.h"
+#include "metrics.h"
+#include "projector/view.h"
+
+struct uv_loop_s;
+typedef struct device_port device_port;
+
+typedef struct device_port_deps {
+    const char *data_dir;  /* where server-ca.pem and server.pem live */
+    view *view;            /* borrowed; read */
+    int view_is_secondary; /* catch up before reading after a notice */
+    ingest *ingest;        /* borrowed; NULL: bootstrap, renewal and activation answer 503 */
+    keystore *keys;        /* borrowed; the tenants' CA keys and the port's own */
+    bus *bus;              /* borrowed; "auth" notices */
+    cache *shared;         /* borrowed; NULL in the embedded deployment */
+    metrics *metrics;      /* borrowed */
+} device_port_deps;
+
+/* Starts the device port on host:port (port 0 picks one). deps is copied. The caller owns *out
+ * and stops it with device_port_stop (then runs the loop so its handles close). */
+int device_port_start(struct uv_loop_s *loop, const char *host, int port, const http_limits *limits,
+                      const device_port_deps *deps, device_port **out);
+int device_port_port(const device_port *dp);
+void device_port_stop(device_port *dp);
+
+/* Appends the port's counters (authentication tiers, view reads per authentication) to a
+ * /metrics page. */
+void device_port_metrics(device_port *dp, metrics_out *out);
+
+#endif
