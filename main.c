@@ -21,6 +21,7 @@
 #include "ids.h"
 #include "projector/projector.h"
 #include "projector/rebuild.h"
+#include "projector/rotation.h"
 #include "projector/view.h"
 #include "query/api.h"
 #include "query/device_port.h"
@@ -46,6 +47,7 @@ struct options {
     const char *region;
     const char *into;
     const char *until;
+    unsigned rotation_check_ms;
     int no_fsync;
 };
 
@@ -59,6 +61,7 @@ static void usage(FILE *f)
                "  --redis HOST:PORT       use Redis for notifications between processes\n"
                "  --region NAME           region name (default local)\n"
                "  --no-fsync              do not sync embedded log appends (benchmarks only)\n"
+               "  --rotation-check-ms N   how often certificates are checked for rotation (default 60000)\n"
                "  --into DIR              rebuild: where to build the view\n"
                "  --until TIME            rebuild: only events up to this RFC 3339 time\n");
 }
@@ -75,6 +78,7 @@ static int parse_options(int argc, char **argv, struct options *o)
                                              {"no-fsync", no_argument, NULL, 'n'},
                                              {"into", required_argument, NULL, 'i'},
                                              {"until", required_argument, NULL, 'u'},
+                                             {"rotation-check-ms", required_argument, NULL, 'R'},
                                              {"help", no_argument, NULL, 'h'},
                                              {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
@@ -119,6 +123,16 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'u':
             o->until = optarg;
             break;
+        case 'R': {
+            char *end;
+            long ms = strtol(optarg, &end, 10);
+            if (*end || ms < 10 || ms > 86400000) {
+                fprintf(stderr, "registry: --rotation-check-ms takes 10 to 86400000\n");
+                return -1;
+            }
+            o->rotation_check_ms = (unsigned)ms;
+            break;
+        }
         case 'h':
             usage(stdout);
             exit(0);
@@ -306,6 +320,7 @@ int main(int argc, char **argv)
     projector *proj = NULL;
     api *a = NULL;
     device_port *dp = NULL;
+    rotation *rot = NULL;
     cache *shared = NULL;
     int rc = 1, err;
     char commands_topic[128], events_topic[128];
@@ -366,6 +381,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "registry: cannot open the shared cache: %s\n", reg_strerror(err));
         goto out;
     }
+    if ((serve || project) &&
+        (err = rotation_start(loop, v, commands, o.rotation_check_ms, &rot))) {
+        fprintf(stderr, "registry: cannot start the rotation scheduler: %s\n", reg_strerror(err));
+        goto out;
+    }
     char dev_listen[300] = "";
     if (serve || front) {
         device_port_deps dd = {.data_dir = o.data,
@@ -403,6 +423,7 @@ int main(int argc, char **argv)
 out:
     /* The device port's pending work finishes through the cache and the ingest side, which must
      * outlive it: mark it stopping, drain the cache, then stop the API (and its ingest side). */
+    rotation_stop(rot);
     device_port_stop(dp);
     if (shared) cache_close(shared);
     api_stop(a);
