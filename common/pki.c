@@ -294,7 +294,7 @@ int pki_cert_from_pem(const char *pem, size_t len, X509 **out)
     return 0;
 }
 
-int pki_certs_from_pem(const char *pem, size_t len, STACK_OF(X509) * *out)
+int pki_certs_from_pem(const char *pem, size_t len, STACK_OF(X509) **out)
 {
     int rc = 0;
     BIO *b = bio_in(pem, len, &rc);
@@ -747,7 +747,7 @@ int pki_store_new(X509 *const *cas, size_t n, X509_STORE **out)
     return 0;
 }
 
-int pki_verify(X509_STORE *store, X509 *leaf, STACK_OF(X509) * untrusted, int64_t now_ms,
+int pki_verify(X509_STORE *store, X509 *leaf, STACK_OF(X509) *untrusted, int64_t now_ms,
                X509 **anchor_out, char *why, size_t why_cap)
 {
     int rc;
