@@ -8,8 +8,9 @@
  *
  * Ownership: functions named *_new or taking `**out` hand a new reference to the caller, who frees
  * it with the OpenSSL free function (EVP_PKEY_free, X509_free, X509_REQ_free,
- * OSSL_STACK_OF_X509_free / sk_X509_pop_free). Strings returned through `char **` are malloc'd
- * and NUL-terminated; the caller frees them. Arguments are borrowed.
+ * sk_X509_pop_free(sk, X509_free); OSSL_STACK_OF_X509_free exists only from OpenSSL 3.2). Strings
+ * returned through `char **` are malloc'd and NUL-terminated; the caller frees them. Arguments are
+ * borrowed.
  */
 #ifndef REG_PKI_H
 #define REG_PKI_H
@@ -123,7 +124,6 @@ typedef struct pki_revoked {
 /* A v2 CRL signed by the CA (SHA-256): the entries given, lastUpdate this_update_ms,
  * nextUpdate next_update_ms, a cRLNumber extension, authority key id. PEM into *pem_out. */
 int pki_crl_new(X509 *ca_cert, EVP_PKEY *ca_key, const pki_revoked *entries, size_t n,
-                int64_t crl_number, int64_t this_update_ms, int64_t next_update_ms,
-                char **pem_out);
+                int64_t crl_number, int64_t this_update_ms, int64_t next_update_ms, char **pem_out);
 
 #endif
