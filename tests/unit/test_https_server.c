@@ -180,6 +180,8 @@ static X509_STORE *store_of(const ident *a, const ident *b)
  * Server fixture (the loop runs on its own thread)
  */
 
+enum { BIG_BODY = 3 * 1024 * 1024 + 7 };
+
 enum { CMD_NONE, CMD_RESPOND_HELD, CMD_CLOSE_PEER, CMD_SET_STORE, CMD_STOP };
 
 typedef struct fixture {
@@ -228,7 +230,20 @@ static void handler(void *app, http_req *req, const http_request *r)
 {
     fixture *f = app;
     LOOP_CHECK(http_req_request(req) == r);
-    if (strcmp(r->path, "/hold") == 0) {
+    if (strcmp(r->path, "/big") == 0) {
+        /* Larger than the socket takes at once: the ciphertext goes out in several writes. */
+        size_t n = BIG_BODY;
+        char *b = malloc(n);
+        LOOP_CHECK(b);
+        for (size_t i = 0; i < n; i++)
+            b[i] = (char)('a' + i % 26);
+        http_respond(req, 200, "text/plain", b, n, NULL);
+        free(b);
+    } else if (strcmp(r->path, "/body") == 0) {
+        char out[64];
+        int n = snprintf(out, sizeof out, "len=%zu", r->body_len);
+        http_respond(req, 200, "text/plain", out, (size_t)n, NULL);
+    } else if (strcmp(r->path, "/hold") == 0) {
         pthread_mutex_lock(&f->mu);
         LOOP_CHECK(f->nheld < 16);
         f->held[f->nheld++] = req;
@@ -490,6 +505,33 @@ static bool tcl_read(tcl *c, resp *r)
     return true;
 }
 
+/* Reads a /big answer and checks its body byte by byte without keeping it. */
+static bool tcl_read_big(tcl *c)
+{
+    char *end;
+    while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4)))
+        if (!tcl_fill(c)) return false;
+    size_t hlen = (size_t)(end - c->buf) + 4;
+    char head[1024];
+    assert_true(hlen < sizeof head);
+    memcpy(head, c->buf, hlen);
+    head[hlen] = '\0';
+    tcl_consume(c, hlen);
+    const char *cl = strcasestr(head, "\r\nContent-Length: ");
+    assert_non_null(cl);
+    size_t want = strtoul(cl + 18, NULL, 10), got = 0;
+    assert_int_equal(want, BIG_BODY);
+    while (got < want) {
+        if (c->len == 0 && !tcl_fill(c)) return false;
+        size_t n = c->len < want - got ? c->len : want - got;
+        for (size_t i = 0; i < n; i++)
+            if (c->buf[i] != (char)('a' + (got + i) % 26)) return false;
+        got += n;
+        tcl_consume(c, n);
+    }
+    return true;
+}
+
 /* One GET on an open connection; the status (-1 when no answer came). */
 static int tcl_get(tcl *c, const char *path, resp *r)
 {
@@ -640,6 +682,98 @@ static void test_keepalive_and_pipelining(void **state)
         assert_true(tcl_read(c, &r));
         assert_non_null(strstr(r.body, want));
     }
+    tcl_close(c);
+    SSL_CTX_free(ctx);
+    fx_stop(f);
+}
+
+typedef struct sender {
+    tcl *c;
+    const char *p;
+    size_t n;
+    bool ok;
+} sender;
+
+static void *send_thread(void *arg)
+{
+    sender *s = arg;
+    s->ok = tcl_send(s->c, s->p, s->n);
+    return NULL;
+}
+
+/* Input that arrives while a request is pending stays encrypted (bounded like held plaintext:
+ * reading stops) and is served once the answer is out: a 300 KB body and a pipelined GET. */
+static void test_input_while_pending(void **state)
+{
+    fixture *f = fx_start(NULL);
+    SSL_CTX *ctx = client_ctx(&cl_a, NULL, 0);
+    tcl *c = tcl_open(f->port, ctx, NULL);
+    assert_non_null(c);
+    const char *hold = "GET /hold HTTP/1.1\r\n\r\n";
+    assert_true(tcl_send(c, hold, strlen(hold)));
+    fx_wait_held(f, 1);
+    size_t n = 300000;
+    char *req = malloc(n + 256);
+    assert_non_null(req);
+    int h = sprintf(req, "POST /body HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", n);
+    memset(req + h, 'q', n);
+    strcpy(req + h + n, "GET /last HTTP/1.1\r\n\r\n");
+    /* The send may block while the server does not read: from a second thread, which is done
+     * with the SSL before this one reads. */
+    sender snd = {c, req, strlen(req), false};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, send_thread, &snd), 0);
+    usleep(100000);
+    fx_cmd(f, CMD_RESPOND_HELD);
+    pthread_join(t, NULL);
+    assert_true(snd.ok);
+    resp r;
+    assert_true(tcl_read(c, &r));
+    assert_string_equal(r.body, "late");
+    assert_true(tcl_read(c, &r));
+    assert_string_equal(r.body, "len=300000");
+    assert_true(tcl_read(c, &r));
+    assert_non_null(strstr(r.body, "path=/last"));
+    free(req);
+    tcl_close(c);
+    SSL_CTX_free(ctx);
+    fx_stop(f);
+}
+
+/* A response far larger than one write, twice on one connection, then a small one. */
+static void test_large_response(void **state)
+{
+    fixture *f = fx_start(NULL);
+    SSL_CTX *ctx = client_ctx(&cl_a, NULL, 0);
+    tcl *c = tcl_open(f->port, ctx, NULL);
+    assert_non_null(c);
+    const char *big = "GET /big HTTP/1.1\r\n\r\n";
+    for (int i = 0; i < 2; i++) {
+        assert_true(tcl_send(c, big, strlen(big)));
+        assert_true(tcl_read_big(c));
+    }
+    resp r;
+    assert_int_equal(tcl_get(c, "/small", &r), 200);
+    tcl_close(c);
+    SSL_CTX_free(ctx);
+    fx_stop(f);
+}
+
+static void test_expect_continue(void **state)
+{
+    fixture *f = fx_start(NULL);
+    SSL_CTX *ctx = client_ctx(&cl_a, NULL, 0);
+    tcl *c = tcl_open(f->port, ctx, NULL);
+    assert_non_null(c);
+    const char *head = "POST /body HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+    assert_true(tcl_send(c, head, strlen(head)));
+    resp r;
+    assert_true(tcl_read(c, &r));
+    assert_int_equal(r.status, 100);
+    assert_true(tcl_send(c, "hello", 5));
+    assert_true(tcl_read(c, &r));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "len=5");
     tcl_close(c);
     SSL_CTX_free(ctx);
     fx_stop(f);
@@ -895,6 +1029,9 @@ int main(void)
         cmocka_unit_test(test_untrusted_ca_refused),
         cmocka_unit_test(test_store_replaced),
         cmocka_unit_test(test_keepalive_and_pipelining),
+        cmocka_unit_test(test_input_while_pending),
+        cmocka_unit_test(test_large_response),
+        cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_versions),
         cmocka_unit_test(test_resumption),
         cmocka_unit_test(test_close_peer),
