@@ -35,16 +35,38 @@
  * two Authorization, Content-Type or Expect headers are a 400 (ambiguous); Upgrade/CONNECT are
  * read as plain requests (no protocol switch).
  *
+ * TLS. A server started with http_server_start_tls gives each connection an SSL over two memory
+ * BIOs (OpenSSL never touches the socket): ciphertext read by libuv is written into the read BIO,
+ * SSL_do_handshake and then SSL_read turn it into plaintext in a second shared buffer (one record,
+ * 16 KiB), and that plaintext goes through exactly the parsing and dispatching above. A response
+ * goes through conn_transmit: plaintext is written to the socket, TLS SSL_writes it into the write
+ * BIO and tls_flush moves the ciphertext to the socket (uv_try_write, then one uv_write at a time
+ * from the connection's ciphertext buffer); the response counts as written, as for plaintext, when
+ * its last ciphertext has left, so that a client that does not read is bounded the same way. Input
+ * that arrives while a request is busy stays encrypted in the read BIO: on_alloc counts it against
+ * the same IN_MAX bound as held plaintext, and it is decrypted when the connection is ready for
+ * its next request. The handshake has its own deadline (handshake_timeout_ms) on the same sweep.
+ * A failed handshake or a TLS error closes the connection (the alert is sent if it goes at once);
+ * a close after a completed handshake sends close_notify first. OpenSSL's per-thread error queue
+ * is cleared around every call, since a stale entry would make SSL_get_error misreport the next
+ * connection. The client certificate's SHA-256 fingerprint is computed once per handshake;
+ * http_server_close_peer walks the connection list comparing it.
+ *
  * Lifetimes. Connection memory is freed only in its uv_close callback, and only when no request
  * is pending with the application; otherwise the close callback detaches it from the server and
- * http_respond frees it. The server is freed when its listener, its timer and every connection
- * have been closed.
+ * http_respond frees it. The SSL (hence the peer certificate the request lends) goes with it. The
+ * server is freed when its listener, its timer and every connection have been closed.
  */
 #include "http_server.h"
 #include "err.h"
 
 #include <http_parser.h>
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <uv.h>
 
 #include <limits.h>
@@ -63,6 +85,7 @@ enum {
     IN_MAX = 64 * 1024,    /* input held per connection while a request is busy */
     KEEP_BUF = 64 * 1024,  /* buffers that grew past this are released after each request */
     LINGER_MS = 2000,      /* how long a connection is drained after an error answer */
+    PBUF_SIZE = 16 * 1024, /* TLS: the server's shared plaintext buffer (one record) */
     LISTEN_BACKLOG = 1024,
 };
 
@@ -87,6 +110,7 @@ typedef struct conn {
     uv_write_t wreq;         /* the response in flight (at most one) */
     uv_write_t cont_wreq;    /* a "100 Continue" in flight (at most one) */
     uv_shutdown_t shut;      /* half-close before a final close */
+    uv_write_t twreq;        /* TLS: ciphertext in flight (at most one write) */
     struct http_server *srv; /* NULL once closed */
     struct conn *prev, *next;
     http_parser parser;
@@ -120,6 +144,21 @@ typedef struct conn {
     bool in_handler;   /* the handler is running for req (a response can be written inline) */
     bool sync_done;    /* ... and its response went out completely during that call */
     bool reading, closing, closed, close_after, peer_eof, lingering, refused;
+
+    /* TLS (ssl NULL for plaintext). The BIOs belong to ssl. */
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    char *cout; /* ciphertext being written */
+    size_t cout_cap;
+    X509 *peer;                  /* the client's certificate (owned by the session) or NULL */
+    struct stack_st_X509 *chain; /* leaf first: the session's chain, or our shallow copy */
+    bool own_chain;              /* chain is our copy (sk_X509_free, not the certificates) */
+    bool hs_done;                /* handshake complete */
+    bool tls_dead;               /* a fatal TLS error: no close_notify */
+    bool tls_writing;            /* twreq in flight */
+    bool resp_flushing;          /* the response's ciphertext is not all written yet */
+    bool rbio_big, wbio_big;     /* a memory BIO grew past KEEP_BUF/2: replace it when empty */
+    char fp[65];                 /* hex SHA-256 of peer's DER, or "" */
 } conn;
 
 struct http_server {
@@ -134,7 +173,9 @@ struct http_server {
     unsigned handles; /* listener + sweep + connections still open; freed at zero */
     int port;
     bool closing;
-    char *rbuf; /* shared read buffer (RBUF_SIZE) */
+    char *rbuf;   /* shared read buffer (RBUF_SIZE) */
+    SSL_CTX *ctx; /* TLS (borrowed), or NULL */
+    char *pbuf;   /* TLS: shared plaintext buffer (PBUF_SIZE) */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -303,6 +344,7 @@ void http_limits_default(http_limits *l)
     if (!l->max_headers) l->max_headers = 64;
     if (!l->idle_timeout_ms) l->idle_timeout_ms = 60000;
     if (!l->max_connections) l->max_connections = 10000;
+    if (!l->handshake_timeout_ms) l->handshake_timeout_ms = 10000;
 }
 
 /* Writes the problem document for status/detail into buf (cap bytes) when it fits, else into a
@@ -683,6 +725,10 @@ static void req_fill(conn *c)
     }
     r->body_len = c->body_len;
     r->start_ns = uv_hrtime();
+    r->tls = c->ssl != NULL;
+    r->peer_cert = c->peer;
+    r->peer_chain = c->chain;
+    r->peer_fingerprint = c->fp[0] ? c->fp : NULL;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -691,6 +737,9 @@ static void req_fill(conn *c)
 
 static void conn_free(conn *c)
 {
+    if (c->own_chain) sk_X509_free(c->chain); /* shallow: the certificates are the session's */
+    SSL_free(c->ssl);                         /* with its BIOs and session */
+    free(c->cout);
     free(c->sbuf);
     free(c->body);
     free(c->in);
@@ -702,6 +751,7 @@ static void server_maybe_free(struct http_server *s)
 {
     if (s->closing && s->handles == 0) {
         free(s->rbuf);
+        free(s->pbuf);
         free(s);
     }
 }
@@ -724,9 +774,12 @@ static void on_conn_closed(uv_handle_t *h)
     server_maybe_free(s);
 }
 
+static void tls_goodbye(conn *c);
+
 static void conn_close(conn *c)
 {
     if (c->closing) return;
+    if (c->ssl) tls_goodbye(c);
     c->closing = true;
     c->reading = false;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
@@ -738,6 +791,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t room = RBUF_SIZE;
     /* While busy, what is read is held, so read no more than the room left for it. */
     if (c->busy && !c->close_after && !c->lingering) room = IN_MAX - (c->in_len - c->in_off);
+    if (c->ssl && !c->close_after && !c->lingering) {
+        /* Ciphertext not yet decrypted counts against the same bound. */
+        size_t pend = BIO_ctrl_pending(c->rbio);
+        room = pend < room ? room - pend : 0;
+    }
     *buf = uv_buf_init(room ? c->srv->rbuf : NULL, (unsigned)room);
 }
 
@@ -774,7 +832,183 @@ static int conn_hold(conn *c, const char *p, size_t n)
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Transport: the response bytes go to the socket as they are, or through TLS
+ */
+
 static void on_write(uv_write_t *w, int status);
+static void conn_written(conn *c, int status);
+static void on_tls_write(uv_write_t *w, int status);
+
+/* Moves the ciphertext waiting in the write BIO to the socket: at once with uv_try_write when it
+ * may, otherwise (or for the rest) with one uv_write at a time, whose callback flushes again. A
+ * response's completion must not be reported from inside http_respond (the next pipelined request
+ * would be dispatched inside the application's call), so once a response is in the BIO it is only
+ * tried at once inside the handler, where completion is reported through sync_done. The
+ * ciphertext is copied out of the BIO because the BIO's buffer moves when OpenSSL writes to it
+ * while a write is in flight. */
+static void tls_flush(conn *c)
+{
+    if (c->tls_writing || c->closing) return;
+    size_t pend = BIO_ctrl_pending(c->wbio);
+    if (pend == 0) return;
+    if (pend > INT_MAX || reserve(&c->cout, &c->cout_cap, pend) ||
+        BIO_read(c->wbio, c->cout, (int)pend) != (int)pend) {
+        conn_close(c);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(c->cout, (unsigned)pend);
+    if (!c->resp_flushing || c->in_handler) {
+        int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (w == (int)pend) {
+            if (c->resp_flushing) {
+                c->resp_flushing = false;
+                c->sync_done = true;
+            }
+            return;
+        }
+        if (w < 0 && w != UV_EAGAIN) {
+            conn_close(c);
+            return;
+        }
+        if (w > 0) {
+            b.base += w;
+            b.len -= (unsigned)w;
+        }
+    }
+    if (uv_write(&c->twreq, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->tls_writing = true;
+}
+
+static void on_tls_write(uv_write_t *w, int status)
+{
+    conn *c = container_of(w, conn, twreq);
+    c->tls_writing = false;
+    if (status < 0 || c->closing) {
+        c->resp_flushing = false;
+        conn_written(c, status < 0 ? status : UV_ECANCELED);
+        return;
+    }
+    if (BIO_ctrl_pending(c->wbio) > 0) { /* written meanwhile: the rest of a response, an alert */
+        tls_flush(c);
+        return;
+    }
+    if (c->resp_flushing) {
+        c->resp_flushing = false;
+        conn_written(c, 0);
+    }
+}
+
+/* Before a close: close_notify when the handshake completed (so that the client can tell a close
+ * from a truncation), then what is waiting in the write BIO (that, or a handshake alert) if it
+ * goes out at once. Never waits. */
+static void tls_goodbye(conn *c)
+{
+    if (c->hs_done && !c->tls_dead && !(SSL_get_shutdown(c->ssl) & SSL_SENT_SHUTDOWN)) {
+        ERR_clear_error();
+        SSL_shutdown(c->ssl);
+    }
+    ERR_clear_error();
+    char *p = NULL;
+    long n = BIO_get_mem_data(c->wbio, &p);
+    if (c->tls_writing || n <= 0 || n > KEEP_BUF) return; /* a queued write: not now */
+    uv_buf_t b = uv_buf_init(p, (unsigned)n);
+    (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+}
+
+/* Replaces a memory BIO that grew large once it is empty (a BIO_s_mem never shrinks its buffer),
+ * and releases the ciphertext buffer, so that an idle keep-alive connection pins no more than
+ * a plaintext one. */
+static void tls_trim(conn *c)
+{
+    shrink(&c->cout, &c->cout_cap);
+    if (c->rbio_big && BIO_ctrl_pending(c->rbio) == 0) {
+        BIO *b = BIO_new(BIO_s_mem());
+        if (b) {
+            BIO_set_mem_eof_return(b, -1);
+            SSL_set0_rbio(c->ssl, b); /* frees the old one */
+            c->rbio = b;
+            c->rbio_big = false;
+        }
+    }
+    if (c->wbio_big && !c->tls_writing && BIO_ctrl_pending(c->wbio) == 0) {
+        BIO *b = BIO_new(BIO_s_mem());
+        if (b) {
+            SSL_set0_wbio(c->ssl, b);
+            c->wbio = b;
+            c->wbio_big = false;
+        }
+    }
+    ERR_clear_error();
+}
+
+/* Sends the response formatted in c->out[0..n). It completes through conn_written (a write
+ * callback) or, inside the handler, by setting sync_done when it all went out at once. */
+static void conn_transmit(conn *c, size_t n)
+{
+    if (c->ssl) {
+        ERR_clear_error();
+        if (n > INT_MAX || SSL_write(c->ssl, c->out, (int)n) != (int)n) {
+            c->tls_dead = true;
+            conn_close(c);
+            return;
+        }
+        if (n > KEEP_BUF / 2) c->wbio_big = true;
+        c->resp_flushing = true;
+        tls_flush(c);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(c->out, (unsigned)n);
+    if (c->in_handler) {
+        /* Answered inside the handler: write at once. When it all goes out (the usual case on a
+         * keep-alive connection) there is no write request, hence no callback and none of the
+         * epoll_ctl that libuv spends after each uv_write; conn_dispatch's caller carries on. */
+        int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (w == (int)n) {
+            c->sync_done = true;
+            return;
+        }
+        if (w < 0 && w != UV_EAGAIN) {
+            conn_close(c);
+            return;
+        }
+        if (w > 0) {
+            b.base += w;
+            b.len -= (unsigned)w;
+        }
+    }
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) conn_close(c);
+}
+
+static void on_continue_written(uv_write_t *w, int status)
+{
+    conn *c = container_of(w, conn, cont_wreq);
+    if (status < 0 && !c->closing) conn_close(c);
+}
+
+/* Sends an interim "100 Continue" (static bytes); no completion to wait for. */
+static int conn_transmit_interim(conn *c, char *p, size_t n)
+{
+    if (c->ssl) {
+        ERR_clear_error();
+        if (SSL_write(c->ssl, p, (int)n) != (int)n) {
+            c->tls_dead = true;
+            return REG_ETLS;
+        }
+        tls_flush(c);
+        return 0;
+    }
+    uv_buf_t b = uv_buf_init(p, (unsigned)n);
+    return uv_write(&c->cont_wreq, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) ? REG_EIO
+                                                                                       : 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Responses and the request cycle
+ */
 
 static size_t put(char *dst, const char *s, size_t n)
 {
@@ -840,26 +1074,7 @@ static void conn_send(conn *c, int status, const char *ctype, const char *body, 
 
     /* A client that does not read its answer is bounded like an idle one. */
     c->deadline = uv_now(c->srv->loop) + c->srv->lim.idle_timeout_ms;
-    uv_buf_t b = uv_buf_init(c->out, (unsigned)n);
-    if (c->in_handler) {
-        /* Answered inside the handler: write at once. When it all goes out (the usual case on a
-         * keep-alive connection) there is no write request, hence no callback and none of the
-         * epoll_ctl that libuv spends after each uv_write; conn_dispatch's caller carries on. */
-        int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (w == (int)n) {
-            c->sync_done = true;
-            return;
-        }
-        if (w < 0 && w != UV_EAGAIN) {
-            conn_close(c);
-            return;
-        }
-        if (w > 0) {
-            b.base += w;
-            b.len -= (unsigned)w;
-        }
-    }
-    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) conn_close(c);
+    conn_transmit(c, n);
 }
 
 /* Answers an error the server found itself, then closes (after draining). */
@@ -874,12 +1089,6 @@ static void conn_fail(conn *c)
     c->keep_alive = false;
     conn_send(c, status, "application/problem+json", doc, n, NULL);
     if (doc != buf) free(doc);
-}
-
-static void on_continue_written(uv_write_t *w, int status)
-{
-    conn *c = container_of(w, conn, cont_wreq);
-    if (status < 0 && !c->closing) conn_close(c);
 }
 
 /* Hands the parsed request to the application. Returns true when it was answered and written
@@ -920,6 +1129,14 @@ static void conn_finish(conn *c)
     uint64_t linger =
         c->srv->lim.idle_timeout_ms < LINGER_MS ? c->srv->lim.idle_timeout_ms : LINGER_MS;
     c->deadline = uv_now(c->srv->loop) + linger;
+    if (c->ssl) {
+        /* close_notify goes ahead of the FIN (uv_shutdown waits for queued writes). */
+        ERR_clear_error();
+        SSL_shutdown(c->ssl);
+        ERR_clear_error();
+        tls_flush(c);
+        if (c->closing) return;
+    }
     if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         conn_close(c);
         return;
@@ -958,9 +1175,8 @@ static int conn_feed(conn *c, const char *data, size_t len, bool held)
     if (c->expect_continue && c->ev == EV_NONE) {
         /* The client waits for this before sending the body; the head was acceptable. */
         static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        uv_buf_t b = uv_buf_init(cont, sizeof cont - 1);
         c->expect_continue = false;
-        if (uv_write(&c->cont_wreq, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) != 0) {
+        if (conn_transmit_interim(c, cont, sizeof cont - 1) != 0) {
             conn_close(c);
             return FEED_WAIT;
         }
@@ -977,15 +1193,27 @@ static int conn_feed(conn *c, const char *data, size_t len, bool held)
     return conn_dispatch(c) && conn_response_done(c) ? FEED_NEXT : FEED_WAIT;
 }
 
+static int tls_read(conn *c);
+
 /* Between requests: parses what was held, one request after another while they are answered at
- * once (a loop, not recursion, however many were pipelined), then reads on. */
+ * once (a loop, not recursion, however many were pipelined), then, over TLS, what can be
+ * decrypted from the ciphertext received so far, and then reads on. */
 static void conn_run_held(conn *c)
 {
-    while (c->in_off < c->in_len) {
-        int r = conn_feed(c, c->in + c->in_off, c->in_len - c->in_off, true);
-        if (r == FEED_WAIT) return;
+    for (;;) {
+        while (c->in_off < c->in_len) {
+            int r = conn_feed(c, c->in + c->in_off, c->in_len - c->in_off, true);
+            if (r == FEED_WAIT) return;
+        }
+        c->in_off = c->in_len = 0;
+        if (!c->ssl) break;
+        int n = tls_read(c);
+        if (n < 0) return; /* closed */
+        if (n == 0) break; /* needs more ciphertext */
+        /* What follows a complete request is held by conn_feed and parsed at the loop's top. */
+        if (conn_feed(c, c->srv->pbuf, (size_t)n, false) == FEED_WAIT) return;
     }
-    c->in_off = c->in_len = 0;
+    if (c->ssl) tls_trim(c);
     if (c->peer_eof) {
         conn_close(c);
         return;
@@ -993,15 +1221,145 @@ static void conn_run_held(conn *c)
     conn_read_start(c);
 }
 
-static void on_write(uv_write_t *w, int status)
+/* A response has left (status 0), or could not be written. */
+static void conn_written(conn *c, int status)
 {
-    conn *c = container_of(w, conn, wreq);
     if (status < 0) {
         shrink(&c->out, &c->out_cap);
         if (!c->closing) conn_close(c);
         return;
     }
     if (conn_response_done(c)) conn_run_held(c);
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    conn_written(container_of(w, conn, wreq), status);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * TLS input: handshake, then plaintext into the same parser
+ */
+
+/* Records the client certificate, its fingerprint and its chain (leaf first). False when they
+ * could not be recorded (out of memory): the connection must not serve requests without them. */
+static bool tls_peer(conn *c)
+{
+    X509 *cert = SSL_get0_peer_certificate(c->ssl);
+    if (!cert) return true;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    if (!X509_digest(cert, EVP_sha256(), md, &len) || len != 32) return false;
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < len; i++) {
+        c->fp[2 * i] = hex[md[i] >> 4];
+        c->fp[2 * i + 1] = hex[md[i] & 15];
+    }
+    c->fp[2 * len] = '\0';
+    c->peer = cert;
+    /* On the server side OpenSSL keeps the chain without the leaf (and on a session resumed
+     * from a ticket, no chain at all: a ticket carries only the leaf); the request shows the
+     * leaf first. */
+    STACK_OF(X509) *sent = SSL_get_peer_cert_chain(c->ssl);
+    if (!sent) return true;
+    if (sk_X509_num(sent) > 0 && X509_cmp(sk_X509_value(sent, 0), cert) == 0) {
+        c->chain = sent;
+        return true;
+    }
+    STACK_OF(X509) *ch = sk_X509_new_reserve(NULL, sk_X509_num(sent) + 1);
+    if (!ch) return false;
+    sk_X509_push(ch, cert);
+    for (int i = 0; i < sk_X509_num(sent); i++)
+        sk_X509_push(ch, sk_X509_value(sent, i));
+    c->chain = ch;
+    c->own_chain = true;
+    return true;
+}
+
+/* Drives the handshake with the ciphertext received so far. True once it is complete; false
+ * while it needs more input, or when it failed (the connection is then closing: nothing is
+ * counted or logged, a bad handshake is the client's business). */
+static bool tls_handshake(conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->hs_done = true;
+        if (!tls_peer(c)) {
+            conn_close(c);
+            return false;
+        }
+        c->deadline = uv_now(c->srv->loop) + c->srv->lim.idle_timeout_ms;
+        tls_flush(c); /* the last flight; TLS 1.3 session tickets */
+        return !c->closing;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ) {
+        tls_flush(c);
+        return false;
+    }
+    c->tls_dead = true;
+    conn_close(c); /* sends the alert if it goes at once */
+    return false;
+}
+
+/* Decrypts what it can into the server's plaintext buffer. Returns the bytes, 0 when more
+ * ciphertext is needed, -1 when the connection was closed (the client's close_notify, which is
+ * its EOF, or a TLS error). */
+static int tls_read(conn *c)
+{
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, c->srv->pbuf, PBUF_SIZE);
+    int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+    ERR_clear_error();
+    if (BIO_ctrl_pending(c->wbio) > 0) tls_flush(c); /* a KeyUpdate answer, say */
+    if (c->closing) return -1;
+    if (n > 0) return n;
+    if (e == SSL_ERROR_WANT_READ) return 0;
+    if (e != SSL_ERROR_ZERO_RETURN) c->tls_dead = true;
+    conn_close(c);
+    return -1;
+}
+
+/* Ciphertext from the socket. While a request is busy it only accumulates (on_alloc bounds it)
+ * and is decrypted when the connection is ready for its next request. */
+static void tls_input(conn *c, const char *p, size_t n)
+{
+    if (BIO_write(c->rbio, p, (int)n) != (int)n) {
+        ERR_clear_error();
+        conn_close(c);
+        return;
+    }
+    size_t pend = BIO_ctrl_pending(c->rbio);
+    if (pend > KEEP_BUF / 2) c->rbio_big = true;
+    if (c->busy) {
+        if (c->in_len - c->in_off + pend >= IN_MAX) conn_read_stop(c);
+        return;
+    }
+    if (!c->hs_done && !tls_handshake(c)) return;
+    conn_run_held(c);
+}
+
+static int tls_conn_init(conn *c)
+{
+    c->ssl = SSL_new(c->srv->ctx);
+    BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
+    if (!c->ssl || !r || !w) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        BIO_free(r);
+        BIO_free(w);
+        ERR_clear_error();
+        return REG_ENOMEM;
+    }
+    BIO_set_mem_eof_return(r, -1); /* empty is "no data yet", not EOF */
+    SSL_set_bio(c->ssl, r, w);
+    c->rbio = r;
+    c->wbio = w;
+    SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+    SSL_set_accept_state(c->ssl);
+    return 0;
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -1023,6 +1381,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->close_after || c->lingering) return; /* draining before close */
+    if (c->ssl) {
+        tls_input(c, buf->base, (size_t)nread);
+        return;
+    }
     if (c->busy) {
         if (conn_hold(c, buf->base, (size_t)nread) != 0)
             conn_close(c);
@@ -1060,7 +1422,11 @@ static void on_connection(uv_stream_t *l, int status)
     s->nconns++;
     uv_tcp_nodelay(&c->tcp, 1);
     parser_setup(c);
-    c->deadline = uv_now(s->loop) + s->lim.idle_timeout_ms;
+    if (s->ctx && tls_conn_init(c) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->deadline = uv_now(s->loop) + (s->ctx ? s->lim.handshake_timeout_ms : s->lim.idle_timeout_ms);
     conn_read_start(c);
 }
 
@@ -1096,8 +1462,8 @@ static int map_uv_err(int rc)
     }
 }
 
-int http_server_start(struct uv_loop_s *loop, const char *host, int port, const http_limits *limits,
-                      http_handler handler, void *app, http_server **out)
+static int server_start(uv_loop_t *loop, const char *host, int port, const http_limits *limits,
+                        SSL_CTX *ctx, http_handler handler, void *app, http_server **out)
 {
     if (out) *out = NULL;
     if (!loop || !host || !handler || !out || port < 0 || port > 65535) return REG_EINVAL;
@@ -1114,14 +1480,19 @@ int http_server_start(struct uv_loop_s *loop, const char *host, int port, const 
     s->loop = loop;
     s->handler = handler;
     s->app = app;
+    s->ctx = ctx;
     s->rbuf = malloc(RBUF_SIZE);
-    if (!s->rbuf) {
+    if (ctx) s->pbuf = malloc(PBUF_SIZE);
+    if (!s->rbuf || (ctx && !s->pbuf)) {
+        free(s->rbuf);
+        free(s->pbuf);
         free(s);
         return REG_ENOMEM;
     }
     int rc = uv_tcp_init(loop, &s->listener);
     if (rc) {
         free(s->rbuf);
+        free(s->pbuf);
         free(s);
         return map_uv_err(rc);
     }
@@ -1149,12 +1520,29 @@ int http_server_start(struct uv_loop_s *loop, const char *host, int port, const 
         return map_uv_err(rc);
     }
     /* One timer for every connection's deadline; its period bounds how late a close can be. */
-    uint64_t period = s->lim.idle_timeout_ms / 8;
+    unsigned shortest = s->lim.idle_timeout_ms;
+    if (ctx && s->lim.handshake_timeout_ms < shortest) shortest = s->lim.handshake_timeout_ms;
+    uint64_t period = shortest / 8;
     if (period < 10) period = 10;
     if (period > 1000) period = 1000;
     uv_timer_start(&s->sweep, on_sweep, period, period);
     *out = s;
     return REG_OK;
+}
+
+int http_server_start(struct uv_loop_s *loop, const char *host, int port, const http_limits *limits,
+                      http_handler handler, void *app, http_server **out)
+{
+    return server_start(loop, host, port, limits, NULL, handler, app, out);
+}
+
+int http_server_start_tls(struct uv_loop_s *loop, const char *host, int port,
+                          const http_limits *limits, struct ssl_ctx_st *ctx, http_handler handler,
+                          void *app, http_server **out)
+{
+    if (out) *out = NULL;
+    if (!ctx) return REG_EINVAL;
+    return server_start(loop, host, port, limits, ctx, handler, app, out);
 }
 
 int http_server_port(const http_server *s)
@@ -1170,6 +1558,119 @@ void http_server_close(http_server *s)
     uv_close((uv_handle_t *)&s->sweep, on_server_handle_closed);
     for (conn *c = s->conns; c; c = c->next)
         conn_close(c);
+}
+
+unsigned http_server_close_peer(http_server *s, const char *fingerprint_hex)
+{
+    if (!s || !fingerprint_hex || strlen(fingerprint_hex) != 64) return 0;
+    unsigned n = 0;
+    /* conn_close only schedules the close, so the list stays intact while walking it. */
+    for (conn *c = s->conns; c; c = c->next) {
+        if (c->closing || !c->fp[0] || strcasecmp(c->fp, fingerprint_hex) != 0) continue;
+        conn_close(c);
+        n++;
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Server SSL_CTX
+ */
+
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    return 0; /* an encrypted key is an error, never a prompt on the terminal */
+}
+
+/* Translates OpenSSL's error queue into REG_ETLS (logging the reason once) or REG_ENOMEM. */
+static int tls_ctx_error(const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE) {
+        ERR_clear_error();
+        return REG_ENOMEM;
+    }
+    char why[256] = "no detail";
+    if (e) ERR_error_string_n(e, why, sizeof why);
+    fprintf(stderr, "http_tls_server_ctx: %s: %s\n", what, why);
+    ERR_clear_error();
+    return REG_ETLS;
+}
+
+int http_tls_server_ctx(const char *cert_chain_pem, const char *key_pem, struct ssl_ctx_st **out)
+{
+    static const unsigned char sid_ctx[] = "registry-https";
+    if (out) *out = NULL;
+    if (!cert_chain_pem || !key_pem || !out) return REG_EINVAL;
+    ERR_clear_error();
+    int rc = REG_ENOMEM;
+    X509 *x = NULL;
+    EVP_PKEY *key = NULL;
+    BIO *b = NULL;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) goto fail;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        rc = tls_ctx_error("protocol version");
+        goto fail;
+    }
+    /* No renegotiation: nothing here needs it, and it would let a client make the loop run
+     * handshakes without opening connections. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+
+    if (!(b = BIO_new_mem_buf(cert_chain_pem, -1))) goto fail;
+    x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL);
+    if (!x || SSL_CTX_use_certificate(ctx, x) != 1) {
+        rc = tls_ctx_error("server certificate");
+        goto fail;
+    }
+    X509_free(x);
+    while ((x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) != NULL) {
+        if (SSL_CTX_add0_chain_cert(ctx, x) != 1) { /* takes x only on success */
+            rc = tls_ctx_error("intermediate certificate");
+            goto fail;
+        }
+    }
+    /* The loop ends at the end of the text (no further BEGIN line) or at a malformed block. */
+    unsigned long e = ERR_peek_last_error();
+    if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+        rc = tls_ctx_error("certificate chain");
+        goto fail;
+    }
+    ERR_clear_error();
+    BIO_free(b);
+    if (!(b = BIO_new_mem_buf(key_pem, -1))) goto fail;
+    key = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL);
+    if (!key || SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        rc = tls_ctx_error("private key");
+        goto fail;
+    }
+
+    /* Ask for a client certificate without requiring one; OpenSSL's verifier checks a presented
+     * chain against the store at handshake time (the store the ctx holds then, so replacing it
+     * with SSL_CTX_set1_cert_store takes effect at the next handshake). No callback: a chain that
+     * does not verify refuses the handshake. */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* Without a session id context, OpenSSL refuses to resume a session that has a client
+     * certificate. */
+    if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1) != 1) {
+        rc = tls_ctx_error("session id context");
+        goto fail;
+    }
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_sess_set_cache_size(ctx, 20000);
+    SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET); /* tickets on (the default, said out loud) */
+
+    EVP_PKEY_free(key);
+    BIO_free(b);
+    *out = ctx;
+    return REG_OK;
+fail:
+    X509_free(x);
+    EVP_PKEY_free(key);
+    BIO_free(b);
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -11,25 +11,41 @@
  * with a problem document (400/413/431) and the connection is closed; other connections are
  * unaffected. Idle connections are closed after a timeout.
  *
- * Threading: everything runs on the loop given to http_server_start.
+ * TLS. http_server_start_tls serves the same HTTP over TLS 1.2/1.3 (the device HTTPS port):
+ * OpenSSL runs over memory BIOs on the same loop, and everything above (limits, keep-alive,
+ * pipelining, pending answers, problem answers, idle timeout) is the plaintext code path. A client
+ * certificate is asked for but not required; one that does not verify against the SSL_CTX's
+ * X509_STORE refuses the handshake. The handler sees the certificate and its SHA-256 fingerprint
+ * (also on a resumed session). A handshake that fails or does not finish within
+ * handshake_timeout_ms just closes that connection. http_server_close_peer drops every live
+ * connection of one certificate (revocation). http_tls_server_ctx builds a suitable SSL_CTX.
+ *
+ * Threading: everything runs on the loop given to http_server_start(_tls), including
+ * http_server_close_peer and any SSL_CTX_set1_cert_store on the server's SSL_CTX.
  */
 #ifndef REG_HTTP_SERVER_H
 #define REG_HTTP_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct uv_loop_s;
+struct ssl_ctx_st;
+struct x509_st;
+struct stack_st_X509;
 
 typedef struct http_server http_server;
 typedef struct http_req http_req;
 
 typedef struct http_limits {
-    size_t max_header_bytes;  /* request line + headers; default 16 KiB (431 over it) */
-    size_t max_body_bytes;    /* default 1 MiB (413 over it) */
-    unsigned max_headers;     /* default 64 (431) */
-    unsigned idle_timeout_ms; /* close a connection idle this long; default 60000 */
-    unsigned max_connections; /* refuse (close at once) beyond it; default 10000 */
+    size_t max_header_bytes;       /* request line + headers; default 16 KiB (431 over it) */
+    size_t max_body_bytes;         /* default 1 MiB (413 over it) */
+    unsigned max_headers;          /* default 64 (431) */
+    unsigned idle_timeout_ms;      /* close a connection idle this long; default 60000 */
+    unsigned max_connections;      /* refuse (close at once) beyond it; default 10000 */
+    unsigned handshake_timeout_ms; /* TLS: close a connection whose handshake is not done by then;
+                                      default 10000 */
 } http_limits;
 
 /* What the handler sees. All strings are NUL-terminated and owned by the request; they live until
@@ -44,6 +60,18 @@ typedef struct http_request {
     const char *body; /* NUL-terminated too; may contain NULs before body_len */
     size_t body_len;
     uint64_t start_ns; /* monotonic time the request was complete (for latency metrics) */
+    /* TLS: the client's certificate (borrowed; valid until http_respond) or NULL. On a resumed
+     * session it is the one the session was established with (kept in the session or ticket). */
+    struct x509_st *peer_cert;
+    /* TLS: the chain the client sent, leaf first (borrowed; valid until http_respond), or NULL
+     * when it sent no certificate. On a resumed session (OpenSSL 3.0, tested): NULL when resumed
+     * from a ticket (TLS 1.3, and TLS 1.2 by default: a ticket carries the leaf, not the chain);
+     * the original chain when resumed from the server's session cache (TLS 1.2 without tickets).
+     * A resumed session is not verified again: see http_server_close_peer for revocation. */
+    struct stack_st_X509 *peer_chain;
+    /* TLS: lower-case hex SHA-256 of the client certificate's DER (64 characters), or NULL. */
+    const char *peer_fingerprint;
+    bool tls; /* the request came over TLS */
 } http_request;
 
 /* The handler takes a pending request. It must eventually call http_respond exactly once (at
@@ -60,6 +88,38 @@ int http_server_start(struct uv_loop_s *loop, const char *host, int port, const 
                       http_handler handler, void *app, http_server **out);
 int http_server_port(const http_server *s);
 void http_server_close(http_server *s);
+
+/* Like http_server_start, but every connection speaks TLS with an SSL made from `ctx`. ctx is
+ * borrowed: the server takes no reference, so ctx must outlive the server (until the loop has run
+ * the close callbacks after http_server_close). The ctx's settings (certificate, verification,
+ * session cache, tickets) apply as they are at each handshake, so the application may replace the
+ * trust store with SSL_CTX_set1_cert_store between handshakes, on the loop thread. A handshake that
+ * fails (no ClientHello, a refused certificate, an alert) closes that connection silently. */
+int http_server_start_tls(struct uv_loop_s *loop, const char *host, int port,
+                          const http_limits *limits, struct ssl_ctx_st *ctx, http_handler handler,
+                          void *app, http_server **out);
+
+/* Closes every connection of this server whose client certificate has this SHA-256 fingerprint
+ * (hex, either case): idle keep-alive connections, connections with a request pending (the later
+ * http_respond then only frees), lingering ones. Returns how many it closed. Loop thread only.
+ * Cost: one walk of the server's connection list (O(connections), a string compare each).
+ * It does not stop the client from coming back by resuming its session (resumption does not
+ * verify the certificate again, and tickets outlive any store change): the application must
+ * also refuse the fingerprint in its handler (or stop resumption). */
+unsigned http_server_close_peer(http_server *s, const char *fingerprint_hex);
+
+/* Makes a server SSL_CTX from PEM text: `cert_chain_pem` holds the server certificate then its
+ * intermediates, `key_pem` the private key. TLS 1.2 minimum (1.3 allowed); a client certificate
+ * is requested, not required (SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT); a presented chain is
+ * verified by OpenSSL's verifier against the ctx's X509_STORE, which starts empty (every client
+ * certificate is refused until the application installs its CAs with SSL_CTX_set1_cert_store);
+ * no partial chains (a trusted intermediate alone does not make a chain valid). No client CA list
+ * is sent (it would go stale when the store is replaced), so clients offer their certificate
+ * whatever CA issued it. Server session cache (20000 sessions) and session tickets are on, with a
+ * session id context so that sessions with client certificates resume. The caller owns *out and
+ * frees it with SSL_CTX_free. Returns 0, REG_EINVAL (NULL argument), REG_ETLS (bad PEM, key not
+ * matching the certificate; OpenSSL's reason is logged) or REG_ENOMEM. */
+int http_tls_server_ctx(const char *cert_chain_pem, const char *key_pem, struct ssl_ctx_st **out);
 
 /* The parsed request of a pending request (valid until http_respond). */
 const http_request *http_req_request(const http_req *req);

@@ -12,7 +12,7 @@
  * cut reports http-parser's 400 for the same malformed oversized head).
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon tests/fuzz/fuzz_http.c \
- *        common/err.c $(pkg-config --cflags --libs libuv jansson) -lhttp_parser
+ *        common/err.c $(pkg-config --cflags --libs libuv jansson openssl) -lhttp_parser
  * Run:   ./fuzz_http -max_total_time=60 tests/fuzz/corpus_http
  */
 #include "http_server.c"
