@@ -15,8 +15,9 @@
  *
  * The connection: a second timer drives it as in bus.c. Disconnected, it is the reconnect
  * backoff (CACHE_BACKOFF_MIN_MS doubling to CACHE_BACKOFF_MAX_MS); connecting, the connect
- * deadline (a peer that never answers the SYN); connected, a periodic check that drops a connection
- * whose oldest command has gone unanswered for connect_timeout_ms (a stalled or half-open peer
+ * deadline, which covers the TCP handshake and a first PING (a stopped server still completes
+ * handshakes: only its answer shows it is up); connected, a periodic check that drops a connection
+ * with commands in flight and no reply for connect_timeout_ms (a stalled or half-open peer
  * would otherwise hold max_inflight forever). Until the first connection attempt fails, commands
  * wait in hiredis' output buffer for the connection (within their deadline); after a failure, and
  * until a connection is made again, they fail at once. The adapter's event functions are replaced
@@ -70,7 +71,7 @@ struct cache {
     cache_limits lim;
 
     redisAsyncContext *ac; /* NULL while disconnected or while hiredis tears it down */
-    bool connected;        /* ac's connection is up */
+    bool connected;        /* ac's connection is up and answered a PING */
     bool down;             /* a connection failed, none made since: commands fail at once */
     bool down_logged;      /* the outage was logged: log once, then once when back */
     bool closing;
@@ -232,22 +233,56 @@ static void on_conn_timer(uv_timer_t *t)
         drop_connection(c, "no answer");
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
+static void sent(cache *c)
+{
+    if (c->inflight++ == 0) c->last_progress = uv_now(c->loop);
+}
+
+/* A reply came back for a command of ac (NULL: ac is going away). c is NULL once the cache
+ * closed; then there is nothing to update. */
+static cache *replied(redisAsyncContext *ac, const redisReply *reply)
 {
     cache *c = ac->data;
-    if (!c) return;
-    if (status != REDIS_OK) { /* hiredis frees ac after this call */
-        lost(c, ac, ac->errstr);
+    if (!c) return NULL;
+    c->inflight--;
+    if (reply)
+        c->last_progress = uv_now(c->loop);
+    else
+        lost(c, ac, ac->errstr[0] ? ac->errstr : "connection lost");
+    return c;
+}
+
+/* The answer to the PING sent once connected: the server is up only when it answers (a
+ * stopped process still completes TCP handshakes; a loading one answers with an error). Until
+ * then the connect deadline runs. */
+static void on_ping_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    redisReply *reply = reply_;
+    cache *c = replied(ac, reply);
+    if (!c || !reply || c->closing || c->ac != ac) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        log_down(c, reply->str); /* the connect deadline retries */
         return;
     }
     c->connected = true;
     c->down = false;
     c->backoff_ms = CACHE_BACKOFF_MIN_MS;
-    c->last_progress = uv_now(c->loop);
     if (c->down_logged) fprintf(stderr, "cache(redis) %s:%d: reconnected\n", c->host, c->port);
     c->down_logged = false;
     uv_timer_start(&c->conn_timer, on_conn_timer, c->lim.connect_timeout_ms,
                    c->lim.connect_timeout_ms);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    cache *c = ac->data;
+    if (!c || c->ac != ac) return;
+    if (status != REDIS_OK) { /* hiredis frees ac after this call */
+        lost(c, ac, ac->errstr);
+        return;
+    }
+    /* Commands queued while connecting are already on their way, ahead of it. */
+    if (redisAsyncCommand(c->ac, on_ping_reply, NULL, "PING") == REDIS_OK) sent(c);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -335,25 +370,6 @@ static void redis_connect_async(cache *c)
 static bool can_send(const cache *c)
 {
     return c->ac && (c->connected || !c->down) && c->inflight < c->lim.max_inflight;
-}
-
-static void sent(cache *c)
-{
-    if (c->inflight++ == 0) c->last_progress = uv_now(c->loop);
-}
-
-/* A reply came back for a command of ac (NULL: ac is going away). c is NULL once the cache
- * closed; then there is nothing to update. */
-static cache *replied(redisAsyncContext *ac, const redisReply *reply)
-{
-    cache *c = ac->data;
-    if (!c) return NULL;
-    c->inflight--;
-    if (reply)
-        c->last_progress = uv_now(c->loop);
-    else
-        lost(c, ac, ac->errstr[0] ? ac->errstr : "connection lost");
-    return c;
 }
 
 static void on_get_reply(redisAsyncContext *ac, void *reply_, void *privdata)
