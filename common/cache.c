@@ -21,7 +21,9 @@
  * would otherwise hold max_inflight forever). Until the first connection attempt fails, commands
  * wait in hiredis' output buffer for the connection (within their deadline); after a failure, and
  * until a connection is made again, they fail at once. The adapter's event functions are replaced
- * by ours (see on_poll) so that a refused connect or a reset connection is noticed at once.
+ * by ours (see on_poll) so that a refused connect or a reset connection is noticed at once. A
+ * host name is resolved on libuv's thread pool before each attempt (hiredis would call a blocking
+ * getaddrinfo on the loop); while that runs there is no connection, so commands fail at once.
  *
  * Everything runs on the loop's thread. The process must ignore SIGPIPE (hiredis writes with
  * write(2)), as `registry` does.
@@ -34,6 +36,8 @@
 #include <hiredis/adapters/libuv.h>
 #include <uv.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +50,6 @@ enum {
     CACHE_BACKOFF_MIN_MS = 100,
     CACHE_BACKOFF_MAX_MS = 2000,
     CACHE_REDIS_DEFAULT_PORT = 6379,
-    CACHE_HANDLES = 3, /* conn_timer, deadline_timer, defer_timer */
 };
 
 /* A get. In `pending` while sent and unanswered (hiredis holds it as privdata and frees it in
@@ -82,7 +85,9 @@ struct cache {
     uv_timer_t conn_timer;     /* reconnect, connect deadline, stall check */
     uv_timer_t deadline_timer; /* the head of pending */
     uv_timer_t defer_timer;    /* answers failed */
-    int handles_open;
+    uv_getaddrinfo_t resolve;  /* the host's address, off the loop */
+    bool resolving;
+    int refs; /* the timers until closed, resolve while resolving: the last one frees c */
 
     req_list pending, failed;
     cache_stats stats;
@@ -181,7 +186,7 @@ static void on_deadline(uv_timer_t *t)
 
 /* ---- the connection ---- */
 
-static void redis_connect_async(cache *c);
+static void start_connect(cache *c);
 static void on_conn_timer(uv_timer_t *t);
 
 static void log_down(cache *c, const char *why)
@@ -225,9 +230,9 @@ static void on_conn_timer(uv_timer_t *t)
 {
     cache *c = t->data;
     if (c->closing) return;
-    if (!c->ac)
-        redis_connect_async(c);
-    else if (!c->connected)
+    if (!c->ac) {
+        if (!c->resolving) start_connect(c);
+    } else if (!c->connected)
         drop_connection(c, "connect timed out");
     else if (c->inflight && uv_now(c->loop) - c->last_progress >= c->lim.connect_timeout_ms)
         drop_connection(c, "no answer");
@@ -335,10 +340,11 @@ static void ev_del_write(void *privdata)
     poll_set(p, p->events & ~UV_WRITABLE);
 }
 
-/* Opens a connection (in the background); on failure, retries later. */
-static void redis_connect_async(cache *c)
+/* Opens a connection to ip (numeric: hiredis resolves names with a blocking getaddrinfo) in the
+ * background; on failure, retries later. */
+static void redis_connect_async(cache *c, const char *ip)
 {
-    redisAsyncContext *ac = redisAsyncConnect(c->host, c->port);
+    redisAsyncContext *ac = redisAsyncConnect(ip, c->port);
     if (!ac || ac->err) { /* no socket, unresolvable host... */
         c->down = true;
         log_down(c, ac ? ac->errstr : "out of memory");
@@ -364,6 +370,61 @@ static void redis_connect_async(cache *c)
     c->ac = ac; /* hiredis owns it; we drop it with redisAsyncFree */
     c->connected = false;
     uv_timer_start(&c->conn_timer, on_conn_timer, c->lim.connect_timeout_ms, 0);
+}
+
+static void release(cache *c)
+{
+    if (--c->refs) return;
+    free(c->host);
+    free(c);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    cache *c = req->data;
+    c->resolving = false;
+    char ip[INET6_ADDRSTRLEN] = "";
+    const struct addrinfo *pick = res; /* the first IPv4 address, else the first */
+    for (const struct addrinfo *a = res; a && pick && pick->ai_family != AF_INET; a = a->ai_next)
+        if (a->ai_family == AF_INET) pick = a;
+    if (!status && pick && pick->ai_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)pick->ai_addr, ip, sizeof ip);
+    else if (!status && pick && pick->ai_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)pick->ai_addr, ip, sizeof ip);
+    uv_freeaddrinfo(res);
+    bool closing = c->closing;
+    release(c); /* the timers hold c unless it is closing */
+    if (closing) return;
+    if (!ip[0]) {
+        c->down = true;
+        log_down(c, status ? uv_strerror(status) : "no address");
+        schedule_reconnect(c);
+        return;
+    }
+    redis_connect_async(c, ip);
+}
+
+/* Connects to the host: at once to a numeric address, else after resolving it on libuv's
+ * thread pool (while it resolves, commands fail at once: there is no connection to queue them
+ * on). */
+static void start_connect(cache *c)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, c->host, addr) == 1 || inet_pton(AF_INET6, c->host, addr) == 1) {
+        redis_connect_async(c, c->host);
+        return;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    c->resolve.data = c;
+    int err = uv_getaddrinfo(c->loop, &c->resolve, on_resolved, c->host, NULL, &hints);
+    if (err) {
+        c->down = true;
+        log_down(c, uv_strerror(err));
+        schedule_reconnect(c);
+        return;
+    }
+    c->resolving = true;
+    c->refs++;
 }
 
 /* Whether a command may be handed to hiredis now. */
@@ -439,19 +500,15 @@ int cache_open(struct uv_loop_s *loop, const char *redis_addr, const cache_limit
     uv_timer_init(loop, &c->deadline_timer);
     uv_timer_init(loop, &c->defer_timer);
     c->conn_timer.data = c->deadline_timer.data = c->defer_timer.data = c;
-    c->handles_open = CACHE_HANDLES;
-    redis_connect_async(c);
+    c->refs = 3; /* the timers */
+    start_connect(c);
     *out = c; /* the caller owns the cache; cache_close frees it */
     return 0;
 }
 
-/* Close callback of the cache's timers: the last one frees it. */
 static void on_handle_closed(uv_handle_t *h)
 {
-    cache *c = h->data;
-    if (--c->handles_open) return;
-    free(c->host);
-    free(c);
+    release(h->data);
 }
 
 void cache_close(cache *c)
@@ -482,6 +539,7 @@ void cache_close(cache *c)
         ac->data = NULL;
         redisAsyncFree(ac);
     }
+    if (c->resolving) uv_cancel((uv_req_t *)&c->resolve); /* its callback releases c */
     uv_close((uv_handle_t *)&c->conn_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->deadline_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->defer_timer, on_handle_closed);

@@ -609,6 +609,23 @@ static void test_close_from_callback_and_stalled(void **state)
     }
 }
 
+/* A host name is resolved off the loop; closing while it resolves is safe. */
+static void test_host_name(void **state)
+{
+    need_own_server();
+    char addr[64];
+    snprintf(addr, sizeof addr, "localhost:%d", srv.port);
+    fixture f;
+    assert_int_equal(uv_loop_init(&f.loop), 0);
+    assert_int_equal(cache_open(&f.loop, addr, NULL, &f.c), 0);
+    assert_true(wait_ready(&f.loop, f.c, 5000));
+    fixture_close(&f);
+
+    assert_int_equal(uv_loop_init(&f.loop), 0);
+    assert_int_equal(cache_open(&f.loop, addr, NULL, &f.c), 0);
+    fixture_close(&f); /* at once: the lookup is cancelled or its result dropped */
+}
+
 static void test_bad_args(void **state)
 {
     uv_loop_t loop;
@@ -636,6 +653,7 @@ int main(void)
         cmocka_unit_test_teardown(test_close_from_callback_and_stalled, server_restore),
         cmocka_unit_test_teardown(test_stalled_connection_dropped, server_restore),
         cmocka_unit_test_teardown(test_no_server, server_restore),
+        cmocka_unit_test_teardown(test_host_name, server_restore),
         cmocka_unit_test_teardown(test_server_killed_and_restarted, server_restore),
     };
     int failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
