@@ -116,9 +116,10 @@ unsigned http_server_close_peer(http_server *s, const char *fingerprint_hex);
  * no partial chains (a trusted intermediate alone does not make a chain valid). No client CA list
  * is sent (it would go stale when the store is replaced), so clients offer their certificate
  * whatever CA issued it. Server session cache (20000 sessions) and session tickets are on, with a
- * session id context so that sessions with client certificates resume. The caller owns *out and
- * frees it with SSL_CTX_free. Returns 0, REG_EINVAL (NULL argument), REG_ETLS (bad PEM, key not
- * matching the certificate; OpenSSL's reason is logged) or REG_ENOMEM. */
+ * session id context so that sessions with client certificates resume. (The server issues TLS 1.3
+ * tickets after a full handshake only, not after a resumption: see http_server.c.) The caller owns
+ * *out and frees it with SSL_CTX_free. Returns 0, REG_EINVAL (NULL argument), REG_ETLS (bad PEM,
+ * key not matching the certificate; OpenSSL's reason is logged) or REG_ENOMEM. */
 int http_tls_server_ctx(const char *cert_chain_pem, const char *key_pem, struct ssl_ctx_st **out);
 
 /* The parsed request of a pending request (valid until http_respond). */
