@@ -70,8 +70,9 @@ int jsonbody_only(const json_t *obj, const char *const *allowed, jsonbody_err *e
     return 0;
 }
 
-int jsonbody_string(const json_t *obj, const char *field, int required, size_t min, size_t max,
-                    const char **out, jsonbody_err *e)
+/* The check both string readers share; `lines` lets line breaks and tabs through. */
+static int string_member(const json_t *obj, const char *field, int required, size_t min,
+                         size_t max, int lines, const char **out, jsonbody_err *e)
 {
     json_t *v = json_object_get(obj, field);
     *out = NULL;
@@ -92,7 +93,9 @@ int jsonbody_string(const json_t *obj, const char *field, int required, size_t m
         return -1;
     }
     for (size_t i = 0; i < len; i++) {
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+        if (((unsigned char)s[i] < 0x20 && !(lines && (s[i] == '\n' || s[i] == '\r' ||
+                                                      s[i] == '\t'))) ||
+            s[i] == 0x7f) {
             snprintf(e->detail, sizeof e->detail, "'%s' contains a control character", field);
             return -1;
         }
@@ -113,4 +116,16 @@ int jsonbody_int(const json_t *obj, const char *field, long long min, long long 
     }
     *out = json_integer_value(v);
     return 0;
+}
+
+int jsonbody_string(const json_t *obj, const char *field, int required, size_t min, size_t max,
+                    const char **out, jsonbody_err *e)
+{
+    return string_member(obj, field, required, min, max, 0, out, e);
+}
+
+int jsonbody_text(const json_t *obj, const char *field, int required, size_t max, const char **out,
+                  jsonbody_err *e)
+{
+    return string_member(obj, field, required, 1, max, 1, out, e);
 }

@@ -24,6 +24,10 @@ int jsonbody_only(const json_t *obj, const char *const *allowed, jsonbody_err *e
 int jsonbody_string(const json_t *obj, const char *field, int required, size_t min, size_t max,
                     const char **out, jsonbody_err *e);
 
+/* Like jsonbody_string, for multi-line text such as PEM: line breaks and tabs are allowed. */
+int jsonbody_text(const json_t *obj, const char *field, int required, size_t max, const char **out,
+                  jsonbody_err *e);
+
 /* Reads an optional integer member within [min, max]; *out keeps its value when absent. */
 int jsonbody_int(const json_t *obj, const char *field, long long min, long long max, long long *out,
                  jsonbody_err *e);

@@ -85,7 +85,7 @@ static void add_factory_ca(ingest *in, http_req *req, const http_request *r,
     X509 *ca = NULL;
     char why[160] = "";
     if (jsonbody_only(body, allowed, &e) ||
-        jsonbody_string(body, "pem", 1, 1, CA_PEM_MAX, &pem, &e)) {
+        jsonbody_text(body, "pem", 1, CA_PEM_MAX, &pem, &e)) {
         problem(in, req, label, 400, e.detail);
         goto out;
     }

@@ -190,7 +190,8 @@ int view_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size
  * 0xff), meaning no upper bound. *ulen gets its length. */
 static char *prefix_successor(const void *prefix, size_t plen, size_t *ulen)
 {
-    char *u = malloc(plen ? plen : 1);
+    if (plen == 0) return NULL; /* the empty prefix: every key */
+    char *u = malloc(plen);
     if (!u) return NULL;
     memcpy(u, prefix, plen);
     size_t n = plen;

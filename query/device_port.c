@@ -296,7 +296,7 @@ static int parse_csr(device_port *dp, http_req *req, const char *label, const js
     jsonbody_err e = {{0}};
     const char *pem;
     *csr = NULL;
-    if (jsonbody_string(body, "csr", required, 1, CSR_MAX, &pem, &e)) {
+    if (jsonbody_text(body, "csr", required, CSR_MAX, &pem, &e)) {
         problem(dp, req, label, 400, e.detail);
         return -1;
     }

@@ -22,11 +22,13 @@ fail() { echo "FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
 pass() { CHECKS=$((CHECKS + 1)); }
 
 # start_role NAME ROLE ARGS...: starts `registry ROLE ARGS` in the background, waits for its
-# "listening api=HOST:PORT" line and sets the variable NAME to http://HOST:PORT.
+# "listening api=HOST:PORT" line and sets the variable NAME to http://HOST:PORT, and, for the
+# roles with a device port (serve, front), NAME_DEV to https://HOST:PORT.
 start_role() {
   local name=$1 role=$2; shift 2
-  local out="$WORK/$name.out"
-  "$REGISTRY_BIN" "$role" --listen-api 127.0.0.1:0 "$@" >"$out" 2>"$WORK/$name.err" &
+  local out="$WORK/$name.out" dev=()
+  case "$role" in serve | front) dev=(--listen-device 127.0.0.1:0) ;; esac
+  "$REGISTRY_BIN" "$role" --listen-api 127.0.0.1:0 "${dev[@]}" "$@" >"$out" 2>"$WORK/$name.err" &
   local pid=$!
   PIDS+=("$pid")
   eval "${name}_PID=$pid"
@@ -36,6 +38,8 @@ start_role() {
       local addr
       addr=$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$out" | head -n1)
       eval "$name=http://$addr"
+      addr=$(sed -n 's/^listening .* device=\([^ ]*\).*/\1/p' "$out" | head -n1)
+      [ -n "$addr" ] && eval "${name}_DEV=https://$addr"
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
