@@ -48,6 +48,7 @@ struct options {
     const char *into;
     const char *until;
     unsigned rotation_check_ms;
+    size_t max_manifest_bytes;
     int no_fsync;
 };
 
@@ -62,6 +63,7 @@ static void usage(FILE *f)
                "  --region NAME           region name (default local)\n"
                "  --no-fsync              do not sync embedded log appends (benchmarks only)\n"
                "  --rotation-check-ms N   how often certificates are checked for rotation (default 60000)\n"
+               "  --max-manifest-bytes N  largest POST /manifests body (default 67108864)\n"
                "  --into DIR              rebuild: where to build the view\n"
                "  --until TIME            rebuild: only events up to this RFC 3339 time\n");
 }
@@ -79,12 +81,14 @@ static int parse_options(int argc, char **argv, struct options *o)
                                              {"into", required_argument, NULL, 'i'},
                                              {"until", required_argument, NULL, 'u'},
                                              {"rotation-check-ms", required_argument, NULL, 'R'},
+                                             {"max-manifest-bytes", required_argument, NULL, 'm'},
                                              {"help", no_argument, NULL, 'h'},
                                              {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->data = "registry-data";
     o->listen_api = "127.0.0.1:8080";
     o->listen_device = "0.0.0.0:8443";
+    o->max_manifest_bytes = 64u << 20;
     o->region = "local";
     if (argc < 2 || argv[1][0] == '-') return -1;
     o->role = argv[1];
@@ -123,6 +127,16 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'u':
             o->until = optarg;
             break;
+        case 'm': {
+            char *end;
+            unsigned long long n = strtoull(optarg, &end, 10);
+            if (*end || n < 1024 || n > (1ull << 32)) {
+                fprintf(stderr, "registry: --max-manifest-bytes takes 1024 to 4294967296\n");
+                return -1;
+            }
+            o->max_manifest_bytes = (size_t)n;
+            break;
+        }
         case 'R': {
             char *end;
             long ms = strtol(optarg, &end, 10);
@@ -366,6 +380,9 @@ int main(int argc, char **argv)
     http_limits hl = {0};
     api_limits_default(&al);
     http_limits_default(&hl);
+    http_limits api_hl = hl;
+    api_hl.large_body_path = "/manifests"; /* a million serials in one upload */
+    api_hl.max_large_body_bytes = o.max_manifest_bytes;
     api_deps deps = {.view = v,
                      .view_is_secondary = !owns_view,
                      .commands = writes ? commands : NULL,
@@ -373,7 +390,7 @@ int main(int argc, char **argv)
                      .projector = proj,
                      .admin_hash = hash,
                      .keys = keys};
-    if ((err = api_start(loop, host, port, &al, &hl, &deps, &a))) {
+    if ((err = api_start(loop, host, port, &al, &api_hl, &deps, &a))) {
         fprintf(stderr, "registry: cannot listen on %s: %s\n", o.listen_api, reg_strerror(err));
         goto out;
     }

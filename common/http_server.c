@@ -133,6 +133,7 @@ typedef struct conn {
     size_t s_len, s_cap;
     char *body; /* body + NUL */
     size_t body_len, body_cap;
+    size_t body_max; /* this request's body limit (see http_limits.large_body_path) */
     char *in; /* bytes read while busy, parsed once the response is out: [in_off, in_len) */
     size_t in_off, in_len, in_cap;
     char *out; /* the response being written */
@@ -341,6 +342,7 @@ void http_limits_default(http_limits *l)
     if (!l) return;
     if (!l->max_header_bytes) l->max_header_bytes = 16 * 1024;
     if (!l->max_body_bytes) l->max_body_bytes = 1024 * 1024;
+    if (l->max_large_body_bytes < l->max_body_bytes) l->max_large_body_bytes = l->max_body_bytes;
     if (!l->max_headers) l->max_headers = 64;
     if (!l->idle_timeout_ms) l->idle_timeout_ms = 60000;
     if (!l->max_connections) l->max_connections = 10000;
@@ -591,11 +593,15 @@ static int on_headers_complete(http_parser *p)
      * application answer it. */
     p->upgrade = 0;
     if (parse_target(c)) return -1;
+    c->body_max = lim->large_body_path && c->path_off != NONE &&
+                          !strcmp(c->sbuf + c->path_off, lim->large_body_path)
+                      ? lim->max_large_body_bytes
+                      : lim->max_body_bytes;
     bool chunked = p->flags & F_CHUNKED;
     if (!chunked && p->content_length != ULLONG_MAX) {
-        if (p->content_length > lim->max_body_bytes)
+        if (p->content_length > c->body_max)
             return failf(c, 413, "request body of %llu bytes exceeds %zu bytes",
-                         (unsigned long long)p->content_length, lim->max_body_bytes);
+                         (unsigned long long)p->content_length, c->body_max);
         if (reserve(&c->body, &c->body_cap, (size_t)p->content_length + 1))
             return failf(c, 500, "out of memory");
     }
@@ -613,16 +619,16 @@ static int on_chunk_header(http_parser *p)
 {
     conn *c = p->data;
     /* A chunk's announced size already tells whether the body will be too large. */
-    if (p->content_length > c->srv->lim.max_body_bytes - c->body_len)
-        return failf(c, 413, "request body exceeds %zu bytes", c->srv->lim.max_body_bytes);
+    if (p->content_length > c->body_max - c->body_len)
+        return failf(c, 413, "request body exceeds %zu bytes", c->body_max);
     return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     conn *c = p->data;
-    if (n > c->srv->lim.max_body_bytes - c->body_len)
-        return failf(c, 413, "request body exceeds %zu bytes", c->srv->lim.max_body_bytes);
+    if (n > c->body_max - c->body_len)
+        return failf(c, 413, "request body exceeds %zu bytes", c->body_max);
     if (reserve(&c->body, &c->body_cap, c->body_len + n + 1)) return failf(c, 500, "out of memory");
     memcpy(c->body + c->body_len, at, n);
     c->body_len += n;

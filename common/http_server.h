@@ -41,6 +41,8 @@ typedef struct http_req http_req;
 typedef struct http_limits {
     size_t max_header_bytes;       /* request line + headers; default 16 KiB (431 over it) */
     size_t max_body_bytes;         /* default 1 MiB (413 over it) */
+    const char *large_body_path;   /* NULL, or the one path (exact, decoded) whose requests may */
+    size_t max_large_body_bytes;   /* carry bodies up to this (bulk uploads); >= max_body_bytes */
     unsigned max_headers;          /* default 64 (431) */
     unsigned idle_timeout_ms;      /* close a connection idle this long; default 60000 */
     unsigned max_connections;      /* refuse (close at once) beyond it; default 10000 */

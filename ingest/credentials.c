@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <uv.h>
 
 enum {
     MANIFEST_PART_SERIALS = 5000,         /* serials per part (command) at most */
@@ -392,56 +393,72 @@ static int parse_json_manifest(ingest *in, const http_request *r, struct manifes
     return 0;
 }
 
-static void add_manifest(ingest *in, http_req *req, const http_request *r,
-                         const auth_principal *who, const char *label)
+/* A manifest being parsed on the thread pool: a million serials take a good part of a second
+ * to parse and split, which must not stall the loop's other connections. */
+struct manifest_job {
+    uv_work_t work;
+    ingest *in;
+    http_req *req;
+    const http_request *r; /* the pending request's; valid until req is answered */
+    auth_principal who;
+    const char *label;
+    int csv, failed;
+    struct manifest m;
+    char detail[256];
+};
+
+static void parse_manifest(uv_work_t *w)
 {
-    struct manifest m = {0};
-    char detail[256] = "";
-    int csv = media_is(r, "text/csv");
-    if (!csv && !media_is(r, "application/json")) {
-        problem(in, req, label, 415, "a manifest is application/json or text/csv");
-        return;
-    }
-    if ((csv ? parse_csv(r->body, r->body_len, &m, detail, sizeof detail)
-             : parse_json_manifest(in, r, &m, detail, sizeof detail))) {
-        problem(in, req, label, 400, detail);
-        manifest_free(&m);
-        return;
-    }
+    struct manifest_job *j = w->data;
+    j->failed = j->csv ? parse_csv(j->r->body, j->r->body_len, &j->m, j->detail, sizeof j->detail)
+                       : parse_json_manifest(j->in, j->r, &j->m, j->detail, sizeof j->detail);
+}
+
+static void submit_manifest(uv_work_t *w, int status)
+{
+    struct manifest_job *j = w->data;
+    ingest *in = j->in;
     size_t parts = 0;
-    for (size_t i = 0; i < m.ngroups; i++) {
-        struct group *g = &m.groups[i];
+    struct upload *u = NULL;
+    if (ingest_stopping(in)) {
+        /* The metrics may be gone with the API: answer without them. */
+        http_respond_problem(j->req, 503, "the server is stopping");
+        goto out;
+    }
+    if (j->failed) {
+        problem(in, j->req, j->label, 400, j->detail);
+        goto out;
+    }
+    for (size_t i = 0; i < j->m.ngroups; i++) {
+        struct group *g = &j->m.groups[i];
         if (json_array_size(g->serials)) json_array_append(g->parts, g->serials);
         parts += json_array_size(g->parts);
     }
     if (parts == 0) {
-        problem(in, req, label, 400, "the manifest holds no serial numbers");
-        manifest_free(&m);
-        return;
+        problem(in, j->req, j->label, 400, "the manifest holds no serial numbers");
+        goto out;
     }
-    struct upload *u = calloc(1, sizeof *u);
-    if (!u) {
-        problem(in, req, label, 503, "out of memory");
-        manifest_free(&m);
-        return;
+    if (!(u = calloc(1, sizeof *u))) {
+        problem(in, j->req, j->label, 503, "out of memory");
+        goto out;
     }
     reg_uuid mid;
     reg_uuid_random(&mid);
     reg_uuid_format(&mid, u->manifest_id);
     u->in = in;
-    u->req = req;
-    u->label = label;
-    u->start_ns = r->start_ns;
+    u->req = j->req;
+    u->label = j->label;
+    u->start_ns = j->r->start_ns;
     u->parts = u->outstanding = (int)parts;
     int part = 0;
-    for (size_t i = 0; i < m.ngroups; i++) {
-        struct group *g = &m.groups[i];
-        size_t j;
+    for (size_t i = 0; i < j->m.ngroups; i++) {
+        struct group *g = &j->m.groups[i];
+        size_t k;
         json_t *serials;
-        json_array_foreach(g->parts, j, serials)
+        json_array_foreach(g->parts, k, serials)
         {
             json_t *cmd = ingest_command(
-                who->actor, who->tenant_s, "AddManifest",
+                j->who.actor, j->who.tenant_s, "AddManifest",
                 json_pack("{s:s, s:s, s:s?, s:O, s:i, s:i}", "manifest_id", u->manifest_id,
                           "device_type", g->device_type, "hardware_revision",
                           g->has_hw ? g->hardware_revision : NULL, "serials", serials, "part",
@@ -449,7 +466,38 @@ static void add_manifest(ingest *in, http_req *req, const http_request *r,
             ingest_submit_cb(in, cmd, on_part, u); /* the last outcome frees u */
         }
     }
-    manifest_free(&m);
+out:
+    manifest_free(&j->m);
+    free(j);
+    ingest_work_end(in);
+}
+
+static void add_manifest(ingest *in, http_req *req, const http_request *r,
+                         const auth_principal *who, const char *label)
+{
+    int csv = media_is(r, "text/csv");
+    if (!csv && !media_is(r, "application/json")) {
+        problem(in, req, label, 415, "a manifest is application/json or text/csv");
+        return;
+    }
+    struct manifest_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        problem(in, req, label, 503, "out of memory");
+        return;
+    }
+    j->work.data = j;
+    j->in = in;
+    j->req = req;
+    j->r = r;
+    j->who = *who;
+    j->label = label;
+    j->csv = csv;
+    ingest_work_begin(in);
+    if (uv_queue_work(ingest_loop(in), &j->work, parse_manifest, submit_manifest)) {
+        ingest_work_end(in);
+        free(j);
+        problem(in, req, label, 503, "the manifest could not be queued");
+    }
 }
 
 void ingest_credentials(ingest *in, http_req *req, const http_request *r, const auth_principal *who,

@@ -18,6 +18,7 @@
 #include "schemas/codec.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,9 @@ struct ingest {
 
     uv_timer_t sweep;
     uv_async_t wake;
+    unsigned works;    /* thread-pool jobs of this ingest side still to complete (ingest_work) */
+    bool stopping;     /* ingest_free was called */
+    bool handles_closed;
     pthread_mutex_t mu;
     struct append_failure *failures; /* guarded by mu */
 };
@@ -239,14 +243,41 @@ static void on_handle_closed(uv_handle_t *h)
 {
     ingest *in = h->data;
     if (h == (uv_handle_t *)&in->wake) {
+        in->handles_closed = true;
+        if (in->works == 0) {
+            pthread_mutex_destroy(&in->mu);
+            free(in);
+        }
+    }
+}
+
+void ingest_work_begin(ingest *in)
+{
+    in->works++;
+}
+
+bool ingest_stopping(const ingest *in)
+{
+    return in->stopping;
+}
+
+void ingest_work_end(ingest *in)
+{
+    if (--in->works == 0 && in->handles_closed) {
         pthread_mutex_destroy(&in->mu);
         free(in);
     }
 }
 
+uv_loop_t *ingest_loop(const ingest *in)
+{
+    return in->loop;
+}
+
 void ingest_free(ingest *in)
 {
     if (!in) return;
+    in->stopping = true;
     while (in->oldest)
         pending_fail(in, in->oldest, 503, "the server is stopping");
     codec_registry_free(in->codec);

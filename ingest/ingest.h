@@ -8,6 +8,7 @@
 #define REG_INGEST_H
 
 #include "bus.h"
+#include <stdbool.h>
 #include "eventlog.h"
 #include "keystore.h"
 #include "http_server.h"
@@ -77,6 +78,14 @@ keystore *ingest_keys(const ingest *in);
 /* The limits and metrics the ingest side was made with (for ingest/credentials.c). */
 const api_limits *ingest_limits(const ingest *in);
 metrics *ingest_metrics(const ingest *in);
+
+/* Work done off the loop (a manifest parsed on libuv's thread pool) holds the ingest side: it
+ * is freed only after the last ingest_work_end. When the work completes and ingest_stopping
+ * says so, the caller answers 503 instead of submitting. */
+void ingest_work_begin(ingest *in);
+bool ingest_stopping(const ingest *in);
+void ingest_work_end(ingest *in);
+struct uv_loop_s *ingest_loop(const ingest *in);
 
 /* Commands waiting for their outcome now. */
 size_t ingest_pending(const ingest *in);
