@@ -117,6 +117,38 @@ port=$(free_port)
 start_nginx "$port"
 echo "nginx $(/usr/sbin/nginx -v 2>&1 | sed 's/.*nginx\///'), worker_processes $workers;" \
   "bench_handshake: $threads threads, ${seconds}s per mode; $(nproc) cores; $(openssl version)"
-bench_target nginx 127.0.0.1 "$port" "$work/ca.pem"
-# Next target (the registry's device port, once wired), e.g.:
-#   bench_target registry 127.0.0.1 "$registry_port" "$work/ca.pem"
+bench_target nginx 127.0.0.1 "$port" "$work/ca.pem" | tee "$work/nginx.out"
+
+# --- the registry's device port ---------------------------------------------------------------
+# The same client certificate: its CA is registered as a tenant's factory CA, so the registry's
+# handshake verifies the chain against its trust store as nginx does.
+start_registry() {
+  REGISTRY_ADMIN_TOKEN=bench-admin "$build/registry" serve --data "$work/reg" \
+    --listen-api 127.0.0.1:0 --listen-device 127.0.0.1:0 >"$work/reg.out" 2>"$work/reg.err" &
+  registry_pid=$!
+  local i
+  for i in $(seq 300); do
+    grep -q '^listening' "$work/reg.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  api=$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$work/reg.out")
+  dev_port=$(sed -n 's/^listening .* device=[^ ]*:\([0-9]*\).*/\1/p' "$work/reg.out")
+  local token
+  token=$(curl -sf -X POST -H 'Authorization: Bearer bench-admin' -H 'Content-Type: application/json' \
+    -d '{"name":"bench"}' "http://$api/tenants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  python3 -c 'import json,sys; print(json.dumps({"pem": open(sys.argv[1]).read()}))' "$work/ca.pem" |
+    curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+      --data-binary @- "http://$api/factory-cas"
+}
+registry_pid=
+trap 'if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; fi; cleanup' EXIT
+start_registry
+bench_target registry 127.0.0.1 "$dev_port" "$work/reg/server-ca.pem" | tee "$work/registry.out"
+python3 - "$work/nginx.out" "$work/registry.out" <<'PY'
+import re, sys
+def rates(f):
+    return {l.split()[1].split("=")[1]: float(re.search(r"per_sec=([0-9.]+)", l).group(1)) for l in open(f)}
+n, r = rates(sys.argv[1]), rates(sys.argv[2])
+for mode in ("full", "resumed"):
+    print(f"ratio registry/nginx {mode}: {r[mode] / n[mode]:.2f}")
+PY

@@ -13,43 +13,7 @@ CA_SERVER="$DATA/server-ca.pem"
 P="$WORK/pki"
 mkdir -p "$P"
 
-# jstr FILE: the file's contents as a JSON string.
-jstr() { python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$1"; }
-# key FILE: a new P-256 key.
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-# factory_ca NAME: a self-signed CA like a manufacturer's.
-factory_ca() {
-  key "$P/$1.key"
-  openssl req -x509 -new -key "$P/$1.key" -subj "/CN=$1/O=Acme Devices" -days 30 \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
-    -out "$P/$1.pem" 2>/dev/null
-}
-# factory_cert CA NAME SUBJECT: a device's factory certificate signed by CA.
-factory_cert() {
-  key "$P/$2.key"
-  openssl req -new -key "$P/$2.key" -subj "$3" -out "$P/$2.csr" 2>/dev/null
-  openssl x509 -req -in "$P/$2.csr" -CA "$P/$1.pem" -CAkey "$P/$1.key" -CAcreateserial -days 10 \
-    -out "$P/$2.pem" 2>/dev/null
-}
-# csr NAME: a key and a CSR for it.
-csr() {
-  key "$P/$1.key"
-  openssl req -new -key "$P/$1.key" -subj "/CN=$1" -out "$P/$1.csr" 2>/dev/null
-}
-# dreq METHOD URL CERT KEY [BODY]: a device request over mutual TLS (CERT "" for none); sets
-# STATUS, BODY and CURL_RC.
-dreq() {
-  local method=$1 url=$2 cert=$3 k=$4 body=${5-}
-  local args=(-sS -o "$WORK/body" -w '%{http_code}' -X "$method" --max-time 30 --cacert "$CA_SERVER")
-  [ -n "$cert" ] && args+=(--cert "$cert" --key "$k")
-  [ -n "$body" ] && args+=(-H "Content-Type: application/json" --data-binary "$body")
-  CURL_RC=0
-  STATUS=$(curl "${args[@]}" "$url" 2>"$WORK/curl.err") || CURL_RC=$?
-  BODY=$(cat "$WORK/body" 2>/dev/null || true)
-  rm -f "$WORK/body"
-}
-# save EXPR FILE: writes a string field of BODY to FILE.
-save() { python3 -c "import json,sys; open(sys.argv[2],'w').write(eval(sys.argv[3], {'b': json.loads(sys.argv[1])}))" "$BODY" "$2" "$1"; }
+source "$(dirname "$E2E_LIB")/pki.sh"
 
 # ---- the tenant and its issuing CA ----
 CONTEXT="tenant"; req POST "$API/tenants" "$ADMIN" '{"name":"acme","cert_validity_days":30,"rotate_before_days":7,"overlap_days":1}'
@@ -250,33 +214,7 @@ req POST "$API/devices/$D3/certificates/rotate" "$T" ''; expect 403
 
 # ---- revocation ----
 CONTEXT="live connection before revocation"
-python3 - "$API_DEV" "$D1" "$P/d1c.pem" "$P/d1c.key" "$CA_SERVER" "$API" "$T" > "$WORK/live.out" 2>&1 <<'PY' &
-import http.client, json, ssl, sys, time, urllib.parse, urllib.request
-dev, device, cert, key, ca, api, token = sys.argv[1:8]
-u = urllib.parse.urlparse(dev)
-ctx = ssl.create_default_context(cafile=ca)
-ctx.check_hostname = False
-ctx.load_cert_chain(cert, key)
-c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=10)
-c.request("GET", "/devices/" + device)
-r = c.getresponse(); r.read()
-print("first", r.status, flush=True)
-cert_id = None
-req = urllib.request.Request(api + "/devices/" + device + "/certificates", headers={"Authorization": "Bearer " + token})
-for cc in json.load(urllib.request.urlopen(req)):
-    if cc["is_primary"]: cert_id = cc["cert_id"]
-req = urllib.request.Request(api + "/certificates/" + cert_id + "/revoke", data=b'{"reason":"key compromise"}', method="POST",
-                             headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-print("revoke", urllib.request.urlopen(req).status, cert_id, flush=True)
-time.sleep(0.3)
-try:
-    c.request("GET", "/devices/" + device)
-    r = c.getresponse(); r.read()
-    print("second", r.status, flush=True)
-except Exception as e:
-    print("second closed", type(e).__name__, flush=True)
-PY
-wait $! || true
+live_then_revoke "$API_DEV" "$D1" "$P/d1c.pem" "$P/d1c.key" "$API" "$T" > "$WORK/live.out" 2>&1
 if grep -q "^first 200" "$WORK/live.out" && grep -q "^revoke 200" "$WORK/live.out" && grep -q "^second closed" "$WORK/live.out"; then pass; else fail "live connection not dropped: $(cat "$WORK/live.out")"; fi
 REVOKED=$(sed -n 's/^revoke 200 //p' "$WORK/live.out")
 CONTEXT="revoked: refused"; dreq GET "$API_DEV/devices/$D1" "$P/d1c.pem" "$P/d1c.key"; expect 401 "'revoked' in b['detail']"

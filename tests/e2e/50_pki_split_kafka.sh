@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Credentials in the distributed deployment, against the real Kafka broker and Redis that
+# ops/test.sh starts: `registry project`, `registry ingest` and two `registry front` processes
+# with device ports (given --kafka, the fronts append device bootstraps and activations
+# themselves). A device bootstraps on one front end and authenticates on the other (which finds
+# its certificate's status in Redis rather than its view); a revocation sent to the ingest process
+# is refused at once on both front ends and drops the device's live connection on the other one.
+source "$E2E_LIB"
+: "${KAFKA_BROKERS:?the real broker is needed: run through ops/test.sh}"
+: "${REDIS_ADDR:?Redis is needed: run through ops/test.sh}"
+REGION="pki$$"
+DATA="$WORK/data"
+COMMON=(--data "$DATA" --region "$REGION" --redis "$REDIS_ADDR" --kafka "$KAFKA_BROKERS")
+start_role PROJ project "${COMMON[@]}"
+start_role ING ingest "${COMMON[@]}"
+start_role FRONT1 front "${COMMON[@]}"
+start_role FRONT2 front "${COMMON[@]}"
+CA_SERVER="$DATA/server-ca.pem"
+P="$WORK/pki"
+mkdir -p "$P"
+source "$(dirname "$E2E_LIB")/pki.sh"
+
+CONTEXT="tenant"; req POST "$ING/tenants" "$ADMIN" '{"name":"split-pki"}'; expect 201
+T=$(field "b['token']")
+factory_ca factory
+CONTEXT="factory CA"; req POST "$ING/factory-cas" "$T" "{\"pem\":$(jstr "$P/factory.pem")}"; expect 201
+CONTEXT="manifest"; req POST "$ING/manifests" "$T" '{"device_type":"meter","serials":["K-1","K-2"]}'; expect 201 "b['count']==2"
+factory_cert factory k1 "/CN=K-1"
+
+CONTEXT="bootstrap on front 1"
+ok=0
+for i in $(seq 1 50); do # the front ends learn of the new factory CA through the bus
+  dreq POST "$FRONT1_DEV/devices/provision" "$P/k1.pem" "$P/k1.key" '{"serial_number":"K-1"}'
+  if [ "$STATUS" = 201 ]; then ok=1; break; fi
+  sleep 0.1
+done
+expect 201 "'PRIVATE KEY' in b['private_key_pem']"
+D=$(field "b['device_id']"); save "b['certificate_pem']" "$P/d.pem"; save "b['private_key_pem']" "$P/d.key"
+CONTEXT="authenticate on front 2 (activation)"; dreq GET "$FRONT2_DEV/devices/$D" "$P/d.pem" "$P/d.key"
+expect 200 "b['status']=='active'"
+CONTEXT="authenticate on front 1: from Redis"; dreq GET "$FRONT1_DEV/devices/$D" "$P/d.pem" "$P/d.key"; expect 200
+req GET "$FRONT1/metrics" ""
+if echo "$BODY" | grep -q 'registry_device_auth_total{tier="shared"} [1-9]'; then pass; else fail "front 1 did not use the shared cache: $(echo "$BODY" | grep device_auth)"; fi
+CONTEXT="operator read on a front"; req GET "$FRONT2/devices/$D/certificates" "$T"; expect 200 "len(b)==1 and b[0]['status']=='active'"
+
+CONTEXT="revoke through ingest, live connection on front 2"
+live_then_revoke "$FRONT2_DEV" "$D" "$P/d.pem" "$P/d.key" "$ING" "$T" > "$WORK/live.out" 2>&1 || true
+if grep -q "^first 200" "$WORK/live.out" && grep -q "^revoke 200" "$WORK/live.out" && grep -q "^second closed" "$WORK/live.out"; then pass; else fail "live connection: $(cat "$WORK/live.out")"; fi
+CONTEXT="refused on front 1"; dreq GET "$FRONT1_DEV/devices/$D" "$P/d.pem" "$P/d.key"; expect 401 "'revoked' in b['detail']"
+CONTEXT="refused on front 2"; dreq GET "$FRONT2_DEV/devices/$D" "$P/d.pem" "$P/d.key"; expect 401
+CONTEXT="CRL on a front"; req GET "$FRONT1/crl" "$T"; expect 200
+printf '%s\n' "$BODY" > "$P/crl.pem"
+SERIAL=$(openssl x509 -in "$P/d.pem" -noout -serial | cut -d= -f2)
+if openssl crl -in "$P/crl.pem" -noout -text | tr -d ' ' | grep -qi "SerialNumber:$SERIAL"; then pass; else fail "the CRL does not list $SERIAL"; fi
+
+CONTEXT="claims across processes"
+req POST "$ING/claims" "$T" '{"device_type":"sensor","max_uses":3,"ttl_seconds":600}'; expect 201
+CLAIM=$(field "b['claim_token']")
+csr c
+codes=()
+for f in "$FRONT1_DEV" "$FRONT2_DEV" "$FRONT1_DEV" "$FRONT2_DEV" "$FRONT1_DEV"; do
+  dreq POST "$f/devices/claim" "" "" "{\"claim_token\":\"$CLAIM\",\"csr\":$(jstr "$P/c.csr")}"
+  codes+=("$STATUS")
+done
+if [ "${codes[*]}" = "201 201 201 403 403" ]; then pass; else fail "claim redemptions: ${codes[*]}"; fi
+
+for r in FRONT2 FRONT1 ING PROJ; do stop_role "$r"; done
+finish

@@ -1,0 +1,74 @@
+# pki.sh - helpers for the credentials end-to-end tests, sourced after lib.sh: the `openssl`
+# command line plays the manufacturer (CAs, keys, CSRs, factory certificates) and curl the device.
+# Expects P (a folder for the files made) and CA_SERVER (the device port's CA, DATA/server-ca.pem).
+
+# jstr FILE: the file's contents as a JSON string.
+jstr() { python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$1"; }
+# key FILE: a new P-256 key.
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+# factory_ca NAME: a self-signed CA like a manufacturer's.
+factory_ca() {
+  key "$P/$1.key"
+  openssl req -x509 -new -key "$P/$1.key" -subj "/CN=$1/O=Acme Devices" -days 30 \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    -out "$P/$1.pem" 2>/dev/null
+}
+# factory_cert CA NAME SUBJECT: a device's factory certificate signed by CA.
+factory_cert() {
+  key "$P/$2.key"
+  openssl req -new -key "$P/$2.key" -subj "$3" -out "$P/$2.csr" 2>/dev/null
+  openssl x509 -req -in "$P/$2.csr" -CA "$P/$1.pem" -CAkey "$P/$1.key" -CAcreateserial -days 10 \
+    -out "$P/$2.pem" 2>/dev/null
+}
+# csr NAME: a key and a CSR for it.
+csr() {
+  key "$P/$1.key"
+  openssl req -new -key "$P/$1.key" -subj "/CN=$1" -out "$P/$1.csr" 2>/dev/null
+}
+# dreq METHOD URL CERT KEY [BODY]: a device request over mutual TLS (CERT "" for none); sets
+# STATUS, BODY and CURL_RC.
+dreq() {
+  local method=$1 url=$2 cert=$3 k=$4 body=${5-}
+  local args=(-sS -o "$WORK/body" -w '%{http_code}' -X "$method" --max-time 30 --cacert "$CA_SERVER")
+  [ -n "$cert" ] && args+=(--cert "$cert" --key "$k")
+  [ -n "$body" ] && args+=(-H "Content-Type: application/json" --data-binary "$body")
+  CURL_RC=0
+  STATUS=$(curl "${args[@]}" "$url" 2>"$WORK/curl.err") || CURL_RC=$?
+  BODY=$(cat "$WORK/body" 2>/dev/null || true)
+  rm -f "$WORK/body"
+}
+# save EXPR FILE: writes a string field of BODY to FILE.
+save() { python3 -c "import json,sys; open(sys.argv[2],'w').write(eval(sys.argv[3], {'b': json.loads(sys.argv[1])}))" "$BODY" "$2" "$1"; }
+
+# live_then_revoke DEVICE_URL DEVICE_ID CERT KEY API_URL TOKEN: opens a keep-alive connection
+# with the device's certificate and reads its record ("first 200"), revokes the certificate
+# through the operator API ("revoke 200 CERT_ID"), then tries the same connection again: "second
+# closed ..." when the registry dropped it, "second STATUS" otherwise.
+live_then_revoke() {
+  python3 - "$1" "$2" "$3" "$4" "$CA_SERVER" "$5" "$6" <<'PY'
+import http.client, json, ssl, sys, time, urllib.parse, urllib.request
+dev, device, cert, key, ca, api, token = sys.argv[1:8]
+u = urllib.parse.urlparse(dev)
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+ctx.load_cert_chain(cert, key)
+c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=10)
+c.request("GET", "/devices/" + device)
+r = c.getresponse(); r.read()
+print("first", r.status, flush=True)
+cert_id = None
+req = urllib.request.Request(api + "/devices/" + device + "/certificates", headers={"Authorization": "Bearer " + token})
+for cc in json.load(urllib.request.urlopen(req)):
+    if cc["is_primary"]: cert_id = cc["cert_id"]
+req = urllib.request.Request(api + "/certificates/" + cert_id + "/revoke", data=b'{"reason":"key compromise"}', method="POST",
+                             headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+print("revoke", urllib.request.urlopen(req).status, cert_id, flush=True)
+time.sleep(0.3)
+try:
+    c.request("GET", "/devices/" + device)
+    r = c.getresponse(); r.read()
+    print("second", r.status, flush=True)
+except Exception as e:
+    print("second closed", type(e).__name__, flush=True)
+PY
+}
