@@ -103,6 +103,12 @@ CONTEXT="unknown CA: TLS refusal"; dreq POST "$API_DEV/devices/provision" "$P/sn
 if [ "$CURL_RC" -ne 0 ] || [ "$STATUS" = 403 ]; then pass; else fail "unknown CA accepted: $STATUS $BODY"; fi
 CONTEXT="another tenant's CA"; req POST "$API/factory-cas" "$T2" "{\"pem\":$(jstr "$P/other-factory.pem")}"; expect 201
 dreq POST "$API_DEV/devices/provision" "$P/sn3x.pem" "$P/sn3x.key" '{"serial_number":"SN-3"}'; expect 403
+CONTEXT="expired factory certificate"; dated_cert acme-factory old3 "/CN=SN-3" 20200101000000Z 20200102000000Z
+dreq POST "$API_DEV/devices/provision" "$P/old3.pem" "$P/old3.key" '{"serial_number":"SN-3"}'
+if [ -s "$P/old3.pem" ] && { [ "$CURL_RC" -ne 0 ] || [ "$STATUS" = 403 ]; }; then pass; else fail "expired certificate accepted: $STATUS $BODY"; fi
+CONTEXT="not yet valid factory certificate"; dated_cert acme-factory new3 "/CN=SN-3" 20990101000000Z 20990102000000Z
+dreq POST "$API_DEV/devices/provision" "$P/new3.pem" "$P/new3.key" '{"serial_number":"SN-3"}'
+if [ -s "$P/new3.pem" ] && { [ "$CURL_RC" -ne 0 ] || [ "$STATUS" = 403 ]; }; then pass; else fail "future certificate accepted: $STATUS $BODY"; fi
 factory_cert acme-factory sn3 "/CN=SN-3"
 CONTEXT="CSR with a bad signature"
 python3 - "$P/d2.csr" "$P/bad.csr" <<'PY'

@@ -72,3 +72,17 @@ except Exception as e:
     print("second closed", type(e).__name__, flush=True)
 PY
 }
+
+# dated_cert CA NAME SUBJECT START END: a factory certificate valid only from START to END
+# (YYYYMMDDHHMMSSZ), signed by CA with `openssl ca` (x509 -req cannot date a certificate).
+dated_cert() {
+  local db="$P/ca-db"
+  mkdir -p "$db"
+  [ -f "$db/index.txt" ] || { : > "$db/index.txt"; echo 1000 > "$db/serial"; }
+  printf '[ca]\ndefault_ca=d\n[d]\ndatabase=%s/index.txt\nserial=%s/serial\nnew_certs_dir=%s\ndefault_md=sha256\npolicy=p\nunique_subject=no\n[p]\ncommonName=supplied\n' \
+    "$db" "$db" "$db" > "$P/ca.cnf"
+  key "$P/$2.key"
+  openssl req -new -key "$P/$2.key" -subj "$3" -out "$P/$2.csr" 2>/dev/null
+  openssl ca -batch -config "$P/ca.cnf" -cert "$P/$1.pem" -keyfile "$P/$1.key" -in "$P/$2.csr" \
+    -out "$P/$2.pem" -startdate "$4" -enddate "$5" -notext >/dev/null 2>&1
+}
