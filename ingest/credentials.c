@@ -317,8 +317,8 @@ static int parse_csv(const char *text, size_t len, struct manifest *m, char *det
         if (n && line[n - 1] == '\r') n--;
         if (n == 0) continue;
         if (row == 1 && n >= 13 && !strncasecmp(line, "serial_number", 13)) continue;
-        const char *f[4];
-        size_t fl[4];
+        const char *f[4] = {0};
+        size_t fl[4] = {0};
         int nf = 0;
         const char *p = line, *end = line + n;
         while (nf < 4) {

@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "err.h"
 #include "projector/apply_util.h"
+#include "projector/records.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -48,20 +49,12 @@ static void expiry_key(reg_key *k, json_int_t not_after_ms, const uint8_t tid[16
     key_add(key_add(key_be64(key_reset(k), (uint64_t)not_after_ms), tid, 16), cert_id, 16);
 }
 
-/* A certificate's status record by its id; *fp gets the fingerprint key. NULL when absent. */
+/* A certificate's status record by its id; *fp_key gets its key. NULL when absent. */
 static json_t *cert_by_id(view_txn *t, const reg_uuid *tid, const char *cert_id, reg_key *fp_key)
 {
-    reg_uuid cid;
-    reg_key k;
-    char *fp = NULL;
-    size_t len = 0;
-    if (reg_uuid_parse(cert_id, &cid)) return NULL;
-    key_tagged(&k, 'c', tid->b, cid.b);
-    if (view_txn_get(t, VIEW_CERTS, k.b, k.len, &fp, &len)) return NULL;
     json_t *rec = NULL;
-    if (len == 32) rec = load_json(t, VIEW_CERTS, key_hash(fp_key, 'f', (uint8_t *)fp));
-    free(fp);
-    return rec;
+    view_src src = {NULL, t};
+    return record_cert_by_id(src, tid, cert_id, &rec, fp_key) ? NULL : rec;
 }
 
 /* Takes the certificate out of the rotation scheduler's walk. */

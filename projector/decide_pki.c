@@ -407,29 +407,11 @@ out:
 static json_t *load_cert_by_id(view_txn *t, const reg_uuid *tid, const char *cert_id, decision *d,
                                int *err)
 {
-    reg_uuid cid;
-    reg_key k;
-    char *fp = NULL;
-    size_t len = 0;
+    json_t *rec = NULL;
+    view_src src = {NULL, t};
+    *err = record_cert_by_id(src, tid, cert_id, &rec, NULL);
+    if (*err != REG_ENOTFOUND) return rec;
     *err = 0;
-    if (reg_uuid_parse(cert_id, &cid)) goto not_found;
-    key_tagged(&k, 'c', tid->b, cid.b);
-    int e = view_txn_get(t, VIEW_CERTS, k.b, k.len, &fp, &len);
-    if (e == REG_ENOTFOUND) goto not_found;
-    if (e) {
-        *err = e;
-        return NULL;
-    }
-    if (len != 32) {
-        free(fp);
-        *err = REG_EDECODE;
-        return NULL;
-    }
-    json_t *rec = load_json(t, VIEW_CERTS, key_hash(&k, 'f', (uint8_t *)fp), err);
-    free(fp);
-    if (rec || *err != REG_ENOTFOUND) return rec;
-    *err = 0;
-not_found:
     decide_reject(d, 404, "Not Found", "no such certificate");
     return NULL;
 }

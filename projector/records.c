@@ -42,3 +42,25 @@ int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device
     json_decref(dev);
     return 0;
 }
+
+int record_cert_by_id(view_src src, const reg_uuid *tenant, const char *cert_id, json_t **out,
+                      reg_key *fp_key)
+{
+    reg_uuid cid;
+    reg_key k, fk;
+    char *fp = NULL;
+    size_t len = 0;
+    if (reg_uuid_parse(cert_id, &cid)) return REG_ENOTFOUND;
+    key_tagged(&k, 'c', tenant->b, cid.b);
+    int err = view_src_get(src, VIEW_CERTS, k.b, k.len, &fp, &len);
+    if (err) return err;
+    if (len != 32) {
+        free(fp);
+        return REG_EDECODE;
+    }
+    key_hash(&fk, 'f', (uint8_t *)fp);
+    free(fp);
+    err = load_json(src, VIEW_CERTS, &fk, out);
+    if (!err && fp_key) *fp_key = fk;
+    return err;
+}

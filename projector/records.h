@@ -25,4 +25,10 @@ int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device
 /* The stored tenant JSON. The caller owns *out. */
 int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out);
 
+/* A certificate's status record (certs 'f') by the tenant's cert_id (a UUID string); fp_key, when
+ * not NULL, gets the record's key. The caller owns *out. 0, REG_ENOTFOUND or REG_E*. */
+struct reg_key;
+int record_cert_by_id(view_src src, const reg_uuid *tenant, const char *cert_id, json_t **out,
+                      struct reg_key *fp_key);
+
 #endif
