@@ -479,7 +479,8 @@ int pki_check_ca(X509 *cert, int64_t now_ms, char *why, size_t why_cap)
     if (ss < 0) return refuse(why, why_cap, "CA certificate is malformed");
     if (ss == 1 && X509_self_signed(cert, 1) != 1)
         return refuse(why, why_cap, "self-signed CA signature does not verify");
-    if (pki_cert_not_before_ms(cert) > now_ms)
+    /* A CA made a moment ago on a machine whose clock runs a little ahead is still acceptable. */
+    if (pki_cert_not_before_ms(cert) > now_ms + PKI_CLOCK_SKEW_MS)
         return refuse(why, why_cap, "CA certificate is not yet valid");
     if (pki_cert_not_after_ms(cert) < now_ms)
         return refuse(why, why_cap, "CA certificate has expired");

@@ -24,6 +24,9 @@
 #define PKI_FINGERPRINT_HEX 65 /* SHA-256 hex + NUL */
 #define PKI_SERIAL_HEX 41      /* up to 20 bytes of serial as hex + NUL */
 
+/* How far in the future a CA's notBefore may be when it is registered (clocks differ). */
+#define PKI_CLOCK_SKEW_MS (5 * 60 * 1000)
+
 /* Upper bounds on parsed input (a PEM bundle holding more certificates is refused). */
 #define PKI_MAX_CHAIN 8
 
@@ -64,7 +67,8 @@ int pki_cert_subject_cn(X509 *cert, char *out, size_t cap);
 
 /* Accepts a certificate as a CA that may issue device certificates: basicConstraints CA:TRUE,
  * keyUsage (when present) includes keyCertSign, self-consistent signature when self-signed, and
- * valid at now_ms. REG_EINVAL with a reason otherwise. */
+ * valid at now_ms (a notBefore up to PKI_CLOCK_SKEW_MS ahead is tolerated). REG_EINVAL with a
+ * reason otherwise. */
 int pki_check_ca(X509 *cert, int64_t now_ms, char *why, size_t why_cap);
 
 /* A new self-signed CA: subject CN=cn (and O=org when org is not NULL), ECDSA P-256 key,

@@ -40,6 +40,7 @@ enum {
     NOT_BEFORE_SLACK_MS = 5 * 60 * 1000, /* device clocks run a little behind */
     CSR_MAX = 16 * 1024,
     MAX_TENANTS_PER_CA = 64,
+    ISSUING_CACHE = 64, /* tenants whose issuing CA is kept parsed (OpenSSL 3.0 decodes slowly) */
     JSON_DEPTH = 8,
 };
 
@@ -52,6 +53,11 @@ struct device_port {
     SSL_CTX *ctx;
     devauth *auth;
     uint64_t refused, activations;
+    struct {
+        reg_uuid tenant;
+        X509 *cert;
+    } issuing[ISSUING_CACHE]; /* parsed issuing CAs (immutable per tenant), round-robin */
+    unsigned issuing_next;
     unsigned outstanding; /* authreqs alive: they hold dp */
     bool stopping;        /* device_port_stop was called: free dp with the last authreq */
 };
@@ -69,6 +75,8 @@ struct authreq {
 
 static void port_free(device_port *dp)
 {
+    for (unsigned i = 0; i < ISSUING_CACHE; i++)
+        X509_free(dp->issuing[i].cert);
     devauth_free(dp->auth);
     SSL_CTX_free(dp->ctx); /* connections still closing hold their own references */
     free(dp);
@@ -182,6 +190,31 @@ done:
 
 /* ---- signing ---- */
 
+/* The tenant's issuing CA certificate, parsed once (borrowed: valid until the cache's slot is
+ * reused, i.e. for the rest of the caller's synchronous work). NULL when the view lacks it. */
+static X509 *issuing_ca(device_port *dp, const reg_uuid *tenant)
+{
+    for (unsigned i = 0; i < ISSUING_CACHE; i++)
+        if (dp->issuing[i].cert && !memcmp(dp->issuing[i].tenant.b, tenant->b, 16))
+            return dp->issuing[i].cert;
+    reg_key k;
+    key_tagged(&k, 'i', tenant->b, NULL);
+    char *pem = NULL;
+    size_t len = 0;
+    X509 *cert = NULL;
+    if (view_get(dp->deps.view, VIEW_CAS, k.b, k.len, &pem, &len) ||
+        pki_cert_from_pem(pem, len, &cert)) {
+        free(pem);
+        return NULL;
+    }
+    free(pem);
+    unsigned slot = dp->issuing_next++ % ISSUING_CACHE;
+    X509_free(dp->issuing[slot].cert);
+    dp->issuing[slot].tenant = *tenant;
+    dp->issuing[slot].cert = cert;
+    return cert;
+}
+
 /* Signs an operational certificate for device_id of tenant: for the CSR's key, or (csr NULL) for
  * a key pair made here, whose PEM goes to *key_pem (malloc'd; for the answer only). *out gets
  * the registry.IssuedCertificate JSON. */
@@ -193,15 +226,11 @@ static int sign_device_cert(device_port *dp, const reg_uuid *tenant, const char 
     snprintf(key_name, sizeof key_name, "ca-%s", tid_s);
     view_src src = {dp->deps.view, NULL};
     json_t *trec = NULL;
-    char *ca_pem = NULL, *pem = NULL;
-    size_t ca_len = 0;
+    char *pem = NULL;
     X509 *ca = NULL, *cert = NULL;
     EVP_PKEY *ca_key = NULL, *pub = NULL;
-    reg_key k;
-    key_tagged(&k, 'i', tenant->b, NULL);
     int err = record_tenant_load(src, tenant, &trec);
-    if (!err) err = view_get(dp->deps.view, VIEW_CAS, k.b, k.len, &ca_pem, &ca_len);
-    if (!err) err = pki_cert_from_pem(ca_pem, ca_len, &ca);
+    if (!err && !(ca = issuing_ca(dp, tenant))) err = REG_ENOTFOUND;
     if (!err) err = keystore_get(dp->deps.keys, key_name, &ca_key);
     if (!err) {
         if (csr) {
@@ -233,9 +262,7 @@ static int sign_device_cert(device_port *dp, const reg_uuid *tenant, const char 
         if (!*out) err = REG_ENOMEM;
     }
     json_decref(trec);
-    free(ca_pem);
     free(pem);
-    X509_free(ca);
     X509_free(cert);
     EVP_PKEY_free(ca_key);
     EVP_PKEY_free(pub);
