@@ -8,7 +8,9 @@
  * the view hold those).
  *
  * Channels used: "outcome" (the decision of each command, which a waiting API call answers with),
- * "commit" (the view advanced: secondaries catch up).
+ * "commit" (the view advanced: secondaries catch up), "auth" (certificates, devices and CAs whose
+ * authentication status changed: caches forget them, revoked certificates' connections close),
+ * "deliver" (a message for a device's MQTT topic: the front end holding its connection sends it).
  */
 #ifndef REG_BUS_H
 #define REG_BUS_H

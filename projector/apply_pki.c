@@ -301,6 +301,13 @@ static int apply_claim_redeemed(view_txn *t, const reg_uuid *tid, const reg_uuid
     return 0;
 }
 
+static void change_seen(json_t *dev, const json_t *ev, view_txn *t, const reg_uuid *tid,
+                        const reg_uuid *did)
+{
+    const json_t *b = json_object_iter_value(json_object_iter(json_object_get(ev, "body")));
+    json_object_set_new(dev, "last_seen_at", rfc3339(int_of(b, "seen_ms")));
+}
+
 int apply_pki(view_txn *t, const reg_uuid *tid, const reg_uuid *entity, const char *kind,
               const json_t *ev, const json_t *b, int *err)
 {
@@ -320,6 +327,8 @@ int apply_pki(view_txn *t, const reg_uuid *tid, const reg_uuid *entity, const ch
         *err = apply_claim_created(t, tid, entity, ev, b);
     else if (!strcmp(kind, "ClaimRedeemed"))
         *err = apply_claim_redeemed(t, tid, entity, ev, b);
+    else if (!strcmp(kind, "DeviceSeen"))
+        *err = apply_update_device(t, tid, entity, ev, change_seen, ev);
     else
         return 0;
     return 1;

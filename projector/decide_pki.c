@@ -490,6 +490,25 @@ static int decide_activate(view_txn *t, const json_t *cmd, const json_t *b,
     return 0;
 }
 
+/* last_seen_at only moves forward; it does not change the record's version. */
+static int decide_touch(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,
+                        decision *d)
+{
+    int err = 0;
+    json_t *dev = decide_load_device(t, cmd, b, d, &err);
+    if (!dev) return err;
+    int64_t seen = int_of(b, "seen_ms"), last = 0;
+    const char *prev = json_string_value(json_object_get(dev, "last_seen_at"));
+    d->status = 200;
+    d->reply = json_pack("{s:O, s:O}", "device_id", json_object_get(b, "device_id"), "version",
+                         json_object_get(dev, "version"));
+    if (!prev || (!clock_parse_rfc3339(prev, &last) && seen > last))
+        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), int_of(dev, "version"), "DeviceSeen",
+                    json_pack("{s:I}", "seen_ms", (json_int_t)seen));
+    json_decref(dev);
+    return 0;
+}
+
 int decide_pki(view_txn *t, const json_t *cmd, const char *kind, const json_t *b,
                const decide_config *cfg, decision *d, int *err)
 {
@@ -506,6 +525,7 @@ int decide_pki(view_txn *t, const json_t *cmd, const char *kind, const json_t *b
         {"RevokeCertificate", decide_revoke},
         {"RotateCertificate", decide_rotate},
         {"ActivateDevice", decide_activate},
+        {"TouchDevice", decide_touch},
     };
     for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
         if (!strcmp(kind, rules[i].kind)) {

@@ -14,6 +14,7 @@
 #include "err.h"
 #include "ids.h"
 #include "projector/apply.h"
+#include "projector/notify.h"
 #include "schemas/codec.h"
 
 #include <pthread.h>
@@ -111,6 +112,7 @@ struct batch {
     view_txn *txn;
     json_t *outcomes; /* the outcome messages (JSON text) to publish after the commit */
     json_t *auth;     /* what the front ends' authentication caches must forget (see note_auth) */
+    json_t *deliver;  /* messages for devices (notify.h), published after the commit */
     codec_buf *enc;   /* the encoded events, back to back */
     struct encoded_event *events_out;
     size_t nevents, events_cap;
@@ -199,6 +201,7 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
             goto out_decision;
         }
         note_auth(bt, ev);
+        notify_event(bt->txn, ev, bt->deliver);
         if (already_logged) continue;
         if (bt->nevents == bt->events_cap) {
             size_t cap = bt->events_cap ? bt->events_cap * 2 : 1024;
@@ -244,7 +247,7 @@ out:
 
 /* The commit notice goes first so that readers on secondaries start catching up before the
  * writers' callers get their answers and come to read. */
-static void publish_outcomes(projector *p, json_t *outcomes, json_t *auth)
+static void publish_outcomes(projector *p, json_t *outcomes, json_t *auth, json_t *deliver)
 {
     size_t i;
     json_t *o;
@@ -254,6 +257,12 @@ static void publish_outcomes(projector *p, json_t *outcomes, json_t *auth)
                  json_is_true(json_object_get(auth, "trust")))) {
         char *text = json_dumps(auth, JSON_COMPACT);
         bus_publish(p->bus, "auth", text, strlen(text));
+        free(text);
+    }
+    json_array_foreach(deliver, i, o)
+    {
+        char *text = json_dumps(o, JSON_COMPACT);
+        bus_publish(p->bus, "deliver", text, strlen(text));
         free(text);
     }
     json_array_foreach(outcomes, i, o)
@@ -279,7 +288,10 @@ static int append_events(projector *p, struct batch *bt)
 static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *enc)
 {
     enc->len = 0;
-    struct batch bt = {.txn = view_txn_begin(p->view), .outcomes = json_array(), .enc = enc};
+    struct batch bt = {.txn = view_txn_begin(p->view),
+                       .outcomes = json_array(),
+                       .deliver = json_array(),
+                       .enc = enc};
     atomic_store(&p->append_error, 0);
     int err = 0;
     for (int i = 0; i < n && !err; i++)
@@ -292,6 +304,7 @@ static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *en
         view_txn_abort(bt.txn);
         json_decref(bt.outcomes);
         json_decref(bt.auth);
+        json_decref(bt.deliver);
         return err;
     }
     view_txn_meta_put(bt.txn, META_COMMANDS_NEXT, recs[n - 1].offset + 1);
@@ -300,11 +313,13 @@ static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *en
     if (err) {
         json_decref(bt.outcomes);
         json_decref(bt.auth);
+        json_decref(bt.deliver);
         return err;
     }
-    publish_outcomes(p, bt.outcomes, bt.auth);
+    publish_outcomes(p, bt.outcomes, bt.auth, bt.deliver);
     json_decref(bt.outcomes);
     json_decref(bt.auth);
+    json_decref(bt.deliver);
 
     pthread_mutex_lock(&p->stats_mu);
     p->stats.accepted += bt.accepted;
