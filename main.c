@@ -49,6 +49,7 @@ struct options {
     const char *until;
     unsigned rotation_check_ms;
     size_t max_manifest_bytes;
+    unsigned seen_interval_ms;
     int no_fsync;
 };
 
@@ -64,6 +65,7 @@ static void usage(FILE *f)
                "  --no-fsync              do not sync embedded log appends (benchmarks only)\n"
                "  --rotation-check-ms N   how often certificates are checked for rotation (default 60000)\n"
                "  --max-manifest-bytes N  largest POST /manifests body (default 67108864)\n"
+               "  --seen-interval-ms N    last_seen_at is written at most this often per device (default 300000)\n"
                "  --into DIR              rebuild: where to build the view\n"
                "  --until TIME            rebuild: only events up to this RFC 3339 time\n");
 }
@@ -82,6 +84,7 @@ static int parse_options(int argc, char **argv, struct options *o)
                                              {"until", required_argument, NULL, 'u'},
                                              {"rotation-check-ms", required_argument, NULL, 'R'},
                                              {"max-manifest-bytes", required_argument, NULL, 'm'},
+                                             {"seen-interval-ms", required_argument, NULL, 's'},
                                              {"help", no_argument, NULL, 'h'},
                                              {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
@@ -135,6 +138,16 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return -1;
             }
             o->max_manifest_bytes = (size_t)n;
+            break;
+        }
+        case 's': {
+            char *end;
+            long ms = strtol(optarg, &end, 10);
+            if (*end || ms < 1000 || ms > 86400000) {
+                fprintf(stderr, "registry: --seen-interval-ms takes 1000 to 86400000\n");
+                return -1;
+            }
+            o->seen_interval_ms = (unsigned)ms;
             break;
         }
         case 'R': {
@@ -412,7 +425,8 @@ int main(int argc, char **argv)
                                .keys = keys,
                                .bus = b,
                                .shared = shared,
-                               .metrics = api_metrics(a)};
+                               .metrics = api_metrics(a),
+                               .seen_interval_ms = o.seen_interval_ms};
         if ((err = device_port_start(loop, dev_host, dev_port, &hl, &dd, &dp))) {
             fprintf(stderr, "registry: cannot start the device port on %s: %s\n", o.listen_device,
                     reg_strerror(err));

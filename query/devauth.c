@@ -41,6 +41,7 @@ struct dev_entry {
     struct dev_entry *next;
     uint8_t key[32]; /* tenant, device */
     char status[16];
+    int64_t touched_ms; /* when last_seen_at was last sent from here */
 };
 
 /* A factory CA the trust store holds, and the tenant that registered it. */
@@ -535,6 +536,18 @@ void devauth_device_activated(devauth *a, const reg_uuid *tenant, const reg_uuid
     uint8_t dk[32];
     dev_key(tenant, device, dk);
     dev_remember(a, dk, "active");
+}
+
+bool devauth_should_touch(devauth *a, const reg_uuid *tenant, const reg_uuid *device, int64_t now_ms,
+                          int64_t interval_ms)
+{
+    uint8_t dk[32];
+    dev_key(tenant, device, dk);
+    struct dev_entry *e = dev_find(a, dk);
+    if (!e) return false; /* looked up a moment ago; absent only when evicted: next time */
+    if (e->touched_ms && now_ms - e->touched_ms < interval_ms) return false;
+    e->touched_ms = now_ms;
+    return true;
 }
 
 void devauth_get_stats(const devauth *a, devauth_stats *out)

@@ -23,6 +23,7 @@
 #include "ids.h"
 #include "projector/view.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,6 +74,11 @@ void devauth_notice(devauth *a, const char *msg, size_t len);
 
 /* Marks the device active in the in-process cache (after its activation was decided). */
 void devauth_device_activated(devauth *a, const reg_uuid *tenant, const reg_uuid *device);
+
+/* Whether the device's last_seen_at should be written now: true at most once per interval_ms per
+ * device (per process), remembering now_ms when it says so. */
+bool devauth_should_touch(devauth *a, const reg_uuid *tenant, const reg_uuid *device, int64_t now_ms,
+                          int64_t interval_ms);
 
 void devauth_get_stats(const devauth *a, devauth_stats *out);
 

@@ -515,10 +515,32 @@ out:
 
 /* ---- authenticated requests ---- */
 
+static void on_touched(void *arg, int status, json_t *body)
+{
+    (void)arg, (void)status, (void)body; /* best effort: the next interval tries again */
+}
+
+/* Writes last_seen_at when this process has not done so for the device within the interval. */
+static void touch(device_port *dp, const devauth_status *st)
+{
+    int64_t now = clock_now_ms();
+    if (!dp->deps.ingest ||
+        !devauth_should_touch(dp->auth, &st->tenant, &st->device, now, dp->deps.seen_interval_ms))
+        return;
+    char actor[48];
+    snprintf(actor, sizeof actor, "device:%s", st->device_s);
+    ingest_submit_cb(dp->deps.ingest,
+                     ingest_command(actor, st->tenant_s, "TouchDevice",
+                                    json_pack("{s:s, s:I}", "device_id", st->device_s, "seen_ms",
+                                              (json_int_t)now)),
+                     on_touched, NULL);
+}
+
 static void serve_authenticated(struct authreq *ar)
 {
     device_port *dp = ar->dp;
     http_req *req = ar->req;
+    touch(dp, &ar->st);
     if (ar->action == ACT_GET_DEVICE) {
         reg_key k;
         key_add(key_add(key_reset(&k), ar->st.tenant.b, 16), ar->st.device.b, 16);
@@ -685,6 +707,7 @@ int device_port_start(uv_loop_t *loop, const char *host, int port, const http_li
     if (!dp) return REG_ENOMEM;
     dp->loop = loop;
     dp->deps = *deps;
+    if (!dp->deps.seen_interval_ms) dp->deps.seen_interval_ms = 300000;
     char *cert_pem = NULL, *key_pem = NULL;
     int err = server_identity(deps, &cert_pem, &key_pem);
     if (!err) err = http_tls_server_ctx(cert_pem, key_pem, &dp->ctx);

@@ -35,6 +35,7 @@ typedef struct device_port_deps {
     bus *bus;              /* borrowed; "auth" notices */
     cache *shared;         /* borrowed; NULL in the embedded deployment */
     metrics *metrics;      /* borrowed */
+    unsigned seen_interval_ms; /* last_seen_at is written at most this often per device; 300000 */
 } device_port_deps;
 
 /* Starts the device port on host:port (port 0 picks one). deps is copied. The caller owns *out

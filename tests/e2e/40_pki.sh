@@ -82,6 +82,14 @@ save "b['certificate_pem']" "$P/d1b.pem"; save "b['private_key_pem']" "$P/d1b.ke
 CONTEXT="reconnect: activation"; dreq GET "$API_DEV/devices/$D1" "$P/d1b.pem" "$P/d1b.key"
 expect 200 "b['device_id']=='$D1' and b['status']=='active'"
 req GET "$API/devices/$D1" "$T"; expect 200 "b['status']=='active'"
+CONTEXT="last_seen_at"; seen=0
+for i in $(seq 1 50); do
+  req GET "$API/devices/$D1" "$T"
+  if python3 -c "import json,sys; sys.exit(0 if json.loads(sys.argv[1])['last_seen_at'] else 1)" "$BODY"; then seen=1; break; fi
+  sleep 0.1
+done
+if [ "$seen" = 1 ]; then pass; else fail "last_seen_at not written: $BODY"; fi
+expect 200 "b['last_seen_at'].endswith('Z') and b['status']=='active'"
 CONTEXT="certificates"; req GET "$API/devices/$D1/certificates" "$T"
 expect 200 "len(b)==2 and [c['is_primary'] for c in b]==[False,True] and b[0]['status']=='superseded' and b[1]['status']=='active'"
 CERT_D1B=$(field "b[1]['cert_id']")
