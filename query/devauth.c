@@ -531,6 +531,17 @@ void devauth_notice(devauth *a, const char *msg, size_t len)
     json_decref(j);
 }
 
+int devauth_refusal(const devauth_status *st, int64_t now_ms, const char **why)
+{
+    if (st->revoked_ms) return *why = "the certificate has been revoked", 401;
+    if (now_ms >= st->valid_until_ms)
+        return *why = "the certificate has expired or was superseded and its overlap has ended", 401;
+    if (now_ms < st->not_before_ms) return *why = "the certificate is not valid yet", 401;
+    if (!strcmp(st->device_status, "suspended") || !strcmp(st->device_status, "decommissioned"))
+        return *why = "the device is suspended or decommissioned", 403;
+    return 0;
+}
+
 void devauth_device_activated(devauth *a, const reg_uuid *tenant, const reg_uuid *device)
 {
     uint8_t dk[32];

@@ -68,6 +68,11 @@ int devauth_factory_tenants(devauth *a, X509 *leaf, STACK_OF(X509) *chain, int64
 typedef void (*devauth_cb)(void *arg, int err, const devauth_status *st);
 void devauth_lookup(devauth *a, const char *fingerprint, devauth_cb cb, void *arg);
 
+/* Whether an operational certificate's status lets it in now: 0, or 401 (revoked, expired,
+ * superseded past its overlap, not yet valid) or 403 (device suspended or decommissioned) with
+ * *why a static reason. */
+int devauth_refusal(const devauth_status *st, int64_t now_ms, const char **why);
+
 /* Applies an "auth" notice of the projector (see projector.c): forgets what changed and
  * rebuilds trust when asked. The caller closes the connections of revoked certificates. */
 void devauth_notice(devauth *a, const char *msg, size_t len);

@@ -520,8 +520,7 @@ static void on_touched(void *arg, int status, json_t *body)
     (void)arg, (void)status, (void)body; /* best effort: the next interval tries again */
 }
 
-/* Writes last_seen_at when this process has not done so for the device within the interval. */
-static void touch(device_port *dp, const devauth_status *st)
+void device_port_touch(device_port *dp, const devauth_status *st)
 {
     int64_t now = clock_now_ms();
     if (!dp->deps.ingest ||
@@ -540,7 +539,7 @@ static void serve_authenticated(struct authreq *ar)
 {
     device_port *dp = ar->dp;
     http_req *req = ar->req;
-    touch(dp, &ar->st);
+    device_port_touch(dp, &ar->st);
     if (ar->action == ACT_GET_DEVICE) {
         reg_key k;
         key_add(key_add(key_reset(&k), ar->st.tenant.b, 16), ar->st.device.b, 16);
@@ -569,6 +568,17 @@ static void serve_authenticated(struct authreq *ar)
     authreq_free(ar);
 }
 
+void device_port_activate(device_port *dp, const devauth_status *st, const char *fingerprint,
+                          ingest_outcome_cb cb, void *arg)
+{
+    char actor[48];
+    snprintf(actor, sizeof actor, "device:%s", st->device_s);
+    json_t *cmd = ingest_command(
+        actor, st->tenant_s, "ActivateDevice",
+        json_pack("{s:s, s:s}", "device_id", st->device_s, "fingerprint", fingerprint));
+    ingest_submit_cb(dp->deps.ingest, cmd, cb, arg);
+}
+
 static void on_activated(void *arg, int status, json_t *body)
 {
     struct authreq *ar = arg;
@@ -591,23 +601,14 @@ static void on_status(void *arg, int err, const devauth_status *st)
     struct authreq *ar = arg;
     device_port *dp = ar->dp;
     const char *label = ar->action == ACT_RENEW ? LABEL_RENEW : LABEL_DEVICE;
-    int64_t now = clock_now_ms();
     const char *refusal = NULL;
     int status = 401;
     if (err == REG_ENOTFOUND)
         refusal = "the client certificate is not an operational certificate of this registry";
     else if (err)
         status = 503, refusal = "the certificate's status could not be checked";
-    else if (st->revoked_ms)
-        refusal = "the certificate has been revoked";
-    else if (now >= st->valid_until_ms)
-        refusal = "the certificate has expired or was superseded and its overlap has ended";
-    else if (now < st->not_before_ms)
-        refusal = "the certificate is not valid yet";
-    else if (!strcmp(st->device_status, "suspended") ||
-             !strcmp(st->device_status, "decommissioned"))
-        status = 403, refusal = "the device is suspended or decommissioned";
-    else if (strcmp(st->device_s, ar->id))
+    else if ((status = devauth_refusal(st, clock_now_ms(), &refusal)) == 0 &&
+             strcmp(st->device_s, ar->id))
         status = 403, refusal = "a device may only act on itself";
     if (refusal) {
         problem(dp, ar->req, label, status, refusal);
@@ -622,12 +623,7 @@ static void on_status(void *arg, int err, const devauth_status *st)
             return;
         }
         /* The first authentication with an operational certificate activates the device. */
-        char actor[48];
-        snprintf(actor, sizeof actor, "device:%s", st->device_s);
-        json_t *cmd = ingest_command(
-            actor, st->tenant_s, "ActivateDevice",
-            json_pack("{s:s, s:s}", "device_id", st->device_s, "fingerprint", ar->fp));
-        ingest_submit_cb(dp->deps.ingest, cmd, on_activated, ar);
+        device_port_activate(dp, st, ar->fp, on_activated, ar);
         return;
     }
     serve_authenticated(ar);
@@ -737,6 +733,21 @@ void device_port_stop(device_port *dp)
     dp->http = NULL;
     dp->stopping = true;
     if (dp->outstanding == 0) port_free(dp);
+}
+
+bool device_port_writes(const device_port *dp)
+{
+    return dp->deps.ingest != NULL;
+}
+
+SSL_CTX *device_port_tls(device_port *dp)
+{
+    return dp->ctx;
+}
+
+devauth *device_port_auth(device_port *dp)
+{
+    return dp->auth;
 }
 
 void device_port_metrics(device_port *dp, metrics_out *out)

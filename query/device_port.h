@@ -16,6 +16,7 @@
 #define REG_DEVICE_PORT_H
 
 #include "bus.h"
+#include <stdbool.h>
 #include "cache.h"
 #include "http_server.h"
 #include "ingest/ingest.h"
@@ -44,6 +45,21 @@ int device_port_start(struct uv_loop_s *loop, const char *host, int port, const 
                       const device_port_deps *deps, device_port **out);
 int device_port_port(const device_port *dp);
 void device_port_stop(device_port *dp);
+
+/* What the MQTT port shares with this one: the TLS context (server certificate, the trust store
+ * devauth keeps current) and the authenticator. Borrowed; valid until device_port_stop. */
+struct ssl_ctx_st *device_port_tls(device_port *dp);
+struct devauth *device_port_auth(device_port *dp);
+
+/* For the MQTT port, what an authenticated device connection sets off: activation (a device
+ * still `provisioning`: cb gets the decided outcome; needs a port with writes) and the
+ * last_seen_at write (at most once per interval per device). */
+struct devauth_status;
+void device_port_activate(device_port *dp, const struct devauth_status *st, const char *fingerprint,
+                          ingest_outcome_cb cb, void *arg);
+void device_port_touch(device_port *dp, const struct devauth_status *st);
+/* Whether the port can send commands (bootstraps, activations). */
+bool device_port_writes(const device_port *dp);
 
 /* Appends the port's counters (authentication tiers, view reads per authentication) to a
  * /metrics page. */
