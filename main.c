@@ -70,8 +70,24 @@ static void usage(FILE *f)
                "  --until TIME            rebuild: only events up to this RFC 3339 time\n");
 }
 
+/* A decimal option value within [min, max]; -1 after saying what is wrong. */
+static int number_option(const char *name, const char *arg, unsigned long long min,
+                         unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(arg, &end, 10);
+    if (errno || end == arg || *end || arg[0] == '-' || n < min || n > max) {
+        fprintf(stderr, "registry: %s takes %llu to %llu\n", name, min, max);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
+    unsigned long long n;
     static const struct option longopts[] = {{"data", required_argument, NULL, 'd'},
                                              {"listen-api", required_argument, NULL, 'a'},
                                              {"listen-device", required_argument, NULL, 'D'},
@@ -130,36 +146,18 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'u':
             o->until = optarg;
             break;
-        case 'm': {
-            char *end;
-            unsigned long long n = strtoull(optarg, &end, 10);
-            if (*end || n < 1024 || n > (1ull << 32)) {
-                fprintf(stderr, "registry: --max-manifest-bytes takes 1024 to 4294967296\n");
-                return -1;
-            }
+        case 'm':
+            if (number_option("--max-manifest-bytes", optarg, 1024, 1ull << 32, &n)) return -1;
             o->max_manifest_bytes = (size_t)n;
             break;
-        }
-        case 's': {
-            char *end;
-            long ms = strtol(optarg, &end, 10);
-            if (*end || ms < 1000 || ms > 86400000) {
-                fprintf(stderr, "registry: --seen-interval-ms takes 1000 to 86400000\n");
-                return -1;
-            }
-            o->seen_interval_ms = (unsigned)ms;
+        case 's':
+            if (number_option("--seen-interval-ms", optarg, 1000, 86400000, &n)) return -1;
+            o->seen_interval_ms = (unsigned)n;
             break;
-        }
-        case 'R': {
-            char *end;
-            long ms = strtol(optarg, &end, 10);
-            if (*end || ms < 10 || ms > 86400000) {
-                fprintf(stderr, "registry: --rotation-check-ms takes 10 to 86400000\n");
-                return -1;
-            }
-            o->rotation_check_ms = (unsigned)ms;
+        case 'R':
+            if (number_option("--rotation-check-ms", optarg, 10, 86400000, &n)) return -1;
+            o->rotation_check_ms = (unsigned)n;
             break;
-        }
         case 'h':
             usage(stdout);
             exit(0);
