@@ -4,16 +4,19 @@
  * serial and a CSR, and the registry's answer (CSR checked, certificate signed, command decided,
  * events appended and committed) with a 201.
  *
- *   bench_provision HOST PORT SERVER_CA FACTORY_CA_PEM FACTORY_CA_KEY PREFIX N THREADS
+ *   bench_provision HOST PORT SERVER_CA FACTORY_CA_PEM FACTORY_CA_KEY PREFIX N THREADS [OUT_DIR]
  *
  * Serials are PREFIX000000 .. PREFIX(N-1), which must be in the tenant's manifest and the factory
  * CA registered (tests/bench/bench_provision.sh prepares both). Every device's factory certificate
  * (CN = serial, signed by the factory CA) and CSR (ECDSA P-256) are made before the clock starts.
- * Prints: provisions=N seconds=S per_sec=X errors=E.
+ * Prints: provisions=N seconds=S per_sec=X errors=E. With OUT_DIR, each device's operational
+ * certificate and key are written there, and OUT_DIR/devices.txt lists "device_id cert key" per
+ * line (what bench_mqtt reads).
  */
 #define _GNU_SOURCE
 #include "pki.h"
 
+#include <jansson.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -35,8 +38,12 @@
 typedef struct device {
     X509 *cert;
     EVP_PKEY *key;
-    char *request; /* the whole HTTP request */
+    EVP_PKEY *csr_key; /* the operational key */
+    char *request;     /* the whole HTTP request */
+    char *answer;      /* the 201's body, when kept */
 } device;
+
+static const char *out_dir;
 
 static device *devices;
 static size_t ndevices;
@@ -100,12 +107,12 @@ static int make_device(X509 *ca, EVP_PKEY *ca_key, const char *serial, device *d
     free(pem0);
     BIO_free(b);
     X509_REQ_free(req);
-    EVP_PKEY_free(csr_key);
+    d->csr_key = csr_key;
     return 0;
 }
 
-/* Reads the answer's status line; true on 201 (the body is read to the end). */
-static bool answer_201(SSL *ssl)
+/* Reads the whole answer; true on 201. With OUT_DIR the body is kept in d->answer. */
+static bool answer_201(SSL *ssl, device *d)
 {
     char buf[16384];
     size_t len = 0;
@@ -117,7 +124,32 @@ static bool answer_201(SSL *ssl)
     }
     buf[len] = 0;
     int status = 0;
-    return sscanf(buf, "HTTP/1.%*d %d", &status) == 1 && status == 201;
+    bool ok = sscanf(buf, "HTTP/1.%*d %d", &status) == 1 && status == 201;
+    char *body = strstr(buf, "\r\n\r\n");
+    if (ok && out_dir && body) d->answer = strdup(body + 4);
+    return ok;
+}
+
+/* Writes the device's operational certificate and key, and its devices.txt line. */
+static void save_device(device *d, FILE *list, size_t i)
+{
+    json_t *j = d->answer ? json_loads(d->answer, 0, NULL) : NULL;
+    const char *id = json_string_value(json_object_get(j, "device_id"));
+    const char *pem = json_string_value(json_object_get(j, "certificate_pem"));
+    if (id && pem) {
+        char cert[4096], key[4096];
+        snprintf(cert, sizeof cert, "%s/d%zu.pem", out_dir, i);
+        snprintf(key, sizeof key, "%s/d%zu.key", out_dir, i);
+        FILE *c = fopen(cert, "w"), *k = fopen(key, "w");
+        if (c && k) {
+            fputs(pem, c);
+            PEM_write_PrivateKey(k, d->csr_key, NULL, NULL, 0, NULL, NULL);
+            fprintf(list, "%s %s %s\n", id, cert, key);
+        }
+        if (c) fclose(c);
+        if (k) fclose(k);
+    }
+    json_decref(j);
 }
 
 static void *run(void *arg)
@@ -137,7 +169,7 @@ static void *run(void *arg)
             SSL_set_fd(ssl, fd);
             size_t rl = strlen(d->request);
             if (SSL_connect(ssl) == 1 && SSL_write(ssl, d->request, (int)rl) == (int)rl)
-                ok = answer_201(ssl);
+                ok = answer_201(ssl, d);
             SSL_shutdown(ssl);
             SSL_free(ssl);
         }
@@ -161,11 +193,12 @@ static char *slurp(const char *path)
 
 int main(int argc, char **argv)
 {
-    if (argc != 9) {
+    if (argc != 9 && argc != 10) {
         fprintf(stderr, "usage: bench_provision HOST PORT SERVER_CA FACTORY_CA_PEM FACTORY_CA_KEY "
-                        "PREFIX N THREADS\n");
+                        "PREFIX N THREADS [OUT_DIR]\n");
         return 2;
     }
+    out_dir = argc == 10 ? argv[9] : NULL;
     ndevices = strtoul(argv[7], NULL, 10);
     int threads = atoi(argv[8]);
     char *ca_pem = slurp(argv[4]), *key_pem = slurp(argv[5]);
@@ -202,11 +235,21 @@ int main(int argc, char **argv)
     double secs = now_s() - start;
     printf("provisions=%lu seconds=%.2f per_sec=%.0f errors=%lu\n", atomic_load(&ok_count), secs,
            (double)atomic_load(&ok_count) / secs, atomic_load(&error_count));
+    FILE *list = NULL;
+    if (out_dir) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/devices.txt", out_dir);
+        list = fopen(path, "w");
+    }
     for (size_t i = 0; i < ndevices; i++) {
+        if (list) save_device(&devices[i], list, i);
         X509_free(devices[i].cert);
         EVP_PKEY_free(devices[i].key);
+        EVP_PKEY_free(devices[i].csr_key);
         free(devices[i].request);
+        free(devices[i].answer);
     }
+    if (list) fclose(list);
     free(devices);
     free(t);
     free(ca_pem);

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# bench_mqtt.sh - concurrent mutual-TLS MQTT connections held by the registry, and by Mosquitto 2.0
+# (Debian, require_certificate true) on the same device certificates, as the peer. Run on demand:
+#
+#   tests/bench/bench_mqtt.sh BUILD_DIR [N [HOLD_SECONDS]]        (2000 devices, 10 s)
+#
+# Starts `registry serve` (embedded default) in a temporary directory, bootstraps N devices
+# through the device port (tests/bench/bench_provision, which keeps each device's certificate and
+# key), then runs bench_mqtt against the registry's MQTT port and against mosquitto configured
+# with the tenant's issuing CA as its client CA. Prints both and the ratios. For N beyond ~28,000
+# the load generator spreads over source addresses 127.0.0.2... and needs root for its
+# file-descriptor limit. Exits non-zero when the registry failed any connection.
+set -euo pipefail
+build=$(cd "${1:?usage: bench_mqtt.sh BUILD_DIR [N [HOLD_SECONDS]]}" && pwd)
+n=${2:-2000}
+hold=${3:-10}
+work=$(mktemp -d /tmp/bench-mqtt.XXXXXX)
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -n $((n + 4096)) 2>/dev/null || true
+
+REGISTRY_ADMIN_TOKEN=bench-admin "$build/registry" serve --data "$work/data" --listen-api 127.0.0.1:0 \
+  --listen-device 127.0.0.1:0 --listen-mqtt 127.0.0.1:0 >"$work/out" 2>"$work/err" &
+pids+=($!)
+reg_pid=$!
+for i in $(seq 300); do grep -q '^listening' "$work/out" 2>/dev/null && break; sleep 0.1; done
+api=$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$work/out")
+dev_port=$(sed -n 's/^listening .* device=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
+mqtt_port=$(sed -n 's/^listening .* mqtt=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
+
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/factory.key"
+openssl req -x509 -new -key "$work/factory.key" -subj "/CN=bench factory CA" -days 2 \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" -out "$work/factory.pem"
+token=$(curl -sf -X POST -H 'Authorization: Bearer bench-admin' -H 'Content-Type: application/json' \
+  -d '{"name":"bench"}' "http://$api/tenants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+python3 -c 'import json,sys; print(json.dumps({"pem": open(sys.argv[1]).read()}))' "$work/factory.pem" |
+  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    --data-binary @- "http://$api/factory-cas"
+python3 -c 'import json,sys; print(json.dumps({"device_type":"bench","serials":["MQ%07d" % i for i in range(int(sys.argv[1]))]}))' "$n" |
+  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    --data-binary @- "http://$api/manifests"
+curl -sf -H "Authorization: Bearer $token" "http://$api/issuing-ca" > "$work/issuing.pem"
+mkdir -p "$work/devices"
+echo "bootstrapping $n devices: $("$build/tests/bench_provision" 127.0.0.1 "$dev_port" "$work/data/server-ca.pem" \
+  "$work/factory.pem" "$work/factory.key" MQ "$n" 8 "$work/devices")"
+
+echo "registry: $n connections, hold ${hold}s, $(nproc) cores"
+reg_rc=0
+"$build/tests/bench_mqtt" 127.0.0.1 "$mqtt_port" "$work/data/server-ca.pem" "$work/devices/devices.txt" \
+  "$n" "$hold" "$reg_pid" | tee "$work/registry.txt" || reg_rc=$?
+kill "$reg_pid"; wait "$reg_pid" 2>/dev/null || true
+
+# Mosquitto on the same certificates: the registry's device-port server certificate and the
+# tenant's issuing CA for the clients.
+if command -v mosquitto >/dev/null; then
+  mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$build/registry" 2>/dev/null || true
+  cat > "$work/mosquitto.conf" <<CONF
+per_listener_settings true
+listener $mport 127.0.0.1
+cafile $work/issuing.pem
+certfile $work/data/server.pem
+keyfile $work/server.key
+require_certificate true
+use_identity_as_username true
+allow_anonymous true
+max_keepalive 65535
+CONF
+  # The server key lives encrypted in the keystore; mosquitto gets a throwaway certificate of
+  # the same kind instead, signed by a CA of its own.
+  openssl ecparam -name prime256v1 -genkey -noout -out "$work/server.key"
+  openssl req -x509 -new -key "$work/server.key" -subj "/CN=127.0.0.1" -days 2 \
+    -addext "subjectAltName=IP:127.0.0.1" -out "$work/mserver.pem" 2>/dev/null
+  sed -i "s#certfile .*#certfile $work/mserver.pem#" "$work/mosquitto.conf"
+  mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+  pids+=($!)
+  mpid=$!
+  sleep 1
+  echo "mosquitto $(mosquitto -h 2>/dev/null | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -1): $n connections"
+  "$build/tests/bench_mqtt" 127.0.0.1 "$mport" "$work/mserver.pem" "$work/devices/devices.txt" \
+    "$n" "$hold" "$mpid" | tee "$work/mosquitto.txt" || true
+  python3 - "$work/registry.txt" "$work/mosquitto.txt" <<'PY'
+import re, sys
+def kv(f):
+    d = {}
+    for line in open(f):
+        for k, v in re.findall(r"(\w+)=([0-9.]+)", line): d[k] = float(v)
+    return d
+r, m = kv(sys.argv[1]), kv(sys.argv[2])
+if m.get("per_sec"):
+    print(f"ratio registry/mosquitto: connections/s {r['per_sec']/m['per_sec']:.2f}, "
+          f"held {r.get('held',0)/max(m.get('held',1),1):.2f}, "
+          f"memory per connection {r.get('server_rss_delta_kib_per_conn',0)/max(m.get('server_rss_delta_kib_per_conn',1e-9),1e-9):.2f}")
+PY
+fi
+exit "$reg_rc"
