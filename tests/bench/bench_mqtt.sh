@@ -55,28 +55,24 @@ reg_rc=0
   "$n" "$hold" "$reg_pid" | tee "$work/registry.txt" || reg_rc=$?
 kill "$reg_pid"; wait "$reg_pid" 2>/dev/null || true
 
-# Mosquitto on the same certificates: the registry's device-port server certificate and the
-# tenant's issuing CA for the clients.
+# Mosquitto on the same client certificates (the tenant's issuing CA verifies them); its server
+# certificate is a throwaway one of the same kind (the registry's key stays in its keystore).
 if command -v mosquitto >/dev/null; then
   mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$build/registry" 2>/dev/null || true
   cat > "$work/mosquitto.conf" <<CONF
 per_listener_settings true
 listener $mport 127.0.0.1
 cafile $work/issuing.pem
-certfile $work/data/server.pem
+certfile $work/mserver.pem
 keyfile $work/server.key
 require_certificate true
 use_identity_as_username true
 allow_anonymous true
 max_keepalive 65535
 CONF
-  # The server key lives encrypted in the keystore; mosquitto gets a throwaway certificate of
-  # the same kind instead, signed by a CA of its own.
   openssl ecparam -name prime256v1 -genkey -noout -out "$work/server.key"
   openssl req -x509 -new -key "$work/server.key" -subj "/CN=127.0.0.1" -days 2 \
     -addext "subjectAltName=IP:127.0.0.1" -out "$work/mserver.pem" 2>/dev/null
-  sed -i "s#certfile .*#certfile $work/mserver.pem#" "$work/mosquitto.conf"
   mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
   pids+=($!)
   mpid=$!
