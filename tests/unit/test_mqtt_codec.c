@@ -9,8 +9,9 @@
  * with wildcards or invalid UTF-8, SUBSCRIBE filters and QoS); and tables for topic and filter
  * validity, filter matching and mqtt_filter_within.
  *
- * With MQTT_CORPUS_DIR set, the valid packets built here are written there, one per file: that is
- * how tests/fuzz/corpus_mqtt/ was seeded.
+ * With MQTT_CORPUS_DIR set, many of the packets built here (valid, truncated and malformed) are
+ * written there, one per file, behind the byte from which tests/fuzz/fuzz_mqtt.c takes its limits
+ * (0x1c: no packet limit, 8 filters per packet): that is how tests/fuzz/corpus_mqtt/ was seeded.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -82,6 +83,7 @@ static void corpus_write(const char *name, const uint8_t *b, size_t n)
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
+    assert_int_equal(fputc(0x1c, f), 0x1c);
     assert_int_equal(fwrite(b, 1, n, f), n);
     fclose(f);
 }
@@ -901,6 +903,12 @@ static void test_filter_matches(void **state)
 
 static void test_filter_within(void **state)
 {
+    /* for the fuzzer's topic checks: filter, topic and prefix separated by NULs */
+    static const char seed[] = "$registry/devices/d1/+/#\0$registry/devices/d1/a/b\0"
+                               "$registry/devices/d1/";
+    corpus_write("topics_within.bin", (const uint8_t *)seed, sizeof seed - 1);
+    static const char seed2[] = "+/b/#\0x/b/c\0x/";
+    corpus_write("topics_match.bin", (const uint8_t *)seed2, sizeof seed2 - 1);
     static const char P[] = "$registry/devices/d1/";
     static const struct {
         const char *filter, *prefix;
