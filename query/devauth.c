@@ -62,7 +62,11 @@ struct devauth {
     struct dev_entry *devs[TABLE_BUCKETS];
     size_t ncerts, ndevs;
     devauth_stats stats;
+    unsigned lookups;  /* waiting for the shared cache: they hold the authenticator */
+    bool freeing;      /* devauth_free was called while lookups were waiting */
 };
+
+static void devauth_release(devauth *a);
 
 /* A lookup that went past the in-process cache. */
 struct lookup {
@@ -278,8 +282,10 @@ static int view_device(devauth *a, devauth_status *st)
 
 static void finish(struct lookup *l, int err)
 {
+    devauth *a = l->a;
     l->cb(l->arg, err, err ? NULL : &l->st);
     free(l);
+    if (--a->lookups == 0 && a->freeing) devauth_release(a);
 }
 
 /* The whole status from the view (both caches missed). */
@@ -380,6 +386,7 @@ void devauth_lookup(devauth *a, const char *fingerprint, devauth_cb cb, void *ar
         return;
     }
     l->a = a;
+    a->lookups++;
     l->cb = cb;
     l->arg = arg;
     memcpy(l->fp, fp, 32);
@@ -586,6 +593,15 @@ int devauth_new(view *v, int view_is_secondary, cache *c, SSL_CTX *ctx, devauth 
 void devauth_free(devauth *a)
 {
     if (!a) return;
+    if (a->lookups) {
+        a->freeing = true; /* the last waiting lookup frees it */
+        return;
+    }
+    devauth_release(a);
+}
+
+static void devauth_release(devauth *a)
+{
     for (size_t b = 0; b < TABLE_BUCKETS; b++) {
         while (a->certs[b]) {
             struct cert_entry *e = a->certs[b];

@@ -50,6 +50,8 @@ typedef struct devauth_stats {
  * notice), with the shared cache c (NULL in the embedded deployment). Borrows both. The TLS
  * context ctx (borrowed; may be NULL) gets the combined trust store now and on every reload. */
 int devauth_new(view *v, int view_is_secondary, cache *c, SSL_CTX *ctx, devauth **out);
+/* Frees it, or, while lookups wait for the shared cache, marks it so that the last one does
+ * (their callbacks still run, with the view as their answer or an error). */
 void devauth_free(devauth *a);
 
 /* Rebuilds the trust stores from the view. */
