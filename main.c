@@ -25,6 +25,7 @@
 #include "projector/view.h"
 #include "query/api.h"
 #include "query/device_port.h"
+#include "query/mqtt_port.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,6 +43,7 @@ struct options {
     const char *data;
     const char *listen_api;
     const char *listen_device;
+    const char *listen_mqtt;
     const char *kafka;
     const char *redis;
     const char *region;
@@ -59,6 +61,7 @@ static void usage(FILE *f)
                "  --data DIR              data directory (default ./registry-data)\n"
                "  --listen-api ADDR:PORT  operator API (default 127.0.0.1:8080; port 0 picks one)\n"
                "  --listen-device ADDR:PORT  device API, HTTPS (serve, front; default 0.0.0.0:8443)\n"
+               "  --listen-mqtt ADDR:PORT    MQTT over TLS for devices (serve, front; default 0.0.0.0:8883)\n"
                "  --kafka HOST:PORT       use Kafka for the logs\n"
                "  --redis HOST:PORT       use Redis for notifications between processes\n"
                "  --region NAME           region name (default local)\n"
@@ -107,6 +110,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->data = "registry-data";
     o->listen_api = "127.0.0.1:8080";
     o->listen_device = "0.0.0.0:8443";
+    o->listen_mqtt = "0.0.0.0:8883";
     o->max_manifest_bytes = 64u << 20;
     o->region = "local";
     if (argc < 2 || argv[1][0] == '-') return -1;
@@ -125,9 +129,8 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->listen_device = optarg;
             break;
         case 'M':
-            /* MQTT arrives with the device front end's MQTT work. */
-            fprintf(stderr, "registry: the MQTT listener is not available in this build\n");
-            return -1;
+            o->listen_mqtt = optarg;
+            break;
         case 'k':
             o->kafka = optarg;
             break;
@@ -323,14 +326,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "registry: cannot create %s: %s\n", o.data, strerror(errno));
         return 1;
     }
-    char host[256], dev_host[256], hash[65];
-    int port, dev_port;
+    char host[256], dev_host[256], mqtt_host[256], hash[65];
+    int port, dev_port, mqtt_port_no;
     if (split_addr(o.listen_api, host, sizeof host, &port)) {
         fprintf(stderr, "registry: --listen-api takes ADDR:PORT\n");
         return 2;
     }
     if (split_addr(o.listen_device, dev_host, sizeof dev_host, &dev_port)) {
         fprintf(stderr, "registry: --listen-device takes ADDR:PORT\n");
+        return 2;
+    }
+    if (split_addr(o.listen_mqtt, mqtt_host, sizeof mqtt_host, &mqtt_port_no)) {
+        fprintf(stderr, "registry: --listen-mqtt takes ADDR:PORT\n");
         return 2;
     }
     /* A front end given --kafka also takes writes (device bootstraps, renewals, activations,
@@ -345,6 +352,7 @@ int main(int argc, char **argv)
     projector *proj = NULL;
     api *a = NULL;
     device_port *dp = NULL;
+    mqtt_port *mq = NULL;
     rotation *rot = NULL;
     cache *shared = NULL;
     int rc = 1, err;
@@ -414,7 +422,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "registry: cannot start the rotation scheduler: %s\n", reg_strerror(err));
         goto out;
     }
-    char dev_listen[300] = "";
+    char dev_listen[600] = "";
     if (serve || front) {
         device_port_deps dd = {.data_dir = o.data,
                                .view = v,
@@ -431,7 +439,17 @@ int main(int argc, char **argv)
             goto out;
         }
         api_attach_device_port(a, dp);
-        snprintf(dev_listen, sizeof dev_listen, " device=%s:%d", dev_host, device_port_port(dp));
+        stream_limits sl = {.reuse_port = front};
+        stream_limits_default(&sl);
+        if ((err = mqtt_port_start(loop, mqtt_host, mqtt_port_no, &sl, NULL, dp, b, api_metrics(a),
+                                   &mq))) {
+            fprintf(stderr, "registry: cannot start the MQTT port on %s: %s\n", o.listen_mqtt,
+                    reg_strerror(err));
+            goto out;
+        }
+        api_attach_mqtt_port(a, mq);
+        snprintf(dev_listen, sizeof dev_listen, " device=%s:%d mqtt=%s:%d", dev_host,
+                 device_port_port(dp), mqtt_host, mqtt_port_port(mq));
     }
     printf("listening api=%s:%d%s role=%s log=%s bus=%s region=%s\n", host, api_port(a), dev_listen,
            o.role,
@@ -453,6 +471,7 @@ out:
     /* The device port's pending work finishes through the cache and the ingest side, which must
      * outlive it: mark it stopping, drain the cache, then stop the API (and its ingest side). */
     rotation_stop(rot);
+    mqtt_port_stop(mq);
     device_port_stop(dp);
     if (shared) cache_close(shared);
     api_stop(a);

@@ -16,6 +16,7 @@
 #include "query/auth.h"
 #include "query/credentials.h"
 #include "query/device_port.h"
+#include "query/mqtt_port.h"
 #include "query/devices.h"
 
 #include <stdio.h>
@@ -46,6 +47,7 @@ struct api {
     auth_cache *auth;
     uv_timer_t catch_up_timer;
     struct device_port *device_port; /* borrowed; its counters join /metrics */
+    struct mqtt_port *mqtt_port;     /* borrowed; likewise */
 };
 
 void api_limits_default(api_limits *l)
@@ -107,6 +109,7 @@ static void projector_gauges(void *arg, metrics_out *out)
         metrics_printf(out, "# TYPE registry_ingest_pending gauge\nregistry_ingest_pending %zu\n",
                        ingest_pending(a->ingest));
     if (a->device_port) device_port_metrics(a->device_port, out);
+    if (a->mqtt_port) mqtt_port_metrics(a->mqtt_port, out);
     if (!a->deps.projector) return;
     projector_stats st;
     projector_get_stats(a->deps.projector, &st);
@@ -375,6 +378,11 @@ metrics *api_metrics(api *a)
 void api_attach_device_port(api *a, struct device_port *dp)
 {
     a->device_port = dp;
+}
+
+void api_attach_mqtt_port(api *a, struct mqtt_port *mp)
+{
+    a->mqtt_port = mp;
 }
 
 static void api_free(api *a)

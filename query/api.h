@@ -53,6 +53,9 @@ metrics *api_metrics(api *a);
 /* Adds the device port's counters to /metrics. dp is borrowed; detach by passing NULL. */
 struct device_port;
 void api_attach_device_port(api *a, struct device_port *dp);
+/* Adds the MQTT port's counters to /metrics (borrowed; NULL detaches). */
+struct mqtt_port;
+void api_attach_mqtt_port(api *a, struct mqtt_port *mp);
 void api_stop(api *a);
 
 #endif

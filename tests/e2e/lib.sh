@@ -23,11 +23,12 @@ pass() { CHECKS=$((CHECKS + 1)); }
 
 # start_role NAME ROLE ARGS...: starts `registry ROLE ARGS` in the background, waits for its
 # "listening api=HOST:PORT" line and sets the variable NAME to http://HOST:PORT, and, for the
-# roles with a device port (serve, front), NAME_DEV to https://HOST:PORT.
+# roles with device ports (serve, front), NAME_DEV to https://HOST:PORT and NAME_MQTT to the MQTT
+# port's number.
 start_role() {
   local name=$1 role=$2; shift 2
   local out="$WORK/$name.out" dev=()
-  case "$role" in serve | front) dev=(--listen-device 127.0.0.1:0) ;; esac
+  case "$role" in serve | front) dev=(--listen-device 127.0.0.1:0 --listen-mqtt 127.0.0.1:0) ;; esac
   "$REGISTRY_BIN" "$role" --listen-api 127.0.0.1:0 "${dev[@]}" "$@" >"$out" 2>"$WORK/$name.err" &
   local pid=$!
   PIDS+=("$pid")
@@ -40,6 +41,8 @@ start_role() {
       eval "$name=http://$addr"
       addr=$(sed -n 's/^listening .* device=\([^ ]*\).*/\1/p' "$out" | head -n1)
       [ -n "$addr" ] && eval "${name}_DEV=https://$addr"
+      addr=$(sed -n 's/^listening .* mqtt=[^ ]*:\([0-9]*\).*/\1/p' "$out" | head -n1)
+      [ -n "$addr" ] && eval "${name}_MQTT=$addr"
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then

@@ -1,0 +1,602 @@
+/*
+ * stream.c - server-side TCP and TLS byte streams on libuv (stream.h).
+ *
+ * TLS runs through two memory BIOs per connection: what the socket delivers is written into the
+ * read BIO, SSL_do_handshake / SSL_read turn it into plaintext, and whatever OpenSSL wants to
+ * send is drained from the write BIO into a uv_write. Buffers are the listener's (one for reads
+ * from sockets, one for decrypted plaintext); a stream owns memory only for plaintext the
+ * application has not consumed yet and for writes in flight, so an idle stream costs its
+ * structs and OpenSSL's SSL object (SSL_MODE_RELEASE_BUFFERS drops its record buffers).
+ *
+ * One timer per listener enforces handshake deadlines (a per-stream timer would cost every
+ * connection a handle). A stream's memory is freed in its uv_close callback, after the
+ * application's on_close.
+ */
+#define _GNU_SOURCE
+#include "stream.h"
+#include "err.h"
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+enum { READ_BUF = 64 * 1024, PLAIN_BUF = 16 * 1024, SWEEP_MS = 250, LISTEN_BACKLOG = 4096 };
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+struct stream {
+    uv_tcp_t tcp;
+    stream_listener *l;
+    struct stream *prev, *next; /* every open stream of the listener */
+    struct stream *ready_next;  /* queued for redelivery after stream_resume */
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    void *data;
+    char *in; /* unconsumed plaintext */
+    size_t in_len, in_cap;
+    size_t pending_out;
+    uint64_t deadline_ms; /* handshake deadline (TLS, before on_open) */
+    char fp[65];
+    char addr[64];
+    bool opened, closing, paused, ready_queued, shut, resumed;
+    uv_shutdown_t shutdown;
+};
+
+struct stream_listener {
+    uv_tcp_t tcp;
+    uv_timer_t sweep, ready_timer;
+    uv_loop_t *loop;
+    SSL_CTX *ctx;
+    stream_limits lim;
+    stream_callbacks cb;
+    void *app;
+    stream *streams;
+    stream *ready;
+    stream_stats stats;
+    unsigned handles; /* listener + 2 timers + open streams: freed at zero when closing */
+    bool closing;
+    int port;
+    char *rbuf, *pbuf;
+};
+
+typedef struct write_req {
+    uv_write_t req;
+    stream *s;
+    size_t len;
+    char data[];
+} write_req;
+
+void stream_limits_default(stream_limits *l)
+{
+    if (!l->max_connections) l->max_connections = 10000;
+    if (!l->handshake_timeout_ms) l->handshake_timeout_ms = 10000;
+    if (!l->max_pending_in) l->max_pending_in = 64 * 1024;
+    if (!l->max_pending_out) l->max_pending_out = 1024 * 1024;
+}
+
+static void listener_maybe_free(stream_listener *l)
+{
+    if (!l->closing || l->handles) return;
+    free(l->rbuf);
+    free(l->pbuf);
+    free(l);
+}
+
+/* ---- closing ---- */
+
+static void on_stream_closed(uv_handle_t *h)
+{
+    stream *s = container_of((uv_tcp_t *)h, stream, tcp);
+    stream_listener *l = s->l;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        l->streams = s->next;
+    if (s->next) s->next->prev = s->prev;
+    if (s->ready_queued) { /* take it off the redelivery queue */
+        stream **pp = &l->ready;
+        while (*pp && *pp != s)
+            pp = &(*pp)->ready_next;
+        if (*pp) *pp = s->ready_next;
+    }
+    l->stats.open--;
+    if (s->opened) l->cb.on_close(l->app, s);
+    SSL_free(s->ssl); /* and its BIOs */
+    free(s->in);
+    free(s);
+    l->handles--;
+    listener_maybe_free(l);
+}
+
+static void close_now(stream *s)
+{
+    if (uv_is_closing((uv_handle_t *)&s->tcp)) return;
+    s->closing = true;
+    uv_close((uv_handle_t *)&s->tcp, on_stream_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    close_now(req->data);
+}
+
+/* ---- writing ---- */
+
+static void on_written(uv_write_t *req, int status)
+{
+    write_req *w = container_of(req, write_req, req);
+    w->s->pending_out -= w->len;
+    w->s->l->stats.bytes_out += status == 0 ? w->len : 0;
+    if (status && !w->s->closing) close_now(w->s);
+    free(w);
+}
+
+static int send_raw(stream *s, const void *data, size_t len)
+{
+    write_req *w = malloc(sizeof *w + len);
+    if (!w) return REG_ENOMEM;
+    w->s = s;
+    w->len = len;
+    memcpy(w->data, data, len);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_written)) {
+        free(w);
+        return REG_EIO;
+    }
+    s->pending_out += len;
+    return 0;
+}
+
+/* Sends whatever OpenSSL has produced. */
+static int flush_tls(stream *s)
+{
+    size_t n = (size_t)BIO_ctrl_pending(s->wbio);
+    if (!n) return 0;
+    write_req *w = malloc(sizeof *w + n);
+    if (!w) return REG_ENOMEM;
+    int got = BIO_read(s->wbio, w->data, (int)n);
+    if (got <= 0) {
+        free(w);
+        return 0;
+    }
+    w->s = s;
+    w->len = (size_t)got;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)got);
+    if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_written)) {
+        free(w);
+        return REG_EIO;
+    }
+    s->pending_out += (size_t)got;
+    return 0;
+}
+
+int stream_write(stream *s, const void *data, size_t len)
+{
+    if (s->closing || s->shut) return REG_ECLOSED;
+    if (s->pending_out + len > s->l->lim.max_pending_out) return REG_EAGAIN;
+    if (!s->ssl) return send_raw(s, data, len);
+    while (len) {
+        int n = SSL_write(s->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n <= 0) {
+            ERR_clear_error();
+            return REG_EIO;
+        }
+        data = (const char *)data + n;
+        len -= (size_t)n;
+    }
+    return flush_tls(s);
+}
+
+size_t stream_pending_out(const stream *s)
+{
+    return s->pending_out;
+}
+
+void stream_close(stream *s, bool now)
+{
+    if (s->closing || s->shut) return;
+    if (!now) {
+        if (s->ssl && s->opened) {
+            SSL_shutdown(s->ssl); /* close_notify */
+            flush_tls(s);
+        }
+        s->shut = true;
+        s->shutdown.data = s;
+        uv_read_stop((uv_stream_t *)&s->tcp);
+        /* The shutdown waits for the queued writes. */
+        if (uv_shutdown(&s->shutdown, (uv_stream_t *)&s->tcp, on_shutdown) == 0) return;
+    }
+    close_now(s);
+}
+
+/* ---- reading ---- */
+
+/* Hands plaintext to the application, keeping what it does not consume. */
+static void deliver(stream *s, const char *data, size_t len)
+{
+    stream_listener *l = s->l;
+    if (s->in_len) {
+        if (s->in_len + len > s->in_cap) {
+            size_t cap = s->in_len + len;
+            char *grown = realloc(s->in, cap);
+            if (!grown) {
+                close_now(s);
+                return;
+            }
+            s->in = grown;
+            s->in_cap = cap;
+        }
+        memcpy(s->in + s->in_len, data, len);
+        s->in_len += len;
+        data = s->in;
+        len = s->in_len;
+    }
+    size_t used = s->paused ? 0 : l->cb.on_data(l->app, s, data, len);
+    if (s->closing) return;
+    if (used > len) used = len;
+    size_t rest = len - used;
+    if (!rest) {
+        free(s->in); /* drained: an idle stream keeps no buffer */
+        s->in = NULL;
+        s->in_len = s->in_cap = 0;
+        return;
+    }
+    if (rest > l->lim.max_pending_in) {
+        close_now(s); /* a packet the application will never take whole */
+        return;
+    }
+    if (data == s->in) {
+        memmove(s->in, s->in + used, rest);
+        s->in_len = rest;
+    } else {
+        char *buf = malloc(rest);
+        if (!buf) {
+            close_now(s);
+            return;
+        }
+        memcpy(buf, data + used, rest);
+        free(s->in);
+        s->in = buf;
+        s->in_len = s->in_cap = rest;
+    }
+}
+
+static void opened(stream *s)
+{
+    stream_listener *l = s->l;
+    if (s->ssl) {
+        X509 *peer = SSL_get0_peer_certificate(s->ssl);
+        if (peer) {
+            unsigned char md[EVP_MAX_MD_SIZE];
+            unsigned n = 0;
+            if (X509_digest(peer, EVP_sha256(), md, &n) == 1)
+                for (unsigned i = 0; i < n && i < 32; i++)
+                    snprintf(s->fp + 2 * i, 3, "%02x", md[i]);
+        }
+        s->resumed = SSL_session_reused(s->ssl);
+        if (s->resumed) {
+            l->stats.handshakes_resumed++;
+            SSL_set_num_tickets(s->ssl, 0); /* see http_tls_server_ctx: no new tickets */
+        } else {
+            l->stats.handshakes_full++;
+        }
+    }
+    s->opened = true;
+    l->cb.on_open(l->app, s);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    stream *s = container_of((uv_tcp_t *)h, stream, tcp);
+    buf->base = s->l->rbuf;
+    buf->len = READ_BUF;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    stream *s = container_of((uv_tcp_t *)st, stream, tcp);
+    stream_listener *l = s->l;
+    if (nread == 0) return;
+    if (nread < 0) {
+        if (!s->opened && s->ssl) l->stats.handshake_failures++;
+        close_now(s);
+        return;
+    }
+    l->stats.bytes_in += (uint64_t)nread;
+    if (!s->ssl) {
+        deliver(s, buf->base, (size_t)nread);
+        return;
+    }
+    BIO_write(s->rbio, buf->base, (int)nread);
+    if (!s->opened) {
+        int r = SSL_do_handshake(s->ssl);
+        flush_tls(s);
+        if (r != 1) {
+            int e = SSL_get_error(s->ssl, r);
+            ERR_clear_error();
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                l->stats.handshake_failures++;
+                close_now(s);
+            }
+            return;
+        }
+        opened(s);
+        if (s->closing) return;
+    }
+    while (!s->closing) {
+        int n = SSL_read(s->ssl, l->pbuf, PLAIN_BUF);
+        if (n > 0) {
+            deliver(s, l->pbuf, (size_t)n);
+            continue;
+        }
+        int e = SSL_get_error(s->ssl, n);
+        ERR_clear_error();
+        if (e == SSL_ERROR_ZERO_RETURN || (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE))
+            close_now(s);
+        break;
+    }
+    if (!s->closing) flush_tls(s); /* tickets, alerts */
+}
+
+void stream_pause(stream *s)
+{
+    if (s->paused || s->closing) return;
+    s->paused = true;
+    uv_read_stop((uv_stream_t *)&s->tcp);
+}
+
+static void on_ready(uv_timer_t *t)
+{
+    stream_listener *l = t->data;
+    while (l->ready) {
+        stream *s = l->ready;
+        l->ready = s->ready_next;
+        s->ready_queued = false;
+        if (!s->closing && !s->paused && s->in_len) {
+            /* deliver() appends to s->in: hand it over as fresh input instead */
+            char *buf = s->in;
+            size_t len = s->in_len;
+            s->in = NULL;
+            s->in_len = s->in_cap = 0;
+            deliver(s, buf, len);
+            free(buf);
+        }
+    }
+}
+
+void stream_resume(stream *s)
+{
+    if (!s->paused || s->closing || s->shut) return;
+    s->paused = false;
+    uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+    if (s->in_len && !s->ready_queued) { /* input that waited: hand it over on the loop */
+        s->ready_queued = true;
+        s->ready_next = s->l->ready;
+        s->l->ready = s;
+        uv_timer_start(&s->l->ready_timer, on_ready, 0, 0);
+    }
+}
+
+/* ---- accepting ---- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    stream_listener *l = container_of((uv_tcp_t *)server, stream_listener, tcp);
+    if (status < 0 || l->closing) return;
+    stream *s = calloc(1, sizeof *s);
+    if (!s) return;
+    s->l = l;
+    uv_tcp_init(l->loop, &s->tcp);
+    l->handles++;
+    l->stats.open++;
+    s->next = l->streams;
+    if (l->streams) l->streams->prev = s;
+    l->streams = s;
+    if (uv_accept(server, (uv_stream_t *)&s->tcp)) {
+        close_now(s);
+        return;
+    }
+    l->stats.accepted++;
+    if (l->stats.open > l->lim.max_connections) {
+        l->stats.refused++;
+        close_now(s);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int alen = sizeof ss;
+    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &alen) == 0 &&
+        ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        snprintf(s->addr, sizeof s->addr, "%s:%u", ip, ntohs(in->sin_port));
+    }
+    uv_tcp_nodelay(&s->tcp, 1);
+    if (l->ctx) {
+        s->ssl = SSL_new(l->ctx);
+        s->rbio = BIO_new(BIO_s_mem());
+        s->wbio = BIO_new(BIO_s_mem());
+        if (!s->ssl || !s->rbio || !s->wbio) {
+            BIO_free(s->rbio);
+            BIO_free(s->wbio);
+            close_now(s);
+            return;
+        }
+        BIO_set_mem_eof_return(s->rbio, -1); /* an empty BIO is "try again", not EOF */
+        SSL_set_bio(s->ssl, s->rbio, s->wbio);
+        SSL_set_accept_state(s->ssl);
+        SSL_set_mode(s->ssl, SSL_MODE_RELEASE_BUFFERS);
+        s->deadline_ms = uv_now(l->loop) + l->lim.handshake_timeout_ms;
+    }
+    uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+    if (!l->ctx) opened(s);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    stream_listener *l = t->data;
+    uint64_t now = uv_now(l->loop);
+    for (stream *s = l->streams, *next; s; s = next) {
+        next = s->next;
+        if (s->ssl && !s->opened && !s->closing && now >= s->deadline_ms) {
+            l->stats.handshake_timeouts++;
+            close_now(s);
+        }
+    }
+}
+
+static void on_listener_handle_closed(uv_handle_t *h)
+{
+    stream_listener *l = h->data;
+    l->handles--;
+    listener_maybe_free(l);
+}
+
+/* A listening socket, with SO_REUSEPORT when asked (libuv 1.44 has no flag for it). */
+static int bind_socket(stream_listener *l, const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    int family = strchr(host, ':') ? AF_INET6 : AF_INET;
+    int err = family == AF_INET6 ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
+                                 : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    if (err) return REG_EINVAL;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return REG_EIO;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (l->lim.reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) {
+        close(fd);
+        return REG_EIO;
+    }
+    socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (struct sockaddr *)&ss, len)) {
+        close(fd);
+        return errno == EADDRINUSE ? REG_EEXISTS : REG_EIO;
+    }
+    if (uv_tcp_open(&l->tcp, fd)) {
+        close(fd);
+        return REG_EIO;
+    }
+    return 0;
+}
+
+int stream_listen(uv_loop_t *loop, const char *host, int port, SSL_CTX *ctx,
+                  const stream_limits *limits, const stream_callbacks *cb, void *app,
+                  stream_listener **out)
+{
+    stream_listener *l = calloc(1, sizeof *l);
+    if (!l) return REG_ENOMEM;
+    l->loop = loop;
+    l->ctx = ctx;
+    if (limits) l->lim = *limits;
+    stream_limits_default(&l->lim);
+    l->cb = *cb;
+    l->app = app;
+    l->rbuf = malloc(READ_BUF);
+    l->pbuf = malloc(PLAIN_BUF);
+    if (!l->rbuf || !l->pbuf) {
+        free(l->rbuf);
+        free(l->pbuf);
+        free(l);
+        return REG_ENOMEM;
+    }
+    uv_tcp_init(loop, &l->tcp);
+    l->tcp.data = l;
+    uv_timer_init(loop, &l->sweep);
+    l->sweep.data = l;
+    uv_timer_init(loop, &l->ready_timer);
+    l->ready_timer.data = l;
+    l->handles = 3;
+    int err = bind_socket(l, host, port);
+    if (!err && uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection)) err = REG_EIO;
+    if (err) {
+        stream_listener_close(l);
+        return err;
+    }
+    struct sockaddr_storage ss;
+    int alen = sizeof ss;
+    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &alen);
+    l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    uv_timer_start(&l->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    *out = l;
+    return 0;
+}
+
+int stream_listener_port(const stream_listener *l)
+{
+    return l->port;
+}
+
+void stream_listener_close(stream_listener *l)
+{
+    if (!l || l->closing) return;
+    l->closing = true;
+    for (stream *s = l->streams; s; s = s->next)
+        close_now(s);
+    uv_close((uv_handle_t *)&l->tcp, on_listener_handle_closed);
+    uv_close((uv_handle_t *)&l->sweep, on_listener_handle_closed);
+    uv_close((uv_handle_t *)&l->ready_timer, on_listener_handle_closed);
+}
+
+unsigned stream_listener_close_peer(stream_listener *l, const char *fingerprint_hex)
+{
+    unsigned n = 0;
+    for (stream *s = l->streams; s; s = s->next)
+        if (s->fp[0] && !strcasecmp(s->fp, fingerprint_hex) && !s->closing) {
+            close_now(s);
+            n++;
+        }
+    return n;
+}
+
+void stream_listener_stats(const stream_listener *l, stream_stats *out)
+{
+    *out = l->stats;
+}
+
+void stream_set_data(stream *s, void *data)
+{
+    s->data = data;
+}
+
+void *stream_data(const stream *s)
+{
+    return s->data;
+}
+
+X509 *stream_peer_cert(const stream *s)
+{
+    return s->ssl ? SSL_get0_peer_certificate(s->ssl) : NULL;
+}
+
+STACK_OF(X509) *stream_peer_chain(const stream *s)
+{
+    return s->ssl ? SSL_get_peer_cert_chain(s->ssl) : NULL;
+}
+
+const char *stream_peer_fingerprint(const stream *s)
+{
+    return s->fp[0] ? s->fp : NULL;
+}
+
+bool stream_tls_resumed(const stream *s)
+{
+    return s->resumed;
+}
+
+const char *stream_peer_addr(const stream *s)
+{
+    return s->addr;
+}
