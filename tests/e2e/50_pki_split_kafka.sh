@@ -43,9 +43,36 @@ req GET "$FRONT1/metrics" ""
 if echo "$BODY" | grep -q 'registry_device_auth_total{tier="shared"} [1-9]'; then pass; else fail "front 1 did not use the shared cache: $(echo "$BODY" | grep device_auth)"; fi
 CONTEXT="operator read on a front"; req GET "$FRONT2/devices/$D/certificates" "$T"; expect 200 "len(b)==1 and b[0]['status']=='active'"
 
+# wait_suback FILE: until mosquitto_sub -d has logged its SUBACK.
+wait_suback() {
+  local i
+  for i in $(seq 1 100); do grep -q "SUBACK" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+CONTEXT="MQTT: a message written through ingest reaches the device on front 2"
+stdbuf -oL mosquitto_sub -d -h 127.0.0.1 -p "$FRONT2_MQTT" --cafile "$CA_SERVER" --insecure --cert "$P/d.pem" \
+  --key "$P/d.key" -i "$D" -t "\$registry/devices/$D/certificates/rotate" -q 1 -C 1 -W 20 > "$WORK/rot.out" 2>&1 &
+sub=$!
+wait_suback "$WORK/rot.out" || fail "no SUBACK: $(cat "$WORK/rot.out")"
+req POST "$ING/devices/$D/certificates/rotate" "$T" ''; expect 200 "b['rotation_due']==True"
+wait "$sub" || true
+if grep -q "\"renew_url\":\"/devices/$D/certificates/renew\"" "$WORK/rot.out"; then pass; else fail "no rotation notice: $(cat "$WORK/rot.out")"; fi
+CONTEXT="MQTT: live connection on front 1 before the revocation"
+stdbuf -oL mosquitto_sub -d -h 127.0.0.1 -p "$FRONT1_MQTT" --cafile "$CA_SERVER" --insecure --cert "$P/d.pem" \
+  --key "$P/d.key" -i "$D" -t "\$registry/devices/$D/#" -W 60 > "$WORK/live1.out" 2>&1 &
+live1=$!
+wait_suback "$WORK/live1.out" || fail "no SUBACK on front 1: $(cat "$WORK/live1.out")"
+
 CONTEXT="revoke through ingest, live connection on front 2"
 live_then_revoke "$FRONT2_DEV" "$D" "$P/d.pem" "$P/d.key" "$ING" "$T" > "$WORK/live.out" 2>&1 || true
 if grep -q "^first 200" "$WORK/live.out" && grep -q "^revoke 200" "$WORK/live.out" && grep -q "^second closed" "$WORK/live.out"; then pass; else fail "live connection: $(cat "$WORK/live.out")"; fi
+CONTEXT="MQTT connection on front 1 closed within 1 s"
+for i in $(seq 1 20); do kill -0 "$live1" 2>/dev/null || break; sleep 0.05; done
+if ! kill -0 "$live1" 2>/dev/null; then pass; else fail "still connected on front 1"; kill "$live1"; fi
+wait "$live1" 2>/dev/null || true
+rc=0; mosquitto_sub -h 127.0.0.1 -p "$FRONT2_MQTT" --cafile "$CA_SERVER" --insecure --cert "$P/d.pem" \
+  --key "$P/d.key" -i "$D" -t "\$registry/devices/$D/#" -C 1 -W 5 > /dev/null 2> "$WORK/mq.err" || rc=$?
+if [ "$rc" -ne 0 ] && grep -qi "not author" "$WORK/mq.err"; then pass; else fail "revoked MQTT connect on front 2: rc=$rc $(cat "$WORK/mq.err")"; fi
 CONTEXT="refused on front 1"; dreq GET "$FRONT1_DEV/devices/$D" "$P/d.pem" "$P/d.key"; expect 401 "'revoked' in b['detail']"
 CONTEXT="refused on front 2"; dreq GET "$FRONT2_DEV/devices/$D" "$P/d.pem" "$P/d.key"; expect 401
 CONTEXT="CRL on a front"; req GET "$FRONT1/crl" "$T"; expect 200
