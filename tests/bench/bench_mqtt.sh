@@ -41,7 +41,7 @@ token=$(curl -sf -X POST -H 'Authorization: Bearer bench-admin' -H 'Content-Type
 python3 -c 'import json,sys; print(json.dumps({"pem": open(sys.argv[1]).read()}))' "$work/factory.pem" |
   curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     --data-binary @- "http://$api/factory-cas"
-python3 -c 'import json,sys; print(json.dumps({"device_type":"bench","serials":["MQ%07d" % i for i in range(int(sys.argv[1]))]}))' "$n" |
+python3 -c 'import json,sys; print(json.dumps({"device_type":"bench","serials":["MQ%06d" % i for i in range(int(sys.argv[1]))]}))' "$n" |
   curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     --data-binary @- "http://$api/manifests"
 curl -sf -H "Authorization: Bearer $token" "http://$api/issuing-ca" > "$work/issuing.pem"
@@ -61,6 +61,7 @@ if command -v mosquitto >/dev/null; then
   mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   cat > "$work/mosquitto.conf" <<CONF
 per_listener_settings true
+user root
 listener $mport 127.0.0.1
 cafile $work/issuing.pem
 certfile $work/mserver.pem
@@ -79,7 +80,7 @@ CONF
   sleep 1
   echo "mosquitto $(mosquitto -h 2>/dev/null | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -1): $n connections"
   "$build/tests/bench_mqtt" 127.0.0.1 "$mport" "$work/mserver.pem" "$work/devices/devices.txt" \
-    "$n" "$hold" "$mpid" | tee "$work/mosquitto.txt" || true
+    "$n" "$hold" "$mpid" | tee "$work/mosquitto.txt" || tail -n 5 "$work/mosquitto.log"
   python3 - "$work/registry.txt" "$work/mosquitto.txt" <<'PY'
 import re, sys
 def kv(f):
