@@ -33,7 +33,7 @@
 
 enum { READ_BUF = 64 * 1024, PLAIN_BUF = 16 * 1024, SWEEP_MS = 250, LISTEN_BACKLOG = 4096 };
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct stream {
     uv_tcp_t tcp;

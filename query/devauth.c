@@ -62,8 +62,8 @@ struct devauth {
     struct dev_entry *devs[TABLE_BUCKETS];
     size_t ncerts, ndevs;
     devauth_stats stats;
-    unsigned lookups;  /* waiting for the shared cache: they hold the authenticator */
-    bool freeing;      /* devauth_free was called while lookups were waiting */
+    unsigned lookups; /* waiting for the shared cache: they hold the authenticator */
+    bool freeing;     /* devauth_free was called while lookups were waiting */
 };
 
 static void devauth_release(devauth *a);
@@ -439,8 +439,10 @@ int devauth_reload_trust(devauth *a)
                     if (n == cap) {
                         cap = cap ? cap * 2 : 16;
                         struct factory_ca *grown = realloc(list, cap * sizeof *grown);
-                        if (!grown) err = REG_ENOMEM;
-                        else list = grown;
+                        if (!grown)
+                            err = REG_ENOMEM;
+                        else
+                            list = grown;
                     }
                     if (!err) {
                         pki_cert_fingerprint(cert, list[n].fp);
@@ -472,8 +474,8 @@ int devauth_reload_trust(devauth *a)
 }
 
 int devauth_factory_tenants(devauth *a, X509 *leaf, STACK_OF(X509) *chain, int64_t now_ms,
-                            char anchor_fp[65], reg_uuid *tenants, size_t max, size_t *n,
-                            char *why, size_t why_cap)
+                            char anchor_fp[65], reg_uuid *tenants, size_t max, size_t *n, char *why,
+                            size_t why_cap)
 {
     X509 *anchor = NULL;
     *n = 0;
@@ -542,7 +544,8 @@ int devauth_refusal(const devauth_status *st, int64_t now_ms, const char **why)
 {
     if (st->revoked_ms) return *why = "the certificate has been revoked", 401;
     if (now_ms >= st->valid_until_ms)
-        return *why = "the certificate has expired or was superseded and its overlap has ended", 401;
+        return *why = "the certificate has expired or was superseded and its overlap has ended",
+               401;
     if (now_ms < st->not_before_ms) return *why = "the certificate is not valid yet", 401;
     if (!strcmp(st->device_status, "suspended") || !strcmp(st->device_status, "decommissioned"))
         return *why = "the device is suspended or decommissioned", 403;
@@ -556,8 +559,8 @@ void devauth_device_activated(devauth *a, const reg_uuid *tenant, const reg_uuid
     dev_remember(a, dk, "active");
 }
 
-bool devauth_should_touch(devauth *a, const reg_uuid *tenant, const reg_uuid *device, int64_t now_ms,
-                          int64_t interval_ms)
+bool devauth_should_touch(devauth *a, const reg_uuid *tenant, const reg_uuid *device,
+                          int64_t now_ms, int64_t interval_ms)
 {
     uint8_t dk[32];
     dev_key(tenant, device, dk);

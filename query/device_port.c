@@ -342,8 +342,8 @@ static int parse_csr(device_port *dp, http_req *req, const char *label, const js
 
 /* Signs and sends a ProvisionDevice (or RenewCertificate when presented_fp is set). */
 static void issue(device_port *dp, http_req *req, const char *label, const reg_uuid *tenant,
-                  const reg_uuid *device, const char *serial, X509_REQ *csr,
-                  const char *factory_fp, const char *claim_hash, const char *presented_fp)
+                  const reg_uuid *device, const char *serial, X509_REQ *csr, const char *factory_fp,
+                  const char *claim_hash, const char *presented_fp)
 {
     char tid_s[37], did_s[37], actor[48];
     reg_uuid_format(tenant, tid_s);
@@ -390,8 +390,9 @@ static void provision(device_port *dp, http_req *req, const http_request *r)
 {
     const char *label = LABEL_PROVISION;
     if (!r->peer_cert)
-        return problem(dp, req, label, 401, "a factory certificate (TLS client certificate) is "
-                                            "required");
+        return problem(dp, req, label, 401,
+                       "a factory certificate (TLS client certificate) is "
+                       "required");
     static const char *const allowed[] = {"serial_number", "csr", NULL};
     json_t *body = parse_body(dp, req, r, label, allowed, 0);
     if (!body) return;
@@ -411,8 +412,10 @@ static void provision(device_port *dp, http_req *req, const http_request *r)
     int64_t now = clock_now_ms();
     if (devauth_factory_tenants(dp->auth, r->peer_cert, r->peer_chain, now, anchor, tenants,
                                 MAX_TENANTS_PER_CA, &n, why, sizeof why)) {
-        snprintf(detail, sizeof detail, "the client certificate is not a valid factory "
-                                        "certificate: %s", why);
+        snprintf(detail, sizeof detail,
+                 "the client certificate is not a valid factory "
+                 "certificate: %s",
+                 why);
         problem(dp, req, label, 403, detail);
         goto out;
     }
@@ -482,8 +485,7 @@ static void claim(device_port *dp, http_req *req, const http_request *r)
     char *val = NULL;
     size_t len = 0;
     reg_uuid tenant;
-    if (view_get_fresh(dp, VIEW_CLAIMS, &k, &val, &len) ||
-        !(ref = json_loadb(val, len, 0, NULL)) ||
+    if (view_get_fresh(dp, VIEW_CLAIMS, &k, &val, &len) || !(ref = json_loadb(val, len, 0, NULL)) ||
         reg_uuid_parse(json_string_value(json_object_get(ref, "tenant_id")), &tenant)) {
         free(val);
         problem(dp, req, label, 403, "unknown claim token");
@@ -629,12 +631,13 @@ static void on_status(void *arg, int err, const devauth_status *st)
     serve_authenticated(ar);
 }
 
-static void authenticated(device_port *dp, http_req *req, const http_request *r,
-                          enum action action, const char *id, const char *label)
+static void authenticated(device_port *dp, http_req *req, const http_request *r, enum action action,
+                          const char *id, const char *label)
 {
     if (!r->peer_cert || !r->peer_fingerprint)
-        return problem(dp, req, label, 401, "an operational certificate (TLS client certificate) "
-                                            "is required");
+        return problem(dp, req, label, 401,
+                       "an operational certificate (TLS client certificate) "
+                       "is required");
     struct authreq *ar = calloc(1, sizeof *ar);
     if (!ar) return problem(dp, req, label, 503, "out of memory");
     ar->dp = dp;
@@ -691,8 +694,8 @@ static void on_auth_notice(void *arg, const char *channel, const char *msg, size
     json_t *j = json_loadb(msg, len, 0, NULL);
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(j, "revoked"), i, v) if (json_is_string(v))
-        if (dp->http) http_server_close_peer(dp->http, json_string_value(v));
+    json_array_foreach(json_object_get(j, "revoked"), i, v) if (json_is_string(v)) if (dp->http)
+        http_server_close_peer(dp->http, json_string_value(v));
     json_decref(j);
 }
 
@@ -710,7 +713,8 @@ int device_port_start(uv_loop_t *loop, const char *host, int port, const http_li
     if (key_pem) OPENSSL_cleanse(key_pem, strlen(key_pem));
     free(key_pem);
     free(cert_pem);
-    if (!err) err = devauth_new(deps->view, deps->view_is_secondary, deps->shared, dp->ctx, &dp->auth);
+    if (!err)
+        err = devauth_new(deps->view, deps->view_is_secondary, deps->shared, dp->ctx, &dp->auth);
     if (!err) err = bus_subscribe(deps->bus, loop, "auth", on_auth_notice, dp);
     if (!err) err = http_server_start_tls(loop, host, port, limits, dp->ctx, handle, dp, &dp->http);
     if (err) {

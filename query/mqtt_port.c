@@ -29,7 +29,7 @@
 enum {
     DEVICE_BUCKETS = 1 << 16,
     SWEEP_MS = 1000,
-    MAX_FILTER = 256,          /* bytes of one subscription filter */
+    MAX_FILTER = 256, /* bytes of one subscription filter */
     MAX_FILTERS_PER_PACKET = 32,
     OUT_SMALL = 64,
 };
@@ -37,16 +37,26 @@ enum {
 enum conn_state { AWAIT_CONNECT, AUTHENTICATING, CONNECTED };
 
 /* CONNACK refusals, by reason (metrics). */
-enum refusal { REF_NO_CERT, REF_UNKNOWN_CERT, REF_REFUSED_CERT, REF_CLIENT_ID, REF_DEVICE, REF_UNAVAILABLE, REF_PROTOCOL, REF_COUNT };
+enum refusal {
+    REF_NO_CERT,
+    REF_UNKNOWN_CERT,
+    REF_REFUSED_CERT,
+    REF_CLIENT_ID,
+    REF_DEVICE,
+    REF_UNAVAILABLE,
+    REF_PROTOCOL,
+    REF_COUNT
+};
 static const char *const refusal_names[REF_COUNT] = {
-    "no_certificate", "unknown_certificate", "certificate_refused", "client_id", "device_refused",
-    "unavailable", "protocol"};
+    "no_certificate", "unknown_certificate", "certificate_refused",
+    "client_id",      "device_refused",      "unavailable",
+    "protocol"};
 
 typedef struct mconn {
     struct mqtt_port *mp;
-    stream *s;        /* NULL once closed */
+    stream *s; /* NULL once closed */
     enum conn_state state;
-    bool waiting;     /* a lookup or activation will call back */
+    bool waiting; /* a lookup or activation will call back */
     devauth_status st;
     char fp[65];
     uint16_t keepalive_s;
@@ -71,8 +81,8 @@ struct mqtt_port {
     mconn *all;
     mconn *devices[DEVICE_BUCKETS];
     unsigned connected;
-    uint64_t refused[REF_COUNT], msgs_in, msgs_out, closed_keepalive, closed_protocol,
-        closed_acl, closed_auth;
+    uint64_t refused[REF_COUNT], msgs_in, msgs_out, closed_keepalive, closed_protocol, closed_acl,
+        closed_auth;
     unsigned nconns; /* allocated mconns (closed ones waiting for an answer included) */
     bool stopping, sweep_closed;
 };
@@ -524,8 +534,9 @@ static void on_auth_notice(void *arg, const char *channel, const char *msg, size
         for (mconn *c = mp->all, *next; c; c = next) {
             next = c->next;
             if (c->state != CONNECTED) continue;
-            json_array_foreach(certs, i, v) if (json_is_string(v) &&
-                                                !strcasecmp(json_string_value(v), c->fp)) recheck(c);
+            json_array_foreach(certs, i,
+                               v) if (json_is_string(v) && !strcasecmp(json_string_value(v), c->fp))
+                recheck(c);
         }
     }
     json_decref(j);
@@ -566,13 +577,15 @@ int mqtt_port_start(uv_loop_t *loop, const char *host, int port, const stream_li
     mp->metrics = m;
     if (ml) mp->lim = *ml;
     if (!mp->lim.max_packet) mp->lim.max_packet = 128 * 1024;
-    if (!mp->lim.max_subscriptions || mp->lim.max_subscriptions > 32) mp->lim.max_subscriptions = 16;
+    if (!mp->lim.max_subscriptions || mp->lim.max_subscriptions > 32)
+        mp->lim.max_subscriptions = 16;
     if (!mp->lim.connect_timeout_ms) mp->lim.connect_timeout_ms = 10000;
     if (!mp->lim.max_inflight) mp->lim.max_inflight = 32;
     stream_callbacks cb = {on_open, on_data, on_close};
     int err = bus_subscribe(b, loop, "deliver", on_deliver, mp);
     if (!err) err = bus_subscribe(b, loop, "auth", on_auth_notice, mp);
-    if (!err) err = stream_listen(loop, host, port, device_port_tls(dp), sl, &cb, mp, &mp->listener);
+    if (!err)
+        err = stream_listen(loop, host, port, device_port_tls(dp), sl, &cb, mp, &mp->listener);
     if (err) {
         free(mp);
         return err;

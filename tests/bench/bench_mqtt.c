@@ -218,8 +218,10 @@ int main(int argc, char **argv)
             }
             if (!fail && c->st == AWAIT_CONNACK) {
                 int r = SSL_read(c->ssl, c->in + c->in_len, (int)(4 - c->in_len));
-                if (r > 0) c->in_len += (size_t)r;
-                else if (SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) fail = true;
+                if (r > 0)
+                    c->in_len += (size_t)r;
+                else if (SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ)
+                    fail = true;
                 if (c->in_len == 4) {
                     if (c->in[0] == 0x20 && c->in[3] == 0) {
                         c->st = UP;
