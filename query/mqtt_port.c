@@ -408,6 +408,8 @@ static size_t on_data(void *app, stream *s, const char *data, size_t len)
             return len;
         }
         used += f.len;
+        /* Activity keeps last_seen_at current (written at most once per interval). */
+        if (c->state == CONNECTED && c->s) device_port_touch(c->mp->dp, &c->st);
     }
     return used;
 }
