@@ -898,7 +898,8 @@ static void test_openssl_cli(void **state)
     strcpy(tmpdir, "/tmp/test_pki.XXXXXX");
     assert_non_null(mkdtemp(tmpdir));
     char out[4096];
-    int64_t now = now_ms();
+    int64_t now; /* taken once the CLI has made its certificates: their notBefore is the second
+                  * they were made, which a clock read before could precede */
 
     /* A factory CA and a device certificate made the way a manufacturer might. The device
      * certificate from `openssl x509 -req` is a v1 certificate without extensions. */
@@ -910,6 +911,7 @@ static void test_openssl_cli(void **state)
            "openssl x509 -req -in dev.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out dev.pem "
            "-days 10") != 0)
         fail_msg("openssl failed: %s", out);
+    now = now_ms();
 
     char *ca_pem = slurp("ca.pem"), *dev_pem = slurp("dev.pem"), *ca_key_pem = slurp("ca.key");
     char *csr = slurp("dev.csr");
