@@ -99,6 +99,16 @@ void reg_token_hash(const char *token, char *out)
     out[64] = 0;
 }
 
+int reg_serial_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > REG_SERIAL_MAX) return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || c == ',' || c == '"') return 0;
+    }
+    return 1;
+}
+
 int reg_hex_decode(const char *hex, uint8_t *out, size_t n)
 {
     if (!hex || strlen(hex) != 2 * n) return REG_EINVAL;

@@ -35,6 +35,11 @@ int reg_token_new(char *out, size_t cap);
  * stored and logged only as this. */
 void reg_token_hash(const char *token, char *out);
 
+/* A device serial number as manifests and bootstraps accept it: 1 to REG_SERIAL_MAX bytes of
+ * printable ASCII other than space, ',' and '"' (so that it fits a CSV row unquoted). */
+#define REG_SERIAL_MAX 128
+int reg_serial_valid(const char *s, size_t len);
+
 /* Decodes exactly n bytes from 2n hex digits (either case; nothing after them). 0 or REG_EINVAL. */
 int reg_hex_decode(const char *hex, uint8_t *out, size_t n);
 

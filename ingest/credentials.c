@@ -25,9 +25,8 @@
 #include <uv.h>
 
 enum {
-    MANIFEST_PART_SERIALS = 5000,         /* serials per part (command) at most */
-    MANIFEST_PART_BYTES = 256 * 1024,     /* ... and bytes of serials per part */
-    SERIAL_MAX = 128,                     /* as POST /devices */
+    MANIFEST_PART_SERIALS = 5000,     /* serials per part (command) at most */
+    MANIFEST_PART_BYTES = 256 * 1024, /* ... and bytes of serials per part */
     CA_PEM_MAX = 64 * 1024,
     CLAIM_MAX_USES = 10000000,
     CLAIM_MAX_TTL_S = 10 * 365 * 86400,
@@ -59,20 +58,10 @@ static json_t *json_body(ingest *in, http_req *req, const http_request *r, const
         return NULL;
     }
     jsonbody_err e = {{0}};
-    json_t *body = jsonbody_parse_object(r->body, r->body_len, ingest_limits(in)->max_json_depth, &e);
+    json_t *body =
+        jsonbody_parse_object(r->body, r->body_len, ingest_limits(in)->max_json_depth, &e);
     if (!body) problem(in, req, label, 400, e.detail);
     return body;
-}
-
-/* A serial number: 1 to SERIAL_MAX bytes of printable ASCII other than ',' and '"'. */
-static int serial_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > SERIAL_MAX) return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c >= 0x7f || c == ',' || c == '"') return 0;
-    }
-    return 1;
 }
 
 static void add_factory_ca(ingest *in, http_req *req, const http_request *r,
@@ -85,8 +74,7 @@ static void add_factory_ca(ingest *in, http_req *req, const http_request *r,
     const char *pem;
     X509 *ca = NULL;
     char why[160] = "";
-    if (jsonbody_only(body, allowed, &e) ||
-        jsonbody_text(body, "pem", 1, CA_PEM_MAX, &pem, &e)) {
+    if (jsonbody_only(body, allowed, &e) || jsonbody_text(body, "pem", 1, CA_PEM_MAX, &pem, &e)) {
         problem(in, req, label, 400, e.detail);
         goto out;
     }
@@ -113,11 +101,11 @@ static void add_factory_ca(ingest *in, http_req *req, const http_request *r,
         problem(in, req, label, 500, "the certificate could not be stored");
         goto out;
     }
-    json_t *cmd = ingest_command(who->actor, who->tenant_s, "AddFactoryCa",
-                                 json_pack("{s:s, s:s, s:s, s:s, s:I}", "ca_id", ca_id, "pem",
-                                           clean, "fingerprint", fp_hex, "subject",
-                                           subject ? subject : "", "not_after_ms",
-                                           (json_int_t)pki_cert_not_after_ms(ca)));
+    json_t *cmd =
+        ingest_command(who->actor, who->tenant_s, "AddFactoryCa",
+                       json_pack("{s:s, s:s, s:s, s:s, s:I}", "ca_id", ca_id, "pem", clean,
+                                 "fingerprint", fp_hex, "subject", subject ? subject : "",
+                                 "not_after_ms", (json_int_t)pki_cert_not_after_ms(ca)));
     free(subject);
     free(clean);
     ingest_submit(in, req, r->start_ns, cmd, NULL, label);
@@ -226,9 +214,8 @@ static void on_part(void *arg, int status, json_t *body)
                           (json_int_t)u->count, "duplicates", (json_int_t)u->duplicates, "parts",
                           u->parts);
     char *text = json_dumps(reply, JSON_COMPACT);
-    http_respond(u->req, answered,
-                 u->fail_status ? "application/problem+json" : "application/json", text,
-                 strlen(text), NULL);
+    http_respond(u->req, answered, u->fail_status ? "application/problem+json" : "application/json",
+                 text, strlen(text), NULL);
     free(text);
     json_decref(reply);
     free(u);
@@ -240,7 +227,7 @@ struct group {
     int has_hw;
     json_t *serials; /* the part being filled */
     size_t bytes;
-    json_t *parts;   /* finished parts: arrays of serials */
+    json_t *parts; /* finished parts: arrays of serials */
 };
 
 struct manifest {
@@ -254,8 +241,9 @@ static struct group *group_for(struct manifest *m, const char *type, size_t tlen
     for (size_t i = 0; i < m->ngroups; i++) {
         struct group *g = &m->groups[i];
         if (strlen(g->device_type) == tlen && !memcmp(g->device_type, type, tlen) &&
-            g->has_hw == has_hw && (!has_hw || (strlen(g->hardware_revision) == hwlen &&
-                                                !memcmp(g->hardware_revision, hw, hwlen))))
+            g->has_hw == has_hw &&
+            (!has_hw ||
+             (strlen(g->hardware_revision) == hwlen && !memcmp(g->hardware_revision, hw, hwlen))))
             return g;
     }
     if (m->ngroups == m->cap) {
@@ -277,7 +265,8 @@ static struct group *group_for(struct manifest *m, const char *type, size_t tlen
 
 static void group_add(struct group *g, const char *serial, size_t n)
 {
-    if (json_array_size(g->serials) == MANIFEST_PART_SERIALS || g->bytes + n > MANIFEST_PART_BYTES) {
+    if (json_array_size(g->serials) == MANIFEST_PART_SERIALS ||
+        g->bytes + n > MANIFEST_PART_BYTES) {
         json_array_append_new(g->parts, g->serials);
         g->serials = json_array();
         g->bytes = 0;
@@ -330,21 +319,21 @@ static int parse_csv(const char *text, size_t len, struct manifest *m, char *det
             p = c + 1;
         }
         if (nf < 2 || nf > 3) {
-            snprintf(detail, cap,
-                     "row %zu: expected serial_number,device_type[,hardware_revision]", row);
+            snprintf(detail, cap, "row %zu: expected serial_number,device_type[,hardware_revision]",
+                     row);
             return -1;
         }
-        if (!serial_ok(f[0], fl[0])) {
+        if (!reg_serial_valid(f[0], fl[0])) {
             snprintf(detail, cap, "row %zu: invalid serial_number (1 to %d printable characters)",
-                     row, SERIAL_MAX);
+                     row, REG_SERIAL_MAX);
             return -1;
         }
         if (!type_ok(f[1], fl[1]) || (nf == 3 && !type_ok(f[2], fl[2]))) {
             snprintf(detail, cap, "row %zu: invalid device_type or hardware_revision", row);
             return -1;
         }
-        struct group *g = group_for(m, f[1], fl[1], nf == 3 ? f[2] : NULL, nf == 3 ? fl[2] : 0,
-                                    nf == 3);
+        struct group *g =
+            group_for(m, f[1], fl[1], nf == 3 ? f[2] : NULL, nf == 3 ? fl[2] : 0, nf == 3);
         if (!g) {
             snprintf(detail, cap, "out of memory");
             return -1;
@@ -354,11 +343,12 @@ static int parse_csv(const char *text, size_t len, struct manifest *m, char *det
     return 0;
 }
 
-static int parse_json_manifest(ingest *in, const http_request *r, struct manifest *m,
-                               char *detail, size_t cap)
+static int parse_json_manifest(ingest *in, const http_request *r, struct manifest *m, char *detail,
+                               size_t cap)
 {
     jsonbody_err e = {{0}};
-    json_t *body = jsonbody_parse_object(r->body, r->body_len, ingest_limits(in)->max_json_depth, &e);
+    json_t *body =
+        jsonbody_parse_object(r->body, r->body_len, ingest_limits(in)->max_json_depth, &e);
     const char *type, *hw;
     static const char *const allowed[] = {"device_type", "hardware_revision", "serials", NULL};
     if (!body || jsonbody_only(body, allowed, &e) ||
@@ -379,11 +369,12 @@ static int parse_json_manifest(ingest *in, const http_request *r, struct manifes
     json_t *sv;
     json_array_foreach(serials, i, sv)
     {
-        if (!json_is_string(sv) || !serial_ok(json_string_value(sv), json_string_length(sv))) {
+        if (!json_is_string(sv) ||
+            !reg_serial_valid(json_string_value(sv), json_string_length(sv))) {
             snprintf(detail, cap,
                      "serials[%zu]: invalid serial number (a string of 1 to %d printable "
                      "characters)",
-                     i, SERIAL_MAX);
+                     i, REG_SERIAL_MAX);
             json_decref(body);
             return -1;
         }
@@ -541,9 +532,9 @@ void ingest_credentials(ingest *in, http_req *req, const http_request *r, const 
         break;
     }
     case INGEST_ROTATE_CERTIFICATE:
-        cmd = ingest_command(who->actor, who->tenant_s, "RotateCertificate",
-                             json_pack("{s:s, s:n, s:s}", "device_id", id, "cert_id", "reason",
-                                       "operator"));
+        cmd = ingest_command(
+            who->actor, who->tenant_s, "RotateCertificate",
+            json_pack("{s:s, s:n, s:s}", "device_id", id, "cert_id", "reason", "operator"));
         break;
     default:
         problem(in, req, label, 404, "no such route");

@@ -35,12 +35,9 @@ static json_t *rfc3339(json_int_t ms)
 
 static json_t *load_json(view_txn *t, view_cf cf, const reg_key *k)
 {
-    char *val = NULL;
-    size_t len = 0;
-    if (view_txn_get(t, cf, k->b, k->len, &val, &len)) return NULL;
-    json_t *j = json_loadb(val, len, 0, NULL);
-    free(val);
-    return j;
+    json_t *j = NULL;
+    view_src src = {NULL, t};
+    return record_json(src, cf, k, &j) ? NULL : j;
 }
 
 static void expiry_key(reg_key *k, json_int_t not_after_ms, const uint8_t tid[16],
@@ -72,8 +69,8 @@ static json_t *device_cert(json_t *dev, const char *cert_id)
 {
     size_t i;
     json_t *c;
-    json_array_foreach(json_object_get(dev, "certificates"), i, c) if (!strcmp(
-        str_of(c, "cert_id"), cert_id)) return c;
+    json_array_foreach(json_object_get(dev, "certificates"), i,
+                       c) if (!strcmp(str_of(c, "cert_id"), cert_id)) return c;
     return NULL;
 }
 
@@ -94,14 +91,14 @@ static void change_cert_issued(json_t *dev, const json_t *ev, view_txn *t, const
         json_object_set_new(prev, "status", json_string("superseded"));
         json_object_set_new(prev, "valid_until", rfc3339(int_of(b, "overlap_until_ms")));
     }
-    json_array_append_new(
-        list, json_pack("{s:O, s:O, s:O, s:o, s:o, s:o, s:n, s:b, s:s, s:b}", "cert_id",
-                        json_object_get(b, "cert_id"), "fingerprint",
-                        json_object_get(b, "fingerprint"), "serial", json_object_get(b, "serial_hex"),
-                        "issued_at", rfc3339(int_of(b, "not_before_ms")), "expires_at",
-                        rfc3339(int_of(b, "not_after_ms")), "valid_until",
-                        rfc3339(int_of(b, "not_after_ms")), "revoked_at", "is_primary", 1,
-                        "status", "active", "rotation_due", 0));
+    json_array_append_new(list, json_pack("{s:O, s:O, s:O, s:o, s:o, s:o, s:n, s:b, s:s, s:b}",
+                                          "cert_id", json_object_get(b, "cert_id"), "fingerprint",
+                                          json_object_get(b, "fingerprint"), "serial",
+                                          json_object_get(b, "serial_hex"), "issued_at",
+                                          rfc3339(int_of(b, "not_before_ms")), "expires_at",
+                                          rfc3339(int_of(b, "not_after_ms")), "valid_until",
+                                          rfc3339(int_of(b, "not_after_ms")), "revoked_at",
+                                          "is_primary", 1, "status", "active", "rotation_due", 0));
 }
 
 static int apply_cert_issued(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
@@ -245,8 +242,8 @@ static int apply_factory_ca(view_txn *t, const reg_uuid *tid, const reg_uuid *ca
 static int apply_manifest(view_txn *t, const reg_uuid *tid, const json_t *b)
 {
     json_t *entry = json_pack("{s:O, s:O, s:O}", "manifest_id", json_object_get(b, "manifest_id"),
-                              "device_type", json_object_get(b, "device_type"),
-                              "hardware_revision", json_object_get(b, "hardware_revision"));
+                              "device_type", json_object_get(b, "device_type"), "hardware_revision",
+                              json_object_get(b, "hardware_revision"));
     if (!entry) return REG_EDECODE;
     char *text = json_dumps(entry, JSON_COMPACT);
     json_decref(entry);
@@ -255,7 +252,8 @@ static int apply_manifest(view_txn *t, const reg_uuid *tid, const json_t *b)
     json_array_foreach(json_object_get(b, "serials"), i, sv)
     {
         reg_key k;
-        key_str(key_add(key_reset(&k), tid->b, 16), json_string_value(sv) ? json_string_value(sv) : "");
+        key_str(key_add(key_reset(&k), tid->b, 16),
+                json_string_value(sv) ? json_string_value(sv) : "");
         view_txn_put(t, VIEW_MANIFESTS, k.b, k.len, text, tlen);
     }
     free(text);
@@ -270,17 +268,16 @@ static int apply_claim_created(view_txn *t, const reg_uuid *tid, const reg_uuid 
     char tid_s[37];
     reg_uuid_format(tid, tid_s);
     reg_key k;
-    json_t *ref = json_pack("{s:s, s:O}", "tenant_id", tid_s, "claim_id",
-                            json_object_get(b, "claim_id"));
+    json_t *ref =
+        json_pack("{s:s, s:O}", "tenant_id", tid_s, "claim_id", json_object_get(b, "claim_id"));
     apply_put_json(t, VIEW_CLAIMS, key_hash(&k, 'h', h), ref);
     json_decref(ref);
-    json_t *rec = json_pack("{s:O, s:O, s:O, s:i, s:O, s:o, s:o, s:O}", "claim_id",
-                            json_object_get(b, "claim_id"), "device_type",
-                            json_object_get(b, "device_type"), "max_uses",
-                            json_object_get(b, "max_uses"), "uses", 0, "expires_ms",
-                            json_object_get(b, "expires_ms"), "expires_at",
-                            rfc3339(int_of(b, "expires_ms")), "created_at",
-                            rfc3339(int_of(ev, "time_ms")), "version", json_object_get(ev, "version"));
+    json_t *rec = json_pack(
+        "{s:O, s:O, s:O, s:i, s:O, s:o, s:o, s:O}", "claim_id", json_object_get(b, "claim_id"),
+        "device_type", json_object_get(b, "device_type"), "max_uses",
+        json_object_get(b, "max_uses"), "uses", 0, "expires_ms", json_object_get(b, "expires_ms"),
+        "expires_at", rfc3339(int_of(b, "expires_ms")), "created_at",
+        rfc3339(int_of(ev, "time_ms")), "version", json_object_get(ev, "version"));
     if (!rec) return REG_EDECODE;
     apply_put_json(t, VIEW_CLAIMS, key_tagged(&k, 'c', tid->b, cid->b), rec);
     json_decref(rec);

@@ -36,13 +36,9 @@ enum {
 
 static json_t *load_json(view_txn *t, view_cf cf, const reg_key *k, int *err)
 {
-    char *val = NULL;
-    size_t len = 0;
-    *err = view_txn_get(t, cf, k->b, k->len, &val, &len);
-    if (*err) return NULL;
-    json_t *j = json_loadb(val, len, 0, NULL);
-    free(val);
-    if (!j) *err = REG_EDECODE;
+    json_t *j = NULL;
+    view_src src = {NULL, t};
+    *err = record_json(src, cf, k, &j);
     return j;
 }
 
@@ -163,10 +159,10 @@ static int decide_add_manifest(view_txn *t, const json_t *cmd, const json_t *b,
                           json_object_get(b, "hardware_revision"), "serials", fresh, "duplicates",
                           duplicates));
     /* The reply is known now; decide_pki_reply keeps it. */
-    d->reply = json_pack("{s:O, s:I, s:i, s:O, s:O}", "manifest_id",
-                         json_object_get(b, "manifest_id"), "count", count, "duplicates",
-                         duplicates, "part", json_object_get(b, "part"), "parts",
-                         json_object_get(b, "parts"));
+    d->reply =
+        json_pack("{s:O, s:I, s:i, s:O, s:O}", "manifest_id", json_object_get(b, "manifest_id"),
+                  "count", count, "duplicates", duplicates, "part", json_object_get(b, "part"),
+                  "parts", json_object_get(b, "parts"));
     return 0;
 }
 
@@ -188,8 +184,8 @@ static json_t *primary_cert(const json_t *dev)
 {
     size_t i;
     json_t *c;
-    json_array_foreach(json_object_get(dev, "certificates"), i, c) if (json_is_true(
-        json_object_get(c, "is_primary"))) return c;
+    json_array_foreach(json_object_get(dev, "certificates"), i,
+                       c) if (json_is_true(json_object_get(c, "is_primary"))) return c;
     return NULL;
 }
 
@@ -216,8 +212,8 @@ static void emit_certificate(decision *d, const json_t *cmd, const json_t *b,
                           json_object_get(c, "serial_hex"), "pem", json_object_get(c, "pem"),
                           "not_before_ms", json_object_get(c, "not_before_ms"), "not_after_ms",
                           json_object_get(c, "not_after_ms"), "supersedes",
-                          prev ? json_object_get(prev, "cert_id") : json_null(),
-                          "overlap_until_ms", overlap_until, "supersedes_fingerprint",
+                          prev ? json_object_get(prev, "cert_id") : json_null(), "overlap_until_ms",
+                          overlap_until, "supersedes_fingerprint",
                           prev ? json_object_get(prev, "fingerprint") : json_null()));
 }
 
@@ -293,7 +289,8 @@ static int decide_provision(view_txn *t, const json_t *cmd, const json_t *b,
         if (!entry) {
             if (err != REG_ENOTFOUND) goto out;
             err = 0;
-            decide_reject(d, 403, "Forbidden", "the serial number is not in the tenant's manifests");
+            decide_reject(d, 403, "Forbidden",
+                          "the serial number is not in the tenant's manifests");
             goto out;
         }
         device_type = decide_str(entry, "device_type");
@@ -438,8 +435,8 @@ static int decide_revoke(view_txn *t, const json_t *cmd, const json_t *b, const 
             decide_emit(d, cmd, cfg, decide_str(rec, "device_id"), int_of(dev, "version") + 1,
                         "CertificateRevoked",
                         json_pack("{s:O, s:O, s:O, s:O}", "cert_id", json_object_get(b, "cert_id"),
-                                  "fingerprint", json_object_get(rec, "fingerprint"),
-                                  "serial_hex", json_object_get(rec, "serial_hex"), "reason",
+                                  "fingerprint", json_object_get(rec, "fingerprint"), "serial_hex",
+                                  json_object_get(rec, "serial_hex"), "reason",
                                   json_object_get(b, "reason")));
         }
         json_decref(dev);
@@ -516,16 +513,11 @@ int decide_pki(view_txn *t, const json_t *cmd, const char *kind, const json_t *b
         const char *kind;
         int (*fn)(view_txn *, const json_t *, const json_t *, const decide_config *, decision *);
     } rules[] = {
-        {"AddFactoryCa", decide_add_factory_ca},
-        {"RemoveFactoryCa", decide_remove_factory_ca},
-        {"AddManifest", decide_add_manifest},
-        {"CreateClaim", decide_create_claim},
-        {"ProvisionDevice", decide_provision},
-        {"RenewCertificate", decide_renew},
-        {"RevokeCertificate", decide_revoke},
-        {"RotateCertificate", decide_rotate},
-        {"ActivateDevice", decide_activate},
-        {"TouchDevice", decide_touch},
+        {"AddFactoryCa", decide_add_factory_ca}, {"RemoveFactoryCa", decide_remove_factory_ca},
+        {"AddManifest", decide_add_manifest},    {"CreateClaim", decide_create_claim},
+        {"ProvisionDevice", decide_provision},   {"RenewCertificate", decide_renew},
+        {"RevokeCertificate", decide_revoke},    {"RotateCertificate", decide_rotate},
+        {"ActivateDevice", decide_activate},     {"TouchDevice", decide_touch},
     };
     for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
         if (!strcmp(kind, rules[i].kind)) {
@@ -576,11 +568,10 @@ int decide_pki_reply(view_txn *t, const json_t *cmd, const json_t *b, decision *
     case REPLY_CLAIM: {
         char ex[32];
         clock_rfc3339(int_of(b, "expires_ms"), ex);
-        d->reply = json_pack("{s:O, s:O, s:O, s:s, s:i, s:i}", "claim_id",
-                             json_object_get(b, "claim_id"), "device_type",
-                             json_object_get(b, "device_type"), "max_uses",
-                             json_object_get(b, "max_uses"), "expires_at", ex, "uses", 0,
-                             "version", 1);
+        d->reply =
+            json_pack("{s:O, s:O, s:O, s:s, s:i, s:i}", "claim_id", json_object_get(b, "claim_id"),
+                      "device_type", json_object_get(b, "device_type"), "max_uses",
+                      json_object_get(b, "max_uses"), "expires_at", ex, "uses", 0, "version", 1);
         return 0;
     }
     case REPLY_PROVISIONED:
@@ -617,10 +608,10 @@ int decide_pki_reply(view_txn *t, const json_t *cmd, const json_t *b, decision *
         if (d->reply_kind == REPLY_REVOKED) {
             char at[32];
             clock_rfc3339(int_of(cmd, "time_ms"), at);
-            d->reply = json_pack("{s:O, s:s, s:s, s:b, s:O}", "cert_id",
-                                 json_object_get(b, "cert_id"), "device_id", device_id,
-                                 "revoked_at", at, "revoked", 1, "version",
-                                 json_object_get(dev, "version"));
+            d->reply =
+                json_pack("{s:O, s:s, s:s, s:b, s:O}", "cert_id", json_object_get(b, "cert_id"),
+                          "device_id", device_id, "revoked_at", at, "revoked", 1, "version",
+                          json_object_get(dev, "version"));
         } else {
             json_t *c = primary_cert(dev);
             d->reply = json_pack("{s:s, s:O, s:O, s:b, s:O}", "device_id", device_id, "cert_id",

@@ -5,7 +5,7 @@
 
 #include <stdlib.h>
 
-static int load_json(view_src src, view_cf cf, const reg_key *k, json_t **out)
+int record_json(view_src src, view_cf cf, const reg_key *k, json_t **out)
 {
     char *val = NULL;
     size_t len = 0;
@@ -22,14 +22,14 @@ int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *dev
 {
     reg_key k;
     key_add(key_add(key_reset(&k), tenant->b, 16), device->b, 16);
-    return load_json(src, VIEW_DEVICES, &k, out);
+    return record_json(src, VIEW_DEVICES, &k, out);
 }
 
 int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out)
 {
     reg_key k;
     key_add(key_reset(&k), tenant->b, 16);
-    return load_json(src, VIEW_TENANTS, &k, out);
+    return record_json(src, VIEW_TENANTS, &k, out);
 }
 
 int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
@@ -60,7 +60,7 @@ int record_cert_by_id(view_src src, const reg_uuid *tenant, const char *cert_id,
     }
     key_hash(&fk, 'f', (uint8_t *)fp);
     free(fp);
-    err = load_json(src, VIEW_CERTS, &fk, out);
+    err = record_json(src, VIEW_CERTS, &fk, out);
     if (!err && fp_key) *fp_key = fk;
     return err;
 }

@@ -15,6 +15,11 @@
 
 #include <jansson.h>
 
+/* Any JSON value of the view under k (committed, or through a transaction). The caller owns
+ * *out. 0, REG_ENOTFOUND, REG_EDECODE (not JSON) or REG_E*. */
+struct reg_key;
+int record_json(view_src src, view_cf cf, const struct reg_key *k, json_t **out);
+
 /* The device record (stored as the API shows it). The caller owns *out. 0, REG_ENOTFOUND or
  * REG_E*. */
 int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
@@ -27,7 +32,6 @@ int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out);
 
 /* A certificate's status record (certs 'f') by the tenant's cert_id (a UUID string); fp_key, when
  * not NULL, gets the record's key. The caller owns *out. 0, REG_ENOTFOUND or REG_E*. */
-struct reg_key;
 int record_cert_by_id(view_src src, const reg_uuid *tenant, const char *cert_id, json_t **out,
                       struct reg_key *fp_key);
 

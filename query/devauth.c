@@ -494,6 +494,15 @@ int devauth_factory_tenants(devauth *a, X509 *leaf, STACK_OF(X509) *chain, int64
 
 /* ---- notices ---- */
 
+int devauth_device_ref(const char *ref, reg_uuid *tenant, reg_uuid *device)
+{
+    char t[37];
+    if (!ref || strlen(ref) != 73 || ref[36] != '/') return REG_EINVAL;
+    memcpy(t, ref, 36);
+    t[36] = 0;
+    return reg_uuid_parse(t, tenant) || reg_uuid_parse(ref + 37, device) ? REG_EINVAL : 0;
+}
+
 void devauth_notice(devauth *a, const char *msg, size_t len)
 {
     json_t *j = json_loadb(msg, len, 0, NULL);
@@ -520,16 +529,9 @@ void devauth_notice(devauth *a, const char *msg, size_t len)
     }
     json_array_foreach(json_object_get(j, "devices"), i, v)
     {
-        const char *td = json_string_value(v);
         devauth_status st;
         memset(&st, 0, sizeof st);
-        if (!td || strlen(td) != 73 || td[36] != '/') continue;
-        char t[37], d[37];
-        memcpy(t, td, 36);
-        t[36] = 0;
-        memcpy(d, td + 37, 36);
-        d[36] = 0;
-        if (reg_uuid_parse(t, &st.tenant) || reg_uuid_parse(d, &st.device)) continue;
+        if (devauth_device_ref(json_string_value(v), &st.tenant, &st.device)) continue;
         fill_ids(&st);
         uint8_t dk[32];
         dev_key(&st.tenant, &st.device, dk);

@@ -79,6 +79,9 @@ int devauth_refusal(const devauth_status *st, int64_t now_ms, const char **why);
  * rebuilds trust when asked. The caller closes the connections of revoked certificates. */
 void devauth_notice(devauth *a, const char *msg, size_t len);
 
+/* Parses a device as "auth" notices name it, "<tenant id>/<device id>". 0 or REG_EINVAL. */
+int devauth_device_ref(const char *ref, reg_uuid *tenant, reg_uuid *device);
+
 /* Marks the device active in the in-process cache (after its activation was decided). */
 void devauth_device_activated(devauth *a, const reg_uuid *tenant, const reg_uuid *device);
 

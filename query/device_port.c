@@ -375,17 +375,6 @@ static void issue(device_port *dp, http_req *req, const char *label, const reg_u
 
 /* ---- bootstrap ---- */
 
-static int serial_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 128) return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f || s[i] == ',' ||
-            s[i] == '"')
-            return 0;
-    return 1;
-}
-
 static void provision(device_port *dp, http_req *req, const http_request *r)
 {
     const char *label = LABEL_PROVISION;
@@ -399,7 +388,8 @@ static void provision(device_port *dp, http_req *req, const http_request *r)
     X509_REQ *csr = NULL;
     jsonbody_err e = {{0}};
     const char *serial;
-    if (jsonbody_string(body, "serial_number", 1, 1, 128, &serial, &e) || !serial_ok(serial)) {
+    if (jsonbody_string(body, "serial_number", 1, 1, 128, &serial, &e) ||
+        !reg_serial_valid(serial, strlen(serial))) {
         problem(dp, req, label, 400,
                 e.detail[0] ? e.detail : "'serial_number': 1 to 128 printable characters");
         goto out;
@@ -471,7 +461,7 @@ static void claim(device_port *dp, http_req *req, const http_request *r)
         problem(dp, req, label, 400, e.detail);
         goto out;
     }
-    if (serial && !serial_ok(serial)) {
+    if (serial && !reg_serial_valid(serial, strlen(serial))) {
         problem(dp, req, label, 400, "'serial_number': 1 to 128 printable characters");
         goto out;
     }

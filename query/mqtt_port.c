@@ -517,15 +517,8 @@ static void on_auth_notice(void *arg, const char *channel, const char *msg, size
         mp->closed_auth += stream_listener_close_peer(mp->listener, json_string_value(v));
     json_array_foreach(json_object_get(j, "devices"), i, v)
     {
-        const char *td = json_string_value(v);
-        char ts[37], ds[37];
         reg_uuid t, d;
-        if (!td || strlen(td) != 73) continue;
-        memcpy(ts, td, 36);
-        ts[36] = 0;
-        memcpy(ds, td + 37, 36);
-        ds[36] = 0;
-        if (reg_uuid_parse(ts, &t) || reg_uuid_parse(ds, &d)) continue;
+        if (devauth_device_ref(json_string_value(v), &t, &d)) continue;
         for (mconn *c = mp->devices[device_bucket(&t, &d)], *next; c; c = next) {
             next = c->dev_next;
             if (!memcmp(c->st.tenant.b, t.b, 16) && !memcmp(c->st.device.b, d.b, 16)) recheck(c);
@@ -582,7 +575,6 @@ int mqtt_port_start(uv_loop_t *loop, const char *host, int port, const stream_li
     if (!mp->lim.max_subscriptions || mp->lim.max_subscriptions > 32)
         mp->lim.max_subscriptions = 16;
     if (!mp->lim.connect_timeout_ms) mp->lim.connect_timeout_ms = 10000;
-    if (!mp->lim.max_inflight) mp->lim.max_inflight = 32;
     stream_callbacks cb = {on_open, on_data, on_close};
     int err = bus_subscribe(b, loop, "deliver", on_deliver, mp);
     if (!err) err = bus_subscribe(b, loop, "auth", on_auth_notice, mp);

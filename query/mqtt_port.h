@@ -32,7 +32,6 @@ typedef struct mqtt_limits {
     size_t max_packet;           /* largest packet accepted; default 128 KiB */
     unsigned max_subscriptions;  /* per connection; default 16 */
     unsigned connect_timeout_ms; /* CONNECT must arrive by then after the handshake; 10000 */
-    unsigned max_inflight;       /* unacknowledged QoS 1 messages to a device; default 32 */
 } mqtt_limits;
 
 /* Starts the MQTT port on host:port (port 0 picks one), sharing dp's TLS context,
