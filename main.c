@@ -52,6 +52,7 @@ struct options {
     unsigned rotation_check_ms;
     size_t max_manifest_bytes;
     unsigned seen_interval_ms;
+    shadow_limits shadow;
     int no_fsync;
 };
 
@@ -69,6 +70,9 @@ static void usage(FILE *f)
                "  --rotation-check-ms N   how often certificates are checked for rotation (default 60000)\n"
                "  --max-manifest-bytes N  largest POST /manifests body (default 67108864)\n"
                "  --seen-interval-ms N    last_seen_at is written at most this often per device (default 300000)\n"
+               "  --shadow-max-bytes N    desired + reported of a shadow after a merge (default 8192)\n"
+               "  --shadow-max-depth N    levels of a shadow's desired or reported (default 6)\n"
+               "  --shadow-max-client-token N  bytes of a shadow update's client token (default 64)\n"
                "  --into DIR              rebuild: where to build the view\n"
                "  --until TIME            rebuild: only events up to this RFC 3339 time\n");
 }
@@ -104,6 +108,9 @@ static int parse_options(int argc, char **argv, struct options *o)
                                              {"rotation-check-ms", required_argument, NULL, 'R'},
                                              {"max-manifest-bytes", required_argument, NULL, 'm'},
                                              {"seen-interval-ms", required_argument, NULL, 's'},
+                                             {"shadow-max-bytes", required_argument, NULL, 'B'},
+                                             {"shadow-max-depth", required_argument, NULL, 'P'},
+                                             {"shadow-max-client-token", required_argument, NULL, 'T'},
                                              {"help", no_argument, NULL, 'h'},
                                              {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
@@ -156,6 +163,18 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 's':
             if (number_option("--seen-interval-ms", optarg, 1000, 86400000, &n)) return -1;
             o->seen_interval_ms = (unsigned)n;
+            break;
+        case 'B':
+            if (number_option("--shadow-max-bytes", optarg, 64, 1u << 24, &n)) return -1;
+            o->shadow.max_bytes = (size_t)n;
+            break;
+        case 'P':
+            if (number_option("--shadow-max-depth", optarg, 1, 64, &n)) return -1;
+            o->shadow.max_depth = (int)n;
+            break;
+        case 'T':
+            if (number_option("--shadow-max-client-token", optarg, 1, 4096, &n)) return -1;
+            o->shadow.max_client_token = (size_t)n;
             break;
         case 'R':
             if (number_option("--rotation-check-ms", optarg, 10, 86400000, &n)) return -1;
@@ -387,7 +406,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (serve || project) {
-        projector_config pc = {.decide = {.region = o.region}};
+        projector_config pc = {
+            .decide = {.region = o.region, .shadow_max_bytes = o.shadow.max_bytes}};
         if ((err = projector_start(v, commands, events, b, &pc, &proj))) {
             fprintf(stderr, "registry: cannot start the projector: %s\n", reg_strerror(err));
             goto out;
@@ -395,7 +415,7 @@ int main(int argc, char **argv)
     }
 
     uv_loop_t *loop = uv_default_loop();
-    api_limits al = {0};
+    api_limits al = {.shadow = o.shadow};
     http_limits hl = {0};
     api_limits_default(&al);
     http_limits_default(&hl);
@@ -432,7 +452,8 @@ int main(int argc, char **argv)
                                .bus = b,
                                .shared = shared,
                                .metrics = api_metrics(a),
-                               .seen_interval_ms = o.seen_interval_ms};
+                               .seen_interval_ms = o.seen_interval_ms,
+                               .shadow = al.shadow};
         if ((err = device_port_start(loop, dev_host, dev_port, &hl, &dd, &dp))) {
             fprintf(stderr, "registry: cannot start the device port on %s: %s\n", o.listen_device,
                     reg_strerror(err));

@@ -80,6 +80,13 @@ static inline mqtt_str mqtt_cstr(const char *s)
     return r;
 }
 
+/* Whether a equals the NUL-terminated string b. */
+static inline bool mqtt_str_eq(mqtt_str a, const char *b)
+{
+    size_t n = strlen(b);
+    return a.len == n && !memcmp(a.p, b, n);
+}
+
 /* One packet found by mqtt_frame_next. body points into the caller's buffer. */
 typedef struct mqtt_frame {
     enum mqtt_type type;

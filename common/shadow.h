@@ -24,6 +24,7 @@ typedef struct shadow_limits {
     size_t max_client_token; /* bytes; default 64 */
 } shadow_limits;
 
+/* Fills the fields of l that are 0 with the defaults. */
 void shadow_limits_default(shadow_limits *l);
 
 /* A parsed update request: what a device's MQTT `shadow/update` message or an HTTP body asks.

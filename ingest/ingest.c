@@ -402,6 +402,25 @@ json_t *ingest_command(const char *actor, const char *tenant_s, const char *kind
                      body);
 }
 
+static char *patch_text(const json_t *patch)
+{
+    return patch ? json_dumps(patch, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+}
+
+json_t *ingest_shadow_command(const char *actor, const char *tenant_s, const char *device_s,
+                              const shadow_update *u)
+{
+    char *desired = patch_text(u->desired), *reported = patch_text(u->reported);
+    json_t *version = u->version >= 0 ? json_integer(u->version) : json_null();
+    json_t *cmd = ingest_command(actor, tenant_s, "UpdateShadow",
+                                 json_pack("{s:s, s:s?, s:s?, s:o, s:s?}", "device_id", device_s,
+                                           "desired", desired, "reported", reported, "version",
+                                           version, "client_token", u->client_token));
+    free(desired);
+    free(reported);
+    return cmd;
+}
+
 static void bad_request(ingest *in, http_req *req, const char *label, const char *detail)
 {
     metrics_request(in->metrics, label, 400, 0);
@@ -686,6 +705,16 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
             who->actor, who->tenant_s, "PatchMetadata",
             json_pack("{s:s, s:O, s:b}", "device_id", id, "changes", body, "require_existing", 0));
         break;
+    case INGEST_PUT_SHADOW_DESIRED: {
+        shadow_update u;
+        const char *why = NULL;
+        if (shadow_parse_http_update(body, "desired", &in->limits.shadow, &u, &why)) {
+            snprintf(e.detail, sizeof e.detail, "%s", why);
+            goto bad;
+        }
+        cmd = ingest_shadow_command(who->actor, who->tenant_s, id, &u);
+        break;
+    }
     default: /* the credentials routes, handled above */
         break;
     }

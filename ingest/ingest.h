@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "query/api.h"
 #include "query/auth.h"
+#include "shadow.h"
 
 struct uv_loop_s;
 typedef struct ingest ingest;
@@ -35,6 +36,7 @@ enum ingest_route {
     INGEST_CREATE_CLAIM,
     INGEST_REVOKE_CERTIFICATE,
     INGEST_ROTATE_CERTIFICATE,
+    INGEST_PUT_SHADOW_DESIRED,
 };
 
 /* Creates the write side on loop (subscribes to "outcome" on the bus). Borrows everything;
@@ -54,6 +56,11 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
 /* A new command: a random command id, the time now, `actor` ("admin", "token:<id>",
  * "device:<id>"), the tenant, and the body of that kind (taken). The caller owns the result. */
 json_t *ingest_command(const char *actor, const char *tenant_s, const char *kind, json_t *body);
+
+/* The UpdateShadow command for a checked update u (the patches travel as JSON text). The caller
+ * owns the result (NULL when out of memory). */
+json_t *ingest_shadow_command(const char *actor, const char *tenant_s, const char *device_s,
+                              const shadow_update *u);
 
 /* Sends cmd (taken) and answers req (taken) with its outcome once decided, adding the members
  * of extra (taken; may be NULL) to a successful answer: secrets shown once never enter the log.

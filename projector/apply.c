@@ -10,6 +10,7 @@
 #include "ids.h"
 #include "projector/keys.h"
 #include "projector/records.h"
+#include "projector/shadow_view.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +234,40 @@ static int apply_token_revoked(view_txn *t, const reg_uuid *tid, const json_t *b
     return 0;
 }
 
+/* A patch as the event carries it (JSON text, or absent); *out NULL when absent. */
+static int event_patch(const json_t *b, const char *field, json_t **out)
+{
+    const char *text = json_string_value(json_object_get(b, field));
+    *out = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    return text && !*out ? REG_EDECODE : 0;
+}
+
+/* The shadow document, and the device record's shadow_version (GET /devices/{id} stays one
+ * point read). Connectivity-free: the device's own version does not move. */
+static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
+                                const json_t *ev, const json_t *b)
+{
+    json_t *desired = NULL, *reported = NULL, *rec = NULL, *dev = NULL;
+    view_src src = {NULL, t};
+    json_int_t version = json_integer_value(json_object_get(ev, "version"));
+    int err = event_patch(b, "desired", &desired);
+    if (!err) err = event_patch(b, "reported", &reported);
+    if (!err) err = shadow_view_load(src, tid, did, &rec);
+    if (!err)
+        err = shadow_view_update(rec, desired, reported,
+                                 json_integer_value(json_object_get(ev, "time_ms")), version);
+    if (!err) shadow_view_store(t, tid, did, rec);
+    if (!err && record_device_load(src, tid, did, &dev) == 0) {
+        json_object_set_new(dev, "shadow_version", json_integer(version));
+        store_device(t, tid, did, dev);
+    }
+    json_decref(dev);
+    json_decref(rec);
+    json_decref(desired);
+    json_decref(reported);
+    return err;
+}
+
 int apply_event(view_txn *t, const json_t *ev)
 {
     reg_uuid tid, eid;
@@ -255,6 +290,7 @@ int apply_event(view_txn *t, const json_t *ev)
         return apply_update_device(t, &tid, &eid, ev, change_attributes, b);
     if (!strcmp(kind, "MetadataChanged"))
         return apply_update_device(t, &tid, &eid, ev, change_metadata, b);
+    if (!strcmp(kind, "ShadowUpdated")) return apply_shadow_updated(t, &tid, &eid, ev, b);
     int err = 0;
     if (apply_pki(t, &tid, &eid, kind, ev, b, &err)) return err;
     return REG_EDECODE;

@@ -304,6 +304,7 @@ int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, dec
     if (!strcmp(kind, "RegisterDevice")) return decide_register_device(t, cmd, b, cfg, d);
     if (!strcmp(kind, "UpdateDevice")) return decide_update_device(t, cmd, b, cfg, d);
     if (!strcmp(kind, "PatchMetadata")) return decide_patch_metadata(t, cmd, b, cfg, d);
+    if (!strcmp(kind, "UpdateShadow")) return decide_shadow_update(t, cmd, b, cfg, d);
     int err = 0;
     if (decide_pki(t, cmd, kind, b, cfg, d, &err)) return err;
     decide_reject(d, 400, "Bad Request", "unknown command");
@@ -312,7 +313,7 @@ int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, dec
 
 int decide_reply(view_txn *t, const json_t *cmd, decision *d)
 {
-    if (d->reply) return 0; /* rejected: the problem document is the reply */
+    if (d->reply) return 0; /* rejected (a problem document), or rendered while deciding */
     const char *kind = NULL;
     json_t *b = NULL;
     json_object_foreach(json_object_get(cmd, "body"), kind, b) break;

@@ -13,6 +13,7 @@
 typedef struct decide_config {
     const char *region;
     unsigned max_metadata_keys; /* per device (default 100) */
+    size_t shadow_max_bytes;    /* desired + reported after a merge (default 8192): else 413 */
 } decide_config;
 
 typedef struct decision {

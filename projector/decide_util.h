@@ -35,4 +35,8 @@ int decide_pki_reply(view_txn *t, const json_t *cmd, const json_t *b, decision *
 
 #define DECIDE_REPLY_PKI 100
 
+/* The shadow rules (decide_shadow.c): UpdateShadow. Renders its answer while deciding. */
+int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,
+                         decision *d);
+
 #endif

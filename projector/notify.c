@@ -2,6 +2,7 @@
 #include "projector/notify.h"
 #include "ids.h"
 #include "projector/records.h"
+#include "projector/shadow_view.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,10 +40,84 @@ static void rotation_notice(view_txn *t, const json_t *ev, const json_t *b, json
     json_decref(dev);
 }
 
-void notify_event(view_txn *t, const json_t *ev, json_t *out)
+static void add_delivery(json_t *out, const char *tenant, const char *device, const char *topic,
+                         json_t *payload /* taken */)
+{
+    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+    if (text)
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s}", "tenant_id", tenant,
+                                             "device_id", device, "topic", topic, "payload", text));
+    free(text);
+    json_decref(payload);
+}
+
+static int event_device(const json_t *ev, reg_uuid *tid, reg_uuid *did)
+{
+    return reg_uuid_parse(json_string_value(json_object_get(ev, "tenant_id")), tid) ||
+           reg_uuid_parse(json_string_value(json_object_get(ev, "entity_id")), did);
+}
+
+static const char *event_kind(const json_t *ev, json_t **body)
 {
     const char *kind = NULL;
     json_t *b = NULL;
     json_object_foreach(json_object_get(ev, "body"), kind, b) break;
-    if (kind && !strcmp(kind, "CertificateRotationDue")) rotation_notice(t, ev, b, out);
+    if (body) *body = b;
+    return kind;
+}
+
+json_t *notify_before(view_txn *t, const json_t *ev)
+{
+    const char *kind = event_kind(ev, NULL);
+    reg_uuid tid, did;
+    json_t *rec = NULL;
+    view_src src = {NULL, t};
+    if (!kind || strcmp(kind, "ShadowUpdated") || event_device(ev, &tid, &did) ||
+        shadow_view_load(src, &tid, &did, &rec))
+        return NULL;
+    return rec;
+}
+
+static json_t *patch_of(const json_t *b, const char *field)
+{
+    const char *text = json_string_value(json_object_get(b, field));
+    return text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+/* update/accepted, update/documents and, when desired and reported differ, update/delta. */
+static void shadow_notices(view_txn *t, const json_t *ev, const json_t *b, const json_t *before,
+                           json_t *out)
+{
+    reg_uuid tid, did;
+    json_t *rec = NULL;
+    view_src src = {NULL, t};
+    if (!before || event_device(ev, &tid, &did) || shadow_view_load(src, &tid, &did, &rec)) return;
+    const char *tenant = json_string_value(json_object_get(ev, "tenant_id"));
+    const char *device = json_string_value(json_object_get(ev, "entity_id"));
+    const char *token = json_string_value(json_object_get(b, "client_token"));
+    int64_t now_s = json_integer_value(json_object_get(ev, "time_ms")) / 1000;
+    json_t *desired = patch_of(b, "desired"), *reported = patch_of(b, "reported");
+    char topic[128];
+    shadow_view_topic(device, "update/accepted", topic, sizeof topic);
+    add_delivery(out, tenant, device, topic,
+                 shadow_view_accepted(rec, desired, reported, token, now_s));
+    shadow_view_topic(device, "update/documents", topic, sizeof topic);
+    add_delivery(out, tenant, device, topic, shadow_view_documents(before, rec, token, now_s));
+    json_t *delta = shadow_view_delta_message(rec, token, now_s);
+    if (delta) {
+        shadow_view_topic(device, "update/delta", topic, sizeof topic);
+        add_delivery(out, tenant, device, topic, delta);
+    }
+    json_decref(desired);
+    json_decref(reported);
+    json_decref(rec);
+}
+
+void notify_event(view_txn *t, const json_t *ev, const json_t *before, json_t *out)
+{
+    json_t *b = NULL;
+    const char *kind = event_kind(ev, &b);
+    if (!kind) return;
+    if (!strcmp(kind, "CertificateRotationDue")) rotation_notice(t, ev, b, out);
+    if (!strcmp(kind, "ShadowUpdated")) shadow_notices(t, ev, b, before, out);
 }

@@ -194,14 +194,17 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
     json_t *ev;
     json_array_foreach(d.events, i, ev)
     {
+        json_t *before = notify_before(bt->txn, ev);
         err = apply_event(bt->txn, ev);
         if (err) {
             fprintf(stderr, "projector: an event of command %s does not apply: %s\n", cid_s,
                     reg_strerror(err));
+            json_decref(before);
             goto out_decision;
         }
         note_auth(bt, ev);
-        notify_event(bt->txn, ev, bt->deliver);
+        notify_event(bt->txn, ev, before, bt->deliver);
+        json_decref(before);
         if (already_logged) continue;
         if (bt->nevents == bt->events_cap) {
             size_t cap = bt->events_cap ? bt->events_cap * 2 : 1024;
@@ -397,6 +400,7 @@ int projector_start(view *v, elog *commands, elog *events, bus *b, const project
     p->cfg = *cfg;
     if (p->cfg.batch_max <= 0) p->cfg.batch_max = 1000;
     if (!p->cfg.decide.max_metadata_keys) p->cfg.decide.max_metadata_keys = 100;
+    if (!p->cfg.decide.shadow_max_bytes) p->cfg.decide.shadow_max_bytes = 8192;
     int err = codec_registry_new(&p->codec);
     if (err) {
         free(p);

@@ -35,6 +35,8 @@
  *                'r' T cert_id(16)      -> {serial_hex, revoked_ms} (the tenant's CRL entries)
  *   cert_expiry  be64(not_after_ms) T cert_id(16) -> "" (certificates not yet marked due for
  *                                          rotation; the rotation scheduler walks it in order)
+ *   shadows      T D                    -> shadow JSON {desired, reported, metadata: {desired,
+ *                                          reported}, version, last_updated_ms} (common/shadow.h)
  *   meta         name                   -> value (consumed offsets)
  */
 #ifndef REG_VIEW_H
@@ -60,6 +62,7 @@ typedef enum view_cf {
     VIEW_CLAIMS,
     VIEW_CERTS,
     VIEW_CERT_EXPIRY,
+    VIEW_SHADOWS,
     VIEW_CF_COUNT
 } view_cf;
 

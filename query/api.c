@@ -30,6 +30,7 @@ enum read_route {
     READ_DEVICE,
     READ_METADATA,
     READ_CERTIFICATES,
+    READ_SHADOW,
     READ_FACTORY_CAS,
     READ_FACTORY_CA,
     READ_ISSUING_CA,
@@ -57,6 +58,7 @@ void api_limits_default(api_limits *l)
     if (!l->max_metadata_value) l->max_metadata_value = 1024;
     if (!l->max_metadata_keys) l->max_metadata_keys = 100;
     if (!l->request_timeout_ms) l->request_timeout_ms = 30000;
+    shadow_limits_default(&l->shadow);
 }
 
 /* A request path split into at most four segments. */
@@ -170,6 +172,7 @@ static int read_device(api *a, const auth_principal *who, const char *id, int ro
     int (*fn)(view *, const auth_principal *, const char *, http_req *) =
         route == READ_METADATA       ? query_device_metadata
         : route == READ_CERTIFICATES ? query_device_certificates
+        : route == READ_SHADOW       ? query_device_shadow
                                      : query_device;
     if (a->view_dirty) catch_up(a);
     if (a->deps.view_is_secondary) {
@@ -189,7 +192,8 @@ static int read_device(api *a, const auth_principal *who, const char *id, int ro
 static int read_route_answer(api *a, const auth_principal *who, int route, const char *id, const char *query,
                 http_req *req)
 {
-    if (route == READ_DEVICE || route == READ_METADATA || route == READ_CERTIFICATES)
+    if (route == READ_DEVICE || route == READ_METADATA || route == READ_CERTIFICATES ||
+        route == READ_SHADOW)
         return read_device(a, who, id, route, req);
     if (a->view_dirty) catch_up(a);
     switch (route) {
@@ -268,6 +272,13 @@ static void handle(void *arg, http_req *req, const http_request *r)
         label = "/devices/{id}/metadata/{key}", allow = "PUT, DELETE";
         if (put) route = INGEST_PUT_METADATA;
         if (del) route = INGEST_DELETE_METADATA;
+    } else if (p.n == 3 && !strcmp(p.seg[0], "devices") && !strcmp(p.seg[2], "shadow")) {
+        label = "/devices/{id}/shadow", allow = "GET";
+        is_read = get ? READ_SHADOW : 0;
+    } else if (p.n == 4 && !strcmp(p.seg[0], "devices") && !strcmp(p.seg[2], "shadow") &&
+               !strcmp(p.seg[3], "desired")) {
+        label = "/devices/{id}/shadow/desired", allow = "PUT";
+        if (put) route = INGEST_PUT_SHADOW_DESIRED;
     } else if (p.n == 3 && !strcmp(p.seg[0], "devices") && !strcmp(p.seg[2], "certificates")) {
         label = "/devices/{id}/certificates", allow = "GET";
         is_read = get ? READ_CERTIFICATES : 0;

@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "projector/projector.h"
 #include "projector/view.h"
+#include "shadow.h"
 
 struct uv_loop_s;
 
@@ -23,6 +24,8 @@ typedef struct api_limits {
     size_t max_metadata_value;   /* bytes; default 1024 */
     unsigned max_metadata_keys;  /* per device; default 100 */
     unsigned request_timeout_ms; /* a write not decided by then answers 503; default 30000 */
+    shadow_limits shadow;        /* depth and client token of shadow updates (the size is the
+                                    projector's: decide_config.shadow_max_bytes) */
 } api_limits;
 
 typedef struct api_deps {

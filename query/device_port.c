@@ -23,6 +23,7 @@
 #include "projector/keys.h"
 #include "projector/records.h"
 #include "query/devauth.h"
+#include "query/devices.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -60,10 +61,11 @@ struct device_port {
     unsigned issuing_next;
     unsigned outstanding; /* authreqs alive: they hold dp */
     bool stopping;        /* device_port_stop was called: free dp with the last authreq */
+    bool view_dirty;      /* a secondary: a commit was announced since the last catch-up */
 };
 
 /* An authenticated request on its way (waiting for devauth or an activation). */
-enum action { ACT_GET_DEVICE, ACT_RENEW };
+enum action { ACT_GET_DEVICE, ACT_RENEW, ACT_GET_SHADOW, ACT_REPORT_SHADOW };
 struct authreq {
     device_port *dp;
     http_req *req;
@@ -93,6 +95,22 @@ static const char *const LABEL_PROVISION = "device:/devices/provision";
 static const char *const LABEL_CLAIM = "device:/devices/claim";
 static const char *const LABEL_DEVICE = "device:/devices/{id}";
 static const char *const LABEL_RENEW = "device:/devices/{id}/certificates/renew";
+static const char *const LABEL_SHADOW = "device:/devices/{id}/shadow";
+static const char *const LABEL_REPORT = "device:/devices/{id}/shadow/reported";
+
+static const char *action_label(enum action a)
+{
+    switch (a) {
+    case ACT_RENEW:
+        return LABEL_RENEW;
+    case ACT_GET_SHADOW:
+        return LABEL_SHADOW;
+    case ACT_REPORT_SHADOW:
+        return LABEL_REPORT;
+    default:
+        return LABEL_DEVICE;
+    }
+}
 
 static void problem(device_port *dp, http_req *req, const char *label, int status,
                     const char *detail)
@@ -527,12 +545,81 @@ void device_port_touch(device_port *dp, const devauth_status *st)
                      on_touched, NULL);
 }
 
+static void answer_json(device_port *dp, http_req *req, const char *label, int status,
+                        const json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    if (!text) return problem(dp, req, label, 503, "out of memory");
+    uint64_t start = http_req_request(req)->start_ns;
+    metrics_request(dp->deps.metrics, label, status, (double)(clock_mono_ns() - start) / 1e9);
+    http_respond(req, status, status >= 400 ? "application/problem+json" : "application/json",
+                 text, strlen(text), NULL);
+    free(text);
+}
+
+/* GET /devices/{id}/shadow by the device itself. */
+static void get_shadow(device_port *dp, http_req *req, const devauth_status *st)
+{
+    json_t *doc = NULL;
+    int err = query_shadow_document(device_port_view(dp), dp->deps.view_is_secondary,
+                                    &st->tenant, &st->device, &doc);
+    if (err) return problem(dp, req, LABEL_SHADOW, err == REG_ENOTFOUND ? 404 : 503,
+                            err == REG_ENOTFOUND ? "no such device" : "the view could not be read");
+    answer_json(dp, req, LABEL_SHADOW, 200, doc);
+    json_decref(doc);
+}
+
+/* The outcome of a device's reported update: {version, delta}, or the problem document (409s
+ * carry current_version). */
+static void on_reported(void *arg, int status, json_t *body)
+{
+    struct authreq *ar = arg;
+    if (status < 400) {
+        json_t *answer = json_pack("{s:O?, s:O?}", "version", json_object_get(body, "version"),
+                                   "delta", json_object_get(body, "delta"));
+        answer_json(ar->dp, ar->req, LABEL_REPORT, status, answer);
+        json_decref(answer);
+    } else {
+        answer_json(ar->dp, ar->req, LABEL_REPORT, status, body);
+    }
+    authreq_free(ar);
+}
+
+/* POST /devices/{id}/shadow/reported. Takes ar (freed when the outcome has been answered). */
+static void report_shadow(struct authreq *ar)
+{
+    device_port *dp = ar->dp;
+    const http_request *r = http_req_request(ar->req);
+    jsonbody_err e = {{0}};
+    /* Deep enough for the shadow's own depth rule to name the section that is too deep. */
+    json_t *body = jsonbody_parse_object(r->body, r->body_len, dp->deps.shadow.max_depth + 2, &e);
+    shadow_update u;
+    const char *why = e.detail;
+    if (!body || shadow_parse_http_update(body, "reported", &dp->deps.shadow, &u, &why)) {
+        problem(dp, ar->req, LABEL_REPORT, 400, why);
+        json_decref(body);
+        authreq_free(ar);
+        return;
+    }
+    if (!dp->deps.ingest) {
+        problem(dp, ar->req, LABEL_REPORT, 503, "this process does not accept writes");
+        json_decref(body);
+        authreq_free(ar);
+        return;
+    }
+    device_port_update_shadow(dp, &ar->st, &u, on_reported, ar);
+    json_decref(body);
+}
+
 static void serve_authenticated(struct authreq *ar)
 {
     device_port *dp = ar->dp;
     http_req *req = ar->req;
     device_port_touch(dp, &ar->st);
-    if (ar->action == ACT_GET_DEVICE) {
+    if (ar->action == ACT_REPORT_SHADOW) return report_shadow(ar);
+    if (ar->action == ACT_GET_SHADOW) {
+        get_shadow(dp, req, &ar->st);
+    } else if (ar->action == ACT_GET_DEVICE) {
         reg_key k;
         key_add(key_add(key_reset(&k), ar->st.tenant.b, 16), ar->st.device.b, 16);
         char *val = NULL;
@@ -576,7 +663,7 @@ static void on_activated(void *arg, int status, json_t *body)
     struct authreq *ar = arg;
     if (status >= 400) {
         const char *detail = json_string_value(json_object_get(body, "detail"));
-        problem(ar->dp, ar->req, ar->action == ACT_RENEW ? LABEL_RENEW : LABEL_DEVICE,
+        problem(ar->dp, ar->req, action_label(ar->action),
                 status == 403 || status == 404 ? 403 : 503,
                 detail ? detail : "the device could not be activated");
         authreq_free(ar);
@@ -592,7 +679,7 @@ static void on_status(void *arg, int err, const devauth_status *st)
 {
     struct authreq *ar = arg;
     device_port *dp = ar->dp;
-    const char *label = ar->action == ACT_RENEW ? LABEL_RENEW : LABEL_DEVICE;
+    const char *label = action_label(ar->action);
     const char *refusal = NULL;
     int status = 401;
     if (err == REG_ENOTFOUND)
@@ -671,9 +758,53 @@ static void handle(void *arg, http_req *req, const http_request *r)
             if (!post) return problem(dp, req, LABEL_RENEW, 405, "use POST");
             return authenticated(dp, req, r, ACT_RENEW, id, LABEL_RENEW);
         }
+        if (!strcmp(rest, "/shadow")) {
+            if (!get) return problem(dp, req, LABEL_SHADOW, 405, "use GET");
+            return authenticated(dp, req, r, ACT_GET_SHADOW, id, LABEL_SHADOW);
+        }
+        if (!strcmp(rest, "/shadow/reported")) {
+            if (!post) return problem(dp, req, LABEL_REPORT, 405, "use POST");
+            return authenticated(dp, req, r, ACT_REPORT_SHADOW, id, LABEL_REPORT);
+        }
     }
     metrics_request(dp->deps.metrics, "device:unknown", 404, 0);
     http_respond_problem(req, 404, "no such route");
+}
+
+/* A secondary catches up before the next shadow read after a commit notice, so that a device
+ * reads what was written through any process. */
+static void on_commit(void *arg, const char *channel, const char *msg, size_t len)
+{
+    device_port *dp = arg;
+    dp->view_dirty = dp->deps.view_is_secondary;
+}
+
+view *device_port_view(device_port *dp)
+{
+    if (dp->view_dirty) {
+        dp->view_dirty = false;
+        view_catch_up(dp->deps.view);
+    }
+    return dp->deps.view;
+}
+
+bool device_port_view_is_secondary(const device_port *dp)
+{
+    return dp->deps.view_is_secondary;
+}
+
+const shadow_limits *device_port_shadow_limits(const device_port *dp)
+{
+    return &dp->deps.shadow;
+}
+
+void device_port_update_shadow(device_port *dp, const devauth_status *st, const shadow_update *u,
+                               ingest_outcome_cb cb, void *arg)
+{
+    char actor[48];
+    snprintf(actor, sizeof actor, "device:%s", st->device_s);
+    ingest_submit_cb(dp->deps.ingest, ingest_shadow_command(actor, st->tenant_s, st->device_s, u),
+                     cb, arg);
 }
 
 /* Revocations close live connections; every notice updates the authentication caches. */
@@ -697,6 +828,7 @@ int device_port_start(uv_loop_t *loop, const char *host, int port, const http_li
     dp->loop = loop;
     dp->deps = *deps;
     if (!dp->deps.seen_interval_ms) dp->deps.seen_interval_ms = 300000;
+    shadow_limits_default(&dp->deps.shadow);
     char *cert_pem = NULL, *key_pem = NULL;
     int err = server_identity(deps, &cert_pem, &key_pem);
     if (!err) err = http_tls_server_ctx(cert_pem, key_pem, &dp->ctx);
@@ -706,6 +838,7 @@ int device_port_start(uv_loop_t *loop, const char *host, int port, const http_li
     if (!err)
         err = devauth_new(deps->view, deps->view_is_secondary, deps->shared, dp->ctx, &dp->auth);
     if (!err) err = bus_subscribe(deps->bus, loop, "auth", on_auth_notice, dp);
+    if (!err) err = bus_subscribe(deps->bus, loop, "commit", on_commit, dp);
     if (!err) err = http_server_start_tls(loop, host, port, limits, dp->ctx, handle, dp, &dp->http);
     if (err) {
         device_port_stop(dp);

@@ -23,6 +23,7 @@
 #include "keystore.h"
 #include "metrics.h"
 #include "projector/view.h"
+#include "shadow.h"
 
 struct uv_loop_s;
 typedef struct device_port device_port;
@@ -37,6 +38,7 @@ typedef struct device_port_deps {
     cache *shared;         /* borrowed; NULL in the embedded deployment */
     metrics *metrics;      /* borrowed */
     unsigned seen_interval_ms; /* last_seen_at is written at most this often per device; 300000 */
+    shadow_limits shadow;      /* depth and client token of shadow updates (filled: api_limits) */
 } device_port_deps;
 
 /* Starts the device port on host:port (port 0 picks one). deps is copied. The caller owns *out
@@ -58,6 +60,15 @@ struct devauth_status;
 void device_port_activate(device_port *dp, const struct devauth_status *st, const char *fingerprint,
                           ingest_outcome_cb cb, void *arg);
 void device_port_touch(device_port *dp, const struct devauth_status *st);
+/* For the MQTT port's shadow topics: the view (a secondary caught up first when a commit was
+ * announced since the last read; borrowed), the limits, and a device's own shadow update (u
+ * checked; cb gets the decided outcome; needs a port with writes). */
+view *device_port_view(device_port *dp);
+bool device_port_view_is_secondary(const device_port *dp);
+const shadow_limits *device_port_shadow_limits(const device_port *dp);
+void device_port_update_shadow(device_port *dp, const struct devauth_status *st,
+                               const shadow_update *u, ingest_outcome_cb cb, void *arg);
+
 /* Whether the port can send commands (bootstraps, activations). */
 bool device_port_writes(const device_port *dp);
 

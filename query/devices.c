@@ -3,6 +3,7 @@
 #include "err.h"
 #include "projector/keys.h"
 #include "projector/records.h"
+#include "projector/shadow_view.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,5 +67,52 @@ int query_device_metadata(view *v, const auth_principal *who, const char *id, ht
     if (err) return answer_error(req, err);
     answer_json(req, 200, md);
     json_decref(md);
+    return 200;
+}
+
+static int shadow_record_once(view *v, const reg_uuid *tenant, const reg_uuid *device,
+                              json_t **out)
+{
+    reg_key k;
+    key_add(key_add(key_reset(&k), tenant->b, 16), device->b, 16);
+    char *val = NULL;
+    int err = view_get(v, VIEW_DEVICES, k.b, k.len, &val, NULL);
+    free(val);
+    view_src src = {v, NULL};
+    return err ? err : shadow_view_load(src, tenant, device, out);
+}
+
+int query_shadow_record(view *v, int secondary, const reg_uuid *tenant, const reg_uuid *device,
+                        json_t **out)
+{
+    int err = shadow_record_once(v, tenant, device, out);
+    if (err == REG_ENOTFOUND && secondary) {
+        view_catch_up(v);
+        err = shadow_record_once(v, tenant, device, out);
+    }
+    return err;
+}
+
+int query_shadow_document(view *v, int secondary, const reg_uuid *tenant, const reg_uuid *device,
+                          json_t **out)
+{
+    json_t *rec = NULL;
+    int err = query_shadow_record(v, secondary, tenant, device, &rec);
+    if (err) return err;
+    *out = shadow_view_http(rec);
+    json_decref(rec);
+    return *out ? 0 : REG_ENOMEM;
+}
+
+int query_device_shadow(view *v, const auth_principal *who, const char *id, http_req *req)
+{
+    reg_uuid did;
+    int status = 0;
+    if (parse_id(id, &did, req, &status)) return status;
+    json_t *doc = NULL;
+    int err = query_shadow_document(v, 0, &who->tenant, &did, &doc); /* api.c caught up */
+    if (err) return answer_error(req, err);
+    answer_json(req, 200, doc);
+    json_decref(doc);
     return 200;
 }

@@ -18,6 +18,10 @@
 #include "mqtt_codec.h"
 #include "query/devauth.h"
 #include "query/device_port.h"
+#include "query/devices.h"
+#include "jsonbody.h"
+#include "projector/shadow_view.h"
+#include "shadow.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -32,6 +36,7 @@ enum {
     MAX_FILTER = 256, /* bytes of one subscription filter */
     MAX_FILTERS_PER_PACKET = 32,
     OUT_SMALL = 64,
+    MAX_SHADOW_PENDING = 16, /* shadow updates of one connection waiting for their decision */
 };
 
 enum conn_state { AWAIT_CONNECT, AUTHENTICATING, CONNECTED };
@@ -56,7 +61,8 @@ typedef struct mconn {
     struct mqtt_port *mp;
     stream *s; /* NULL once closed */
     enum conn_state state;
-    bool waiting; /* a lookup or activation will call back */
+    bool waiting;      /* a lookup or activation will call back */
+    unsigned updating; /* shadow updates waiting for their decision (each will call back) */
     devauth_status st;
     char fp[65];
     uint16_t keepalive_s;
@@ -82,7 +88,7 @@ struct mqtt_port {
     mconn *devices[DEVICE_BUCKETS];
     unsigned connected;
     uint64_t refused[REF_COUNT], msgs_in, msgs_out, closed_keepalive, closed_protocol, closed_acl,
-        closed_auth;
+        closed_auth, shadow_updates, shadow_rejected, shadow_gets;
     unsigned nconns; /* allocated mconns (closed ones waiting for an answer included) */
     bool stopping, sweep_closed;
 };
@@ -166,14 +172,19 @@ static void connected(mconn *c)
     if (c->s) stream_resume(c->s); /* packets that came after the CONNECT */
 }
 
+/* A closed connection's memory goes when nothing will call back for it any more. */
+static bool conn_release(mconn *c)
+{
+    if (c->s) return false;
+    if (!c->waiting && !c->updating) conn_free(c);
+    return true;
+}
+
 static void on_activated(void *arg, int status, json_t *body)
 {
     mconn *c = arg;
     c->waiting = false;
-    if (!c->s) {
-        conn_free(c);
-        return;
-    }
+    if (conn_release(c)) return;
     if (status >= 400) {
         refuse(c, status == 503 ? REF_UNAVAILABLE : REF_DEVICE,
                status == 503 ? MQTT_CONNACK_UNAVAILABLE : MQTT_CONNACK_NOT_AUTHORIZED);
@@ -188,10 +199,7 @@ static void on_status(void *arg, int err, const devauth_status *st)
 {
     mconn *c = arg;
     c->waiting = false;
-    if (!c->s) {
-        conn_free(c);
-        return;
-    }
+    if (conn_release(c)) return;
     const char *why = NULL;
     if (err == REG_ENOTFOUND) return refuse(c, REF_UNKNOWN_CERT, MQTT_CONNACK_NOT_AUTHORIZED);
     if (err) return refuse(c, REF_UNAVAILABLE, MQTT_CONNACK_UNAVAILABLE);
@@ -228,6 +236,11 @@ static void handle_connect(mconn *c, const mqtt_connect *cn)
 }
 
 /* ---- the device's own topics ---- */
+
+static void deliver(mqtt_port *mp, mconn *c, const char *topic, const char *payload, size_t plen);
+static void shadow_update_msg(mconn *c, const mqtt_publish *p);
+static void shadow_get_msg(mconn *c, const mqtt_publish *p);
+static void shadow_pending_delta(mconn *c);
 
 static void prefix_of(const mconn *c, char *out, size_t cap)
 {
@@ -270,6 +283,15 @@ static void handle_subscribe(mconn *c, uint16_t packet_id, const mqtt_subscripti
     uint8_t out[OUT_SMALL + MAX_FILTERS_PER_PACKET];
     int n = mqtt_encode_suback(out, sizeof out, packet_id, granted, count);
     if (n > 0) send_bytes(c, out, (size_t)n);
+    /* A device that was offline gets its pending delta as soon as it listens for deltas. */
+    char delta_topic[128];
+    shadow_view_topic(c->st.device_s, "update/delta", delta_topic, sizeof delta_topic);
+    for (size_t i = 0; i < count; i++)
+        if (granted[i] != MQTT_SUBACK_FAILURE &&
+            mqtt_filter_matches(subs[i].filter, mqtt_cstr(delta_topic))) {
+            shadow_pending_delta(c);
+            break;
+        }
 }
 
 static void handle_unsubscribe(mconn *c, uint16_t packet_id, const mqtt_str *filters, size_t count)
@@ -308,6 +330,11 @@ static bool handle_publish(mconn *c, const mqtt_publish *p)
         int n = mqtt_encode_puback(out, sizeof out, p->packet_id);
         if (n > 0) send_bytes(c, out, (size_t)n);
     }
+    mqtt_str rest = {p->topic.p + plen, p->topic.len - plen};
+    if (mqtt_str_eq(rest, "shadow/update"))
+        shadow_update_msg(c, p);
+    else if (mqtt_str_eq(rest, "shadow/get"))
+        shadow_get_msg(c, p);
     return true;
 }
 
@@ -427,7 +454,7 @@ static void on_close(void *app, stream *s)
     if (c->next) c->next->prev = c->prev;
     c->s = NULL;
     c->state = AWAIT_CONNECT; /* out of the index; a late answer only frees */
-    if (!c->waiting) conn_free(c);
+    conn_release(c);
 }
 
 /* ---- deliveries and notices ---- */
@@ -481,15 +508,136 @@ static void on_deliver(void *arg, const char *channel, const char *msg, size_t l
     json_decref(j);
 }
 
+/* ---- the shadow topics ---- */
+
+/* A device's update on its way to the projector. */
+struct shadow_req {
+    mconn *c;
+    char *client_token; /* owned; NULL when none */
+};
+
+static int64_t now_s(void)
+{
+    return clock_now_ms() / 1000;
+}
+
+/* Publishes msg (taken) to the connection on its shadow topic `suffix`, if it subscribed. */
+static void send_shadow(mconn *c, const char *suffix, json_t *msg)
+{
+    char topic[128];
+    shadow_view_topic(c->st.device_s, suffix, topic, sizeof topic);
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    if (text) deliver(c->mp, c, topic, text, strlen(text));
+    free(text);
+    json_decref(msg);
+}
+
+/* update/rejected or get/rejected: {code, message, clientToken?, timestamp}. */
+static void shadow_reject(mconn *c, const char *suffix, int code, const char *message,
+                          const char *client_token)
+{
+    c->mp->shadow_rejected++;
+    json_t *m = json_pack("{s:i, s:s, s:I, s:s?}", "code", code, "message", message, "timestamp",
+                          (json_int_t)now_s(), "clientToken", client_token);
+    send_shadow(c, suffix, m);
+}
+
+/* The client token of a refused message, echoed when it is a string within the limit. */
+static const char *token_of(const json_t *msg, const shadow_limits *l)
+{
+    const char *t = json_string_value(json_object_get(msg, "clientToken"));
+    return t && strlen(t) <= l->max_client_token ? t : NULL;
+}
+
+static void on_shadow_outcome(void *arg, int status, json_t *body)
+{
+    struct shadow_req *r = arg;
+    mconn *c = r->c;
+    c->updating--;
+    /* Accepted: update/accepted, /documents and /delta come from the projector, to every
+     * connection of the device. Refused: only the sender hears of it. */
+    if (!conn_release(c) && status >= 400) {
+        const char *detail = json_string_value(json_object_get(body, "detail"));
+        shadow_reject(c, "update/rejected", status, detail ? detail : "the update was refused",
+                      r->client_token);
+    }
+    free(r->client_token);
+    free(r);
+}
+
+static void shadow_update_msg(mconn *c, const mqtt_publish *p)
+{
+    device_port *dp = c->mp->dp;
+    const shadow_limits *l = device_port_shadow_limits(dp);
+    jsonbody_err e = {{0}};
+    /* Deep enough for the shadow's own depth rule to name the section that is too deep. */
+    json_t *msg =
+        jsonbody_parse_object((const char *)p->payload, p->payload_len, l->max_depth + 3, &e);
+    shadow_update u;
+    const char *why = e.detail;
+    struct shadow_req *r = NULL;
+    if (!msg || shadow_parse_mqtt_update(msg, l, &u, &why))
+        shadow_reject(c, "update/rejected", 400, why, token_of(msg, l));
+    else if (!device_port_writes(dp))
+        shadow_reject(c, "update/rejected", 503, "this front end does not accept writes",
+                      u.client_token);
+    else if (c->updating >= MAX_SHADOW_PENDING)
+        shadow_reject(c, "update/rejected", 429, "too many updates waiting for their decision",
+                      u.client_token);
+    else if (!(r = calloc(1, sizeof *r)) ||
+             (u.client_token && !(r->client_token = strdup(u.client_token)))) {
+        free(r);
+        shadow_reject(c, "update/rejected", 503, "out of memory", u.client_token);
+    } else {
+        r->c = c;
+        c->updating++;
+        c->mp->shadow_updates++;
+        device_port_update_shadow(dp, &c->st, &u, on_shadow_outcome, r);
+    }
+    json_decref(msg);
+}
+
+/* shadow/get: the whole document on get/accepted (payload empty or {"clientToken"}). */
+static void shadow_get_msg(mconn *c, const mqtt_publish *p)
+{
+    device_port *dp = c->mp->dp;
+    const shadow_limits *l = device_port_shadow_limits(dp);
+    json_t *msg = NULL, *rec = NULL;
+    jsonbody_err e = {{0}};
+    if (p->payload_len &&
+        !(msg = jsonbody_parse_object((const char *)p->payload, p->payload_len, 4, &e)))
+        return shadow_reject(c, "get/rejected", 400, e.detail, NULL);
+    c->mp->shadow_gets++;
+    int err = query_shadow_record(device_port_view(dp), device_port_view_is_secondary(dp),
+                                  &c->st.tenant, &c->st.device, &rec);
+    if (err)
+        shadow_reject(c, "get/rejected", err == REG_ENOTFOUND ? 404 : 503,
+                      err == REG_ENOTFOUND ? "no such device" : "the shadow could not be read",
+                      token_of(msg, l));
+    else
+        send_shadow(c, "get/accepted", shadow_view_get_accepted(rec, token_of(msg, l), now_s()));
+    json_decref(rec);
+    json_decref(msg);
+}
+
+static void shadow_pending_delta(mconn *c)
+{
+    device_port *dp = c->mp->dp;
+    json_t *rec = NULL;
+    if (query_shadow_record(device_port_view(dp), device_port_view_is_secondary(dp),
+                            &c->st.tenant, &c->st.device, &rec))
+        return;
+    json_t *m = shadow_view_delta_message(rec, NULL, now_s());
+    if (m) send_shadow(c, "update/delta", m);
+    json_decref(rec);
+}
+
 /* A re-check of a live connection after its device's or certificate's status changed. */
 static void on_recheck(void *arg, int err, const devauth_status *st)
 {
     mconn *c = arg;
     c->waiting = false;
-    if (!c->s) {
-        conn_free(c);
-        return;
-    }
+    if (conn_release(c)) return;
     const char *why;
     if (err == REG_ENOTFOUND || (!err && devauth_refusal(st, clock_now_ms(), &why))) {
         c->mp->closed_auth++;
@@ -635,6 +783,10 @@ void mqtt_port_metrics(mqtt_port *mp, metrics_out *out)
                    "registry_mqtt_closed_total{reason=\"protocol\"} %llu\n"
                    "registry_mqtt_closed_total{reason=\"acl\"} %llu\n"
                    "registry_mqtt_closed_total{reason=\"auth\"} %llu\n"
+                   "# TYPE registry_mqtt_shadow_requests_total counter\n"
+                   "registry_mqtt_shadow_requests_total{kind=\"update\"} %llu\n"
+                   "registry_mqtt_shadow_requests_total{kind=\"get\"} %llu\n"
+                   "registry_mqtt_shadow_requests_total{kind=\"rejected\"} %llu\n"
                    "# TYPE registry_mqtt_connack_refused_total counter\n",
                    st.open, mp->connected, (unsigned long long)st.handshakes_full,
                    (unsigned long long)st.handshakes_resumed,
@@ -643,7 +795,8 @@ void mqtt_port_metrics(mqtt_port *mp, metrics_out *out)
                    (unsigned long long)st.bytes_out, (unsigned long long)mp->msgs_in,
                    (unsigned long long)mp->msgs_out, (unsigned long long)mp->closed_keepalive,
                    (unsigned long long)mp->closed_protocol, (unsigned long long)mp->closed_acl,
-                   (unsigned long long)mp->closed_auth);
+                   (unsigned long long)mp->closed_auth, (unsigned long long)mp->shadow_updates,
+                   (unsigned long long)mp->shadow_gets, (unsigned long long)mp->shadow_rejected);
     for (int i = 0; i < REF_COUNT; i++)
         metrics_printf(out, "registry_mqtt_connack_refused_total{reason=\"%s\"} %llu\n",
                        refusal_names[i], (unsigned long long)mp->refused[i]);

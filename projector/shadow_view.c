@@ -1,0 +1,191 @@
+/* shadow_view.c - loading, storing and rendering device shadows (shadow_view.h). */
+#include "projector/shadow_view.h"
+#include "clock.h"
+#include "err.h"
+#include "projector/keys.h"
+#include "projector/records.h"
+#include "shadow.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void shadow_key(reg_key *k, const reg_uuid *tenant, const reg_uuid *device)
+{
+    key_add(key_add(key_reset(k), tenant->b, 16), device->b, 16);
+}
+
+/* An object member, or a new empty object put in its place when missing or not an object: a
+ * stored shadow always has its four objects. */
+static json_t *object_member(json_t *obj, const char *name)
+{
+    json_t *m = json_object_get(obj, name);
+    if (json_is_object(m)) return m;
+    m = json_object();
+    json_object_set_new(obj, name, m);
+    return m;
+}
+
+int shadow_view_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
+{
+    reg_key k;
+    shadow_key(&k, tenant, device);
+    json_t *rec = NULL;
+    int err = record_json(src, VIEW_SHADOWS, &k, &rec);
+    if (err == REG_ENOTFOUND) {
+        rec = json_pack("{s:i, s:i}", "version", 0, "last_updated_ms", 0);
+        err = rec ? 0 : REG_ENOMEM;
+    }
+    if (err) return err;
+    if (!json_is_object(rec)) {
+        json_decref(rec);
+        return REG_EDECODE;
+    }
+    object_member(rec, "desired");
+    object_member(rec, "reported");
+    json_t *meta = object_member(rec, "metadata");
+    object_member(meta, "desired");
+    object_member(meta, "reported");
+    *out = rec;
+    return 0;
+}
+
+void shadow_view_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
+                       const json_t *rec)
+{
+    reg_key k;
+    shadow_key(&k, tenant, device);
+    char *text = json_dumps(rec, JSON_COMPACT);
+    if (text) view_txn_put(t, VIEW_SHADOWS, k.b, k.len, text, strlen(text));
+    free(text);
+}
+
+/* Merges one patch into the section `name` of rec and of its metadata. */
+static int update_section(json_t *rec, const char *name, const json_t *patch, int64_t ts)
+{
+    json_t *meta = json_object_get(rec, "metadata");
+    json_t *state = json_incref(json_object_get(rec, name));
+    json_t *smeta = json_incref(json_object_get(meta, name));
+    int err = shadow_merge(&state, &smeta, patch, ts);
+    if (!err) {
+        json_object_set(rec, name, state);
+        json_object_set(meta, name, smeta);
+    }
+    json_decref(state);
+    json_decref(smeta);
+    return err;
+}
+
+int shadow_view_update(json_t *rec, const json_t *desired, const json_t *reported, int64_t time_ms,
+                       int64_t version)
+{
+    int err = 0;
+    if (desired) err = update_section(rec, "desired", desired, time_ms / 1000);
+    if (!err && reported) err = update_section(rec, "reported", reported, time_ms / 1000);
+    if (err) return err;
+    json_object_set_new(rec, "version", json_integer(version));
+    json_object_set_new(rec, "last_updated_ms", json_integer(time_ms));
+    return 0;
+}
+
+int64_t shadow_view_version(const json_t *rec)
+{
+    return json_integer_value(json_object_get(rec, "version"));
+}
+
+static json_t *section(const json_t *rec, const char *name)
+{
+    return json_object_get(rec, name);
+}
+
+static json_t *meta_section(const json_t *rec, const char *name)
+{
+    return json_object_get(json_object_get(rec, "metadata"), name);
+}
+
+json_t *shadow_view_http(const json_t *rec)
+{
+    int64_t ms = json_integer_value(json_object_get(rec, "last_updated_ms"));
+    char when[32];
+    clock_rfc3339(ms, when);
+    return json_pack("{s:O, s:O, s:o, s:I, s:O, s:s?}", "desired", section(rec, "desired"),
+                     "reported", section(rec, "reported"), "delta",
+                     shadow_delta(section(rec, "desired"), section(rec, "reported")), "version",
+                     (json_int_t)shadow_view_version(rec), "metadata",
+                     json_object_get(rec, "metadata"), "last_updated_at", ms ? when : NULL);
+}
+
+static void add_client_token(json_t *msg, const char *client_token)
+{
+    if (msg && client_token) json_object_set_new(msg, "clientToken", json_string(client_token));
+}
+
+json_t *shadow_view_get_accepted(const json_t *rec, const char *client_token, int64_t now_s)
+{
+    json_t *delta = shadow_delta(section(rec, "desired"), section(rec, "reported"));
+    json_t *state = json_pack("{s:O, s:O}", "desired", section(rec, "desired"), "reported",
+                              section(rec, "reported"));
+    if (json_object_size(delta)) json_object_set(state, "delta", delta);
+    json_decref(delta);
+    json_t *msg = json_pack("{s:o, s:O, s:I, s:I}", "state", state, "metadata",
+                            json_object_get(rec, "metadata"), "version",
+                            (json_int_t)shadow_view_version(rec), "timestamp", (json_int_t)now_s);
+    add_client_token(msg, client_token);
+    return msg;
+}
+
+json_t *shadow_view_delta_message(const json_t *rec, const char *client_token, int64_t now_s)
+{
+    json_t *delta = shadow_delta(section(rec, "desired"), section(rec, "reported"));
+    if (!json_object_size(delta)) {
+        json_decref(delta);
+        return NULL;
+    }
+    json_t *msg = json_pack("{s:o, s:o, s:I, s:I}", "state", delta, "metadata",
+                            shadow_meta_of(meta_section(rec, "desired"), delta), "version",
+                            (json_int_t)shadow_view_version(rec), "timestamp", (json_int_t)now_s);
+    add_client_token(msg, client_token);
+    return msg;
+}
+
+json_t *shadow_view_accepted(const json_t *rec, const json_t *desired_patch,
+                             const json_t *reported_patch, const char *client_token,
+                             int64_t now_s)
+{
+    json_t *state = json_object(), *meta = json_object();
+    static const char *const names[] = {"desired", "reported"};
+    const json_t *patches[] = {desired_patch, reported_patch};
+    for (int i = 0; i < 2; i++) {
+        if (!patches[i]) continue;
+        json_object_set(state, names[i], (json_t *)patches[i]);
+        if (json_is_object(patches[i]))
+            json_object_set_new(meta, names[i],
+                                shadow_meta_of(meta_section(rec, names[i]), patches[i]));
+    }
+    json_t *msg = json_pack("{s:o, s:o, s:I, s:I}", "state", state, "metadata", meta, "version",
+                            (json_int_t)shadow_view_version(rec), "timestamp", (json_int_t)now_s);
+    add_client_token(msg, client_token);
+    return msg;
+}
+
+static json_t *document(const json_t *rec)
+{
+    return json_pack("{s:{s:O, s:O}, s:O, s:I}", "state", "desired", section(rec, "desired"),
+                     "reported", section(rec, "reported"), "metadata",
+                     json_object_get(rec, "metadata"), "version",
+                     (json_int_t)shadow_view_version(rec));
+}
+
+json_t *shadow_view_documents(const json_t *before, const json_t *after, const char *client_token,
+                              int64_t now_s)
+{
+    json_t *msg = json_pack("{s:o, s:o, s:I}", "previous", document(before), "current",
+                            document(after), "timestamp", (json_int_t)now_s);
+    add_client_token(msg, client_token);
+    return msg;
+}
+
+void shadow_view_topic(const char *device_s, const char *suffix, char *out, size_t cap)
+{
+    snprintf(out, cap, "$registry/devices/%s/shadow/%s", device_s, suffix);
+}
