@@ -16,8 +16,9 @@
 set -euo pipefail
 
 PACKAGES=(
-  # toolchain
-  build-essential cmake ninja-build pkg-config clang clang-format
+  # toolchain (libclang-rt-14-dev: the sanitizer and libFuzzer runtimes the fuzz tests link,
+  # only recommended by clang-14, so --no-install-recommends below would leave it out)
+  build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
   # C libraries
   librdkafka-dev librocksdb-dev libavro-dev libuv1-dev libhiredis-dev libssl-dev
   libhttp-parser-dev libjansson-dev libcmocka-dev libmosquitto-dev
