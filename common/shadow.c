@@ -38,9 +38,9 @@
 
 void shadow_limits_default(shadow_limits *l)
 {
-    l->max_bytes = 8192;
-    l->max_depth = 6;
-    l->max_client_token = 64;
+    if (!l->max_bytes) l->max_bytes = 8192;
+    if (!l->max_depth) l->max_depth = 6;
+    if (!l->max_client_token) l->max_client_token = 64;
 }
 
 static int fail(const char **why, const char *reason)

@@ -62,7 +62,9 @@ int shadow_parse_http_update(const json_t *body, const char *section, const shad
  * its metadata); an object merges recursively into an object (replacing a non-object); a scalar
  * or an array replaces whatever was there (arrays are values). An object left empty by
  * deletions is removed from its parent. *state and *meta are owned by the caller before and
- * after (they may be replaced). 0 or REG_ENOMEM. */
+ * after (they may be replaced; NULL reads as an empty object). A NULL patch writes nothing.
+ * 0, REG_EINVAL (a patch neither an object nor null: not checked) or REG_ENOMEM (both as they
+ * were). */
 int shadow_merge(json_t **state, json_t **meta, const json_t *patch, int64_t timestamp);
 
 /* The delta: every key of desired that is absent from reported or differs from it, recursively,
@@ -75,7 +77,8 @@ json_t *shadow_delta(const json_t *desired, const json_t *reported);
  * taken from meta. For the delta message's and accepted message's "metadata". New object. */
 json_t *shadow_meta_of(const json_t *meta, const json_t *shape);
 
-/* The size the limit counts: compact JSON bytes of desired plus those of reported. */
+/* The size the limit counts: compact JSON bytes of desired plus those of reported as jansson
+ * writes them (0.1 counts as 0.10000000000000001: deterministic, not the client's bytes). */
 size_t shadow_state_size(const json_t *desired, const json_t *reported);
 
 #endif

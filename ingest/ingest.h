@@ -30,13 +30,14 @@ enum ingest_route {
     INGEST_PUT_METADATA,
     INGEST_DELETE_METADATA,
     INGEST_PATCH_METADATA,
+    INGEST_PUT_SHADOW_DESIRED,
+    /* From here on: the credentials routes (ingest/credentials.c). */
     INGEST_ADD_FACTORY_CA,
     INGEST_REMOVE_FACTORY_CA,
     INGEST_ADD_MANIFEST,
     INGEST_CREATE_CLAIM,
     INGEST_REVOKE_CERTIFICATE,
     INGEST_ROTATE_CERTIFICATE,
-    INGEST_PUT_SHADOW_DESIRED,
 };
 
 /* Creates the write side on loop (subscribes to "outcome" on the bus). Borrows everything;

@@ -238,6 +238,8 @@ static void handle_connect(mconn *c, const mqtt_connect *cn)
 /* ---- the device's own topics ---- */
 
 static void deliver(mqtt_port *mp, mconn *c, const char *topic, const char *payload, size_t plen);
+static void deliver_to_device(mqtt_port *mp, const reg_uuid *t, const reg_uuid *d,
+                              const char *topic, const char *payload, size_t plen);
 static void shadow_update_msg(mconn *c, const mqtt_publish *p);
 static void shadow_get_msg(mconn *c, const mqtt_publish *p);
 static void shadow_pending_delta(mconn *c);
@@ -488,6 +490,17 @@ static void deliver(mqtt_port *mp, mconn *c, const char *topic, const char *payl
     if (buf != small) free(buf);
 }
 
+/* To every connection of the device on this front end whose subscriptions match. */
+static void deliver_to_device(mqtt_port *mp, const reg_uuid *t, const reg_uuid *d,
+                              const char *topic, const char *payload, size_t plen)
+{
+    for (mconn *c = mp->devices[device_bucket(t, d)], *next; c; c = next) {
+        next = c->dev_next;
+        if (!memcmp(c->st.tenant.b, t->b, 16) && !memcmp(c->st.device.b, d->b, 16))
+            deliver(mp, c, topic, payload, plen);
+    }
+}
+
 static void on_deliver(void *arg, const char *channel, const char *msg, size_t len)
 {
     mqtt_port *mp = arg;
@@ -497,14 +510,8 @@ static void on_deliver(void *arg, const char *channel, const char *msg, size_t l
     const char *payload = json_string_value(json_object_get(j, "payload"));
     if (topic && payload &&
         !reg_uuid_parse(json_string_value(json_object_get(j, "tenant_id")), &t) &&
-        !reg_uuid_parse(json_string_value(json_object_get(j, "device_id")), &d)) {
-        size_t plen = strlen(payload);
-        for (mconn *c = mp->devices[device_bucket(&t, &d)], *next; c; c = next) {
-            next = c->dev_next;
-            if (!memcmp(c->st.tenant.b, t.b, 16) && !memcmp(c->st.device.b, d.b, 16))
-                deliver(mp, c, topic, payload, plen);
-        }
-    }
+        !reg_uuid_parse(json_string_value(json_object_get(j, "device_id")), &d))
+        deliver_to_device(mp, &t, &d, topic, payload, strlen(payload));
     json_decref(j);
 }
 
@@ -521,13 +528,15 @@ static int64_t now_s(void)
     return clock_now_ms() / 1000;
 }
 
-/* Publishes msg (taken) to the connection on its shadow topic `suffix`, if it subscribed. */
+/* Publishes msg (taken) on the device's shadow topic `suffix` to its connections here that
+ * subscribed (a device may listen on one connection and publish on another, as with the
+ * mosquitto clients). */
 static void send_shadow(mconn *c, const char *suffix, json_t *msg)
 {
     char topic[128];
     shadow_view_topic(c->st.device_s, suffix, topic, sizeof topic);
     char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
-    if (text) deliver(c->mp, c, topic, text, strlen(text));
+    if (text) deliver_to_device(c->mp, &c->st.tenant, &c->st.device, topic, text, strlen(text));
     free(text);
     json_decref(msg);
 }
@@ -537,8 +546,9 @@ static void shadow_reject(mconn *c, const char *suffix, int code, const char *me
                           const char *client_token)
 {
     c->mp->shadow_rejected++;
-    json_t *m = json_pack("{s:i, s:s, s:I, s:s?}", "code", code, "message", message, "timestamp",
-                          (json_int_t)now_s(), "clientToken", client_token);
+    json_t *m = json_pack("{s:i, s:s, s:I}", "code", code, "message", message, "timestamp",
+                          (json_int_t)now_s());
+    if (m && client_token) json_object_set_new(m, "clientToken", json_string(client_token));
     send_shadow(c, suffix, m);
 }
 
@@ -555,12 +565,14 @@ static void on_shadow_outcome(void *arg, int status, json_t *body)
     mconn *c = r->c;
     c->updating--;
     /* Accepted: update/accepted, /documents and /delta come from the projector, to every
-     * connection of the device. Refused: only the sender hears of it. */
-    if (!conn_release(c) && status >= 400) {
+     * connection of the device. Refused: its connections here hear of it, also when the one
+     * that sent the update has gone (as a one-shot publisher does). */
+    if (status >= 400) {
         const char *detail = json_string_value(json_object_get(body, "detail"));
         shadow_reject(c, "update/rejected", status, detail ? detail : "the update was refused",
                       r->client_token);
     }
+    conn_release(c);
     free(r->client_token);
     free(r);
 }

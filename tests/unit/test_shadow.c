@@ -72,7 +72,7 @@ static void check_json(const json_t *got, const char *want, const char *what)
 
 static shadow_limits limits(void)
 {
-    shadow_limits l;
+    shadow_limits l = {0};
     shadow_limits_default(&l);
     return l;
 }
