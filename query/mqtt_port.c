@@ -242,7 +242,7 @@ static void deliver_to_device(mqtt_port *mp, const reg_uuid *t, const reg_uuid *
                               const char *topic, const char *payload, size_t plen);
 static void shadow_update_msg(mconn *c, const mqtt_publish *p);
 static void shadow_get_msg(mconn *c, const mqtt_publish *p);
-static void shadow_pending_delta(mconn *c);
+static char *shadow_pending_delta(mconn *c);
 
 static void prefix_of(const mconn *c, char *out, size_t cap)
 {
@@ -282,18 +282,21 @@ static void handle_subscribe(mconn *c, uint16_t packet_id, const mqtt_subscripti
         c->qos[j] = q;
         granted[i] = q;
     }
+    /* A device that was offline gets its pending delta as soon as it listens for deltas. It is
+     * read before the SUBACK goes out, so that whatever the device does once subscribed comes
+     * after the read (and reaches it through the bus), never inside it. */
+    char delta_topic[128];
+    char *pending = NULL;
+    shadow_view_topic(c->st.device_s, "update/delta", delta_topic, sizeof delta_topic);
+    for (size_t i = 0; i < count && !pending; i++)
+        if (granted[i] != MQTT_SUBACK_FAILURE &&
+            mqtt_filter_matches(subs[i].filter, mqtt_cstr(delta_topic)))
+            pending = shadow_pending_delta(c);
     uint8_t out[OUT_SMALL + MAX_FILTERS_PER_PACKET];
     int n = mqtt_encode_suback(out, sizeof out, packet_id, granted, count);
     if (n > 0) send_bytes(c, out, (size_t)n);
-    /* A device that was offline gets its pending delta as soon as it listens for deltas. */
-    char delta_topic[128];
-    shadow_view_topic(c->st.device_s, "update/delta", delta_topic, sizeof delta_topic);
-    for (size_t i = 0; i < count; i++)
-        if (granted[i] != MQTT_SUBACK_FAILURE &&
-            mqtt_filter_matches(subs[i].filter, mqtt_cstr(delta_topic))) {
-            shadow_pending_delta(c);
-            break;
-        }
+    if (pending) deliver(c->mp, c, delta_topic, pending, strlen(pending));
+    free(pending);
 }
 
 static void handle_unsubscribe(mconn *c, uint16_t packet_id, const mqtt_str *filters, size_t count)
@@ -632,16 +635,20 @@ static void shadow_get_msg(mconn *c, const mqtt_publish *p)
     json_decref(msg);
 }
 
-static void shadow_pending_delta(mconn *c)
+/* The update/delta message for the device's current shadow (malloc'd JSON text, the caller
+ * frees it), or NULL when desired and reported agree. */
+static char *shadow_pending_delta(mconn *c)
 {
     device_port *dp = c->mp->dp;
     json_t *rec = NULL;
     if (query_shadow_record(device_port_view(dp), device_port_view_is_secondary(dp),
                             &c->st.tenant, &c->st.device, &rec))
-        return;
+        return NULL;
     json_t *m = shadow_view_delta_message(rec, NULL, now_s());
-    if (m) send_shadow(c, "update/delta", m);
+    char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
     json_decref(rec);
+    return text;
 }
 
 /* A re-check of a live connection after its device's or certificate's status changed. */

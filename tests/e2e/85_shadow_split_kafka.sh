@@ -58,9 +58,10 @@ m=[json.loads(l) for l in sys.stdin if l.strip()]
 sys.exit(0 if ($2) else 1)" < <(payloads "$1") 2>/dev/null; then pass; else fail "${CONTEXT:-} '$2' false for: $(cat "$1")"; fi
 }
 
+# -C 4: accepted and delta for the desired update (version 1), accepted and delta for the report.
 CONTEXT="desired written through ingest: the delta reaches the device on front 2"
 stdbuf -oL mosquitto_sub -d -v -h 127.0.0.1 -p "$FRONT2_MQTT" --cafile "$CA_SERVER" --insecure --cert "$P/d.pem" \
-  --key "$P/d.key" -i "$D" -q 1 -t "$S/update/delta" -t "$S/update/accepted" -C 3 -W 30 > "$WORK/front2.out" 2>&1 &
+  --key "$P/d.key" -i "$D" -q 1 -t "$S/update/delta" -t "$S/update/accepted" -C 4 -W 30 > "$WORK/front2.out" 2>&1 &
 sub=$!
 wait_suback "$WORK/front2.out" || fail "no SUBACK: $(cat "$WORK/front2.out")"
 req PUT "$ING/devices/$D/shadow/desired" "$T" '{"desired":{"speed":3,"mode":"eco"}}'
