@@ -58,23 +58,27 @@ struct options {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: registry serve|ingest|project|front|rebuild|verify [options]\n"
-               "  --data DIR              data directory (default ./registry-data)\n"
-               "  --listen-api ADDR:PORT  operator API (default 127.0.0.1:8080; port 0 picks one)\n"
-               "  --listen-device ADDR:PORT  device API, HTTPS (serve, front; default 0.0.0.0:8443)\n"
-               "  --listen-mqtt ADDR:PORT    MQTT over TLS for devices (serve, front; default 0.0.0.0:8883)\n"
-               "  --kafka HOST:PORT       use Kafka for the logs\n"
-               "  --redis HOST:PORT       use Redis for notifications between processes\n"
-               "  --region NAME           region name (default local)\n"
-               "  --no-fsync              do not sync embedded log appends (benchmarks only)\n"
-               "  --rotation-check-ms N   how often certificates are checked for rotation (default 60000)\n"
-               "  --max-manifest-bytes N  largest POST /manifests body (default 67108864)\n"
-               "  --seen-interval-ms N    last_seen_at is written at most this often per device (default 300000)\n"
-               "  --shadow-max-bytes N    desired + reported of a shadow after a merge (default 8192)\n"
-               "  --shadow-max-depth N    levels of a shadow's desired or reported (default 6)\n"
-               "  --shadow-max-client-token N  bytes of a shadow update's client token (default 64)\n"
-               "  --into DIR              rebuild: where to build the view\n"
-               "  --until TIME            rebuild: only events up to this RFC 3339 time\n");
+    fprintf(
+        f, "usage: registry serve|ingest|project|front|rebuild|verify [options]\n"
+           "  --data DIR              data directory (default ./registry-data)\n"
+           "  --listen-api ADDR:PORT  operator API (default 127.0.0.1:8080; port 0 picks one)\n"
+           "  --listen-device ADDR:PORT  device API, HTTPS (serve, front; default 0.0.0.0:8443)\n"
+           "  --listen-mqtt ADDR:PORT    MQTT over TLS for devices (serve, front; default "
+           "0.0.0.0:8883)\n"
+           "  --kafka HOST:PORT       use Kafka for the logs\n"
+           "  --redis HOST:PORT       use Redis for notifications between processes\n"
+           "  --region NAME           region name (default local)\n"
+           "  --no-fsync              do not sync embedded log appends (benchmarks only)\n"
+           "  --rotation-check-ms N   how often certificates are checked for rotation (default "
+           "60000)\n"
+           "  --max-manifest-bytes N  largest POST /manifests body (default 67108864)\n"
+           "  --seen-interval-ms N    last_seen_at is written at most this often per device "
+           "(default 300000)\n"
+           "  --shadow-max-bytes N    desired + reported of a shadow after a merge (default 8192)\n"
+           "  --shadow-max-depth N    levels of a shadow's desired or reported (default 6)\n"
+           "  --shadow-max-client-token N  bytes of a shadow update's client token (default 64)\n"
+           "  --into DIR              rebuild: where to build the view\n"
+           "  --until TIME            rebuild: only events up to this RFC 3339 time\n");
 }
 
 /* A decimal option value within [min, max]; -1 after saying what is wrong. */
@@ -95,24 +99,25 @@ static int number_option(const char *name, const char *arg, unsigned long long m
 static int parse_options(int argc, char **argv, struct options *o)
 {
     unsigned long long n;
-    static const struct option longopts[] = {{"data", required_argument, NULL, 'd'},
-                                             {"listen-api", required_argument, NULL, 'a'},
-                                             {"listen-device", required_argument, NULL, 'D'},
-                                             {"listen-mqtt", required_argument, NULL, 'M'},
-                                             {"kafka", required_argument, NULL, 'k'},
-                                             {"redis", required_argument, NULL, 'r'},
-                                             {"region", required_argument, NULL, 'g'},
-                                             {"no-fsync", no_argument, NULL, 'n'},
-                                             {"into", required_argument, NULL, 'i'},
-                                             {"until", required_argument, NULL, 'u'},
-                                             {"rotation-check-ms", required_argument, NULL, 'R'},
-                                             {"max-manifest-bytes", required_argument, NULL, 'm'},
-                                             {"seen-interval-ms", required_argument, NULL, 's'},
-                                             {"shadow-max-bytes", required_argument, NULL, 'B'},
-                                             {"shadow-max-depth", required_argument, NULL, 'P'},
-                                             {"shadow-max-client-token", required_argument, NULL, 'T'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {0, 0, 0, 0}};
+    static const struct option longopts[] = {
+        {"data", required_argument, NULL, 'd'},
+        {"listen-api", required_argument, NULL, 'a'},
+        {"listen-device", required_argument, NULL, 'D'},
+        {"listen-mqtt", required_argument, NULL, 'M'},
+        {"kafka", required_argument, NULL, 'k'},
+        {"redis", required_argument, NULL, 'r'},
+        {"region", required_argument, NULL, 'g'},
+        {"no-fsync", no_argument, NULL, 'n'},
+        {"into", required_argument, NULL, 'i'},
+        {"until", required_argument, NULL, 'u'},
+        {"rotation-check-ms", required_argument, NULL, 'R'},
+        {"max-manifest-bytes", required_argument, NULL, 'm'},
+        {"seen-interval-ms", required_argument, NULL, 's'},
+        {"shadow-max-bytes", required_argument, NULL, 'B'},
+        {"shadow-max-depth", required_argument, NULL, 'P'},
+        {"shadow-max-client-token", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->data = "registry-data";
     o->listen_api = "127.0.0.1:8080";

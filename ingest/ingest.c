@@ -30,7 +30,7 @@ struct pending {
     struct pending *next_in_bucket;
     struct pending *prev, *next; /* in arrival order, for the timeout sweep */
     reg_uuid cid;
-    http_req *req;            /* answered with the outcome; or NULL, and cb gets it */
+    http_req *req; /* answered with the outcome; or NULL, and cb gets it */
     ingest_outcome_cb cb;
     void *cb_arg;
     json_t *extra; /* members added to a successful answer (a token shown once); owned */
@@ -62,8 +62,8 @@ struct ingest {
 
     uv_timer_t sweep;
     uv_async_t wake;
-    unsigned works;    /* thread-pool jobs of this ingest side still to complete (ingest_work) */
-    bool stopping;     /* ingest_free was called */
+    unsigned works; /* thread-pool jobs of this ingest side still to complete (ingest_work) */
+    bool stopping;  /* ingest_free was called */
     bool handles_closed;
     pthread_mutex_t mu;
     struct append_failure *failures; /* guarded by mu */
@@ -398,8 +398,7 @@ json_t *ingest_command(const char *actor, const char *tenant_s, const char *kind
     reg_uuid_random(&cid);
     reg_uuid_format(&cid, cid_s);
     return json_pack("{s:s, s:s, s:I, s:s, s:{s:o}}", "command_id", cid_s, "tenant_id", tenant_s,
-                     "time_ms", (json_int_t)clock_now_ms(), "actor", actor, "body", kind,
-                     body);
+                     "time_ms", (json_int_t)clock_now_ms(), "actor", actor, "body", kind, body);
 }
 
 static char *patch_text(const json_t *patch)
@@ -604,13 +603,14 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         reg_token_new(token, sizeof token);
         reg_token_hash(token, hash);
         cmd = ingest_command(who->actor, who->tenant_s, "CreateToken",
-                          json_pack("{s:s, s:s, s:s, s:s}", "token_id", token_id_s, "role", role,
-                                    "name", name, "token_hash", hash));
+                             json_pack("{s:s, s:s, s:s, s:s}", "token_id", token_id_s, "role", role,
+                                       "name", name, "token_hash", hash));
         extra = json_pack("{s:s}", "token", token);
         break;
     }
     case INGEST_REVOKE_TOKEN:
-        cmd = ingest_command(who->actor, who->tenant_s, "RevokeToken", json_pack("{s:s}", "token_id", id));
+        cmd = ingest_command(who->actor, who->tenant_s, "RevokeToken",
+                             json_pack("{s:s}", "token_id", id));
         break;
     case INGEST_REGISTER_DEVICE: {
         static const char *const allowed[] = {"serial_number",     "device_type",
@@ -630,10 +630,10 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         reg_uuid_random(&did);
         reg_uuid_format(&did, did_s);
         cmd = ingest_command(who->actor, who->tenant_s, "RegisterDevice",
-                          json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:o}", "device_id", did_s,
-                                    "serial_number", serial, "device_type", type,
-                                    "hardware_revision", hw, "firmware_version", fw, "metadata",
-                                    md ? json_incref(md) : json_object()));
+                             json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:o}", "device_id", did_s,
+                                       "serial_number", serial, "device_type", type,
+                                       "hardware_revision", hw, "firmware_version", fw, "metadata",
+                                       md ? json_incref(md) : json_object()));
         break;
     }
     case INGEST_UPDATE_DEVICE: {
@@ -657,8 +657,8 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
             goto bad;
         }
         cmd = ingest_command(who->actor, who->tenant_s, "UpdateDevice",
-                          json_pack("{s:s, s:s?, s:s?, s:s?}", "device_id", id, "status", status,
-                                    "firmware_version", fw, "hardware_revision", hw));
+                             json_pack("{s:s, s:s?, s:s?, s:s?}", "device_id", id, "status", status,
+                                       "firmware_version", fw, "hardware_revision", hw));
         break;
     }
     case INGEST_PUT_METADATA:
@@ -691,8 +691,8 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
             json_object_set_new(changes, key, json_null());
         }
         cmd = ingest_command(who->actor, who->tenant_s, "PatchMetadata",
-                          json_pack("{s:s, s:o, s:b}", "device_id", id, "changes", changes,
-                                    "require_existing", route == INGEST_DELETE_METADATA));
+                             json_pack("{s:s, s:o, s:b}", "device_id", id, "changes", changes,
+                                       "require_existing", route == INGEST_DELETE_METADATA));
         break;
     }
     case INGEST_PATCH_METADATA:

@@ -108,13 +108,12 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     char registered[32];
     clock_rfc3339(json_integer_value(json_object_get(ev, "time_ms")), registered);
     json_t *dev = json_pack(
-        "{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:s, s:n, s:O, s:i, s:{}, s:[]}", "device_id",
-        did_s, "tenant_id", tid_s, "serial_number", json_object_get(b, "serial_number"),
-        "device_type", json_object_get(b, "device_type"), "status", json_object_get(b, "status"),
+        "{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:s, s:n, s:O, s:i, s:{}, s:[]}", "device_id", did_s,
+        "tenant_id", tid_s, "serial_number", json_object_get(b, "serial_number"), "device_type",
+        json_object_get(b, "device_type"), "status", json_object_get(b, "status"),
         "firmware_version", json_object_get(b, "firmware_version"), "hardware_revision",
         json_object_get(b, "hardware_revision"), "registered_at", registered, "last_seen_at",
-        "version", json_object_get(ev, "version"), "shadow_version", 0, "metadata",
-        "certificates");
+        "version", json_object_get(ev, "version"), "shadow_version", 0, "metadata", "certificates");
     if (!dev) return REG_EDECODE;
     const char *mk;
     json_t *mv;
@@ -182,8 +181,7 @@ static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *
     const char *ca_pem = str_or(b, "issuing_ca_pem", "");
     reg_key ck;
     key_tagged(&ck, 'i', tid->b, NULL);
-    if (*ca_pem) view_txn_put(t, VIEW_CAS, ck.b, ck.len, ca_pem,
-                              strlen(ca_pem));
+    if (*ca_pem) view_txn_put(t, VIEW_CAS, ck.b, ck.len, ca_pem, strlen(ca_pem));
     json_object_del(rec, "issuing_ca_pem");
     json_object_set_new(rec, "tenant_id", json_string(tid_s));
     json_object_set(rec, "created_at", json_object_get(ev, "time_ms"));

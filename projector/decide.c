@@ -96,15 +96,15 @@ static int decide_create_tenant(view_txn *t, const json_t *cmd, const json_t *b,
         return 0;
     }
     decide_emit(d, cmd, cfg, decide_str(cmd, "tenant_id"), 1, "TenantCreated",
-         json_pack("{s:O, s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"),
-                   "cert_validity_days", json_object_get(b, "cert_validity_days"),
-                   "rotate_before_days", json_object_get(b, "rotate_before_days"), "overlap_days",
-                   json_object_get(b, "overlap_days"), "issuing_ca_pem",
-                   json_object_get(b, "issuing_ca_pem")));
+                json_pack("{s:O, s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"),
+                          "cert_validity_days", json_object_get(b, "cert_validity_days"),
+                          "rotate_before_days", json_object_get(b, "rotate_before_days"),
+                          "overlap_days", json_object_get(b, "overlap_days"), "issuing_ca_pem",
+                          json_object_get(b, "issuing_ca_pem")));
     decide_emit(d, cmd, cfg, decide_str(b, "token_id"), 1, "TokenCreated",
-         json_pack("{s:O, s:s, s:s, s:O}", "token_id", json_object_get(b, "token_id"), "role",
-                   "operator", "name", "initial operator token", "token_hash",
-                   json_object_get(b, "token_hash")));
+                json_pack("{s:O, s:s, s:s, s:O}", "token_id", json_object_get(b, "token_id"),
+                          "role", "operator", "name", "initial operator token", "token_hash",
+                          json_object_get(b, "token_hash")));
     d->status = 201;
     d->reply_kind = REPLY_TENANT;
     return 0;
@@ -170,11 +170,12 @@ static int decide_register_device(view_txn *t, const json_t *cmd, const json_t *
     }
     if (err != REG_ENOTFOUND) return err;
     decide_emit(d, cmd, cfg, decide_str(b, "device_id"), 1, "DeviceRegistered",
-         json_pack(
-             "{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number", json_object_get(b, "serial_number"),
-             "device_type", json_object_get(b, "device_type"), "hardware_revision",
-             json_object_get(b, "hardware_revision"), "firmware_version",
-             json_object_get(b, "firmware_version"), "status", "provisioning", "metadata", md));
+                json_pack("{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number",
+                          json_object_get(b, "serial_number"), "device_type",
+                          json_object_get(b, "device_type"), "hardware_revision",
+                          json_object_get(b, "hardware_revision"), "firmware_version",
+                          json_object_get(b, "firmware_version"), "status", "provisioning",
+                          "metadata", md));
     d->status = 201;
     d->reply_kind = REPLY_DEVICE;
     return 0;
@@ -217,7 +218,7 @@ static int decide_update_device(view_txn *t, const json_t *cmd, const json_t *b,
             goto done;
         }
         decide_emit(d, cmd, cfg, decide_str(b, "device_id"), ++version, "DeviceStatusChanged",
-             json_pack("{s:s, s:s}", "from", from, "to", to));
+                    json_pack("{s:s, s:s}", "from", from, "to", to));
     }
     json_t *attrs = json_object();
     static const char *const fields[] = {"firmware_version", "hardware_revision"};
@@ -227,7 +228,8 @@ static int decide_update_device(view_txn *t, const json_t *cmd, const json_t *b,
             json_object_set(attrs, fields[i], nv);
     }
     if (json_object_size(attrs))
-        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), ++version, "DeviceAttributesChanged", attrs);
+        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), ++version, "DeviceAttributesChanged",
+                    attrs);
     else
         json_decref(attrs);
 done:
@@ -278,7 +280,7 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
     if (json_object_size(effective)) {
         json_int_t version = json_integer_value(json_object_get(dev, "version")) + 1;
         decide_emit(d, cmd, cfg, decide_str(b, "device_id"), version, "MetadataChanged",
-             json_pack("{s:o}", "changes", effective));
+                    json_pack("{s:o}", "changes", effective));
     } else {
         json_decref(effective);
     }

@@ -76,10 +76,10 @@ int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const 
                           "reported", json_object_get(b, "reported"), "client_token",
                           json_object_get(b, "client_token")));
     d->status = 200;
-    d->reply = json_pack("{s:I, s:O, s:o}", "version", (json_int_t)(current + 1), "desired",
-                         json_object_get(rec, "desired"), "delta",
-                         shadow_delta(json_object_get(rec, "desired"),
-                                      json_object_get(rec, "reported")));
+    d->reply =
+        json_pack("{s:I, s:O, s:o}", "version", (json_int_t)(current + 1), "desired",
+                  json_object_get(rec, "desired"), "delta",
+                  shadow_delta(json_object_get(rec, "desired"), json_object_get(rec, "reported")));
 done:
     json_decref(desired);
     json_decref(reported);

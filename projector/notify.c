@@ -8,6 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void add_delivery(json_t *out, const char *tenant, const char *device, const char *topic,
+                         json_t *payload /* taken */)
+{
+    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+    if (text)
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s}", "tenant_id", tenant,
+                                             "device_id", device, "topic", topic, "payload", text));
+    free(text);
+    json_decref(payload);
+}
+
 /* $registry/devices/{id}/certificates/rotate: {"cert_id", "expires_at", "renew_url"}. */
 static void rotation_notice(view_txn *t, const json_t *ev, const json_t *b, json_t *out)
 {
@@ -23,32 +34,18 @@ static void rotation_notice(view_txn *t, const json_t *ev, const json_t *b, json
     json_t *expires = NULL;
     size_t i;
     json_t *c;
-    json_array_foreach(json_object_get(dev, "certificates"), i, c) if (
-        cert_id && !strcmp(cert_id, json_string_value(json_object_get(c, "cert_id"))
-                                        ? json_string_value(json_object_get(c, "cert_id"))
-                                        : "")) expires = json_object_get(c, "expires_at");
+    json_array_foreach(
+        json_object_get(dev, "certificates"), i,
+        c) if (cert_id && !strcmp(cert_id, json_string_value(json_object_get(c, "cert_id"))
+                                               ? json_string_value(json_object_get(c, "cert_id"))
+                                               : "")) expires = json_object_get(c, "expires_at");
     char topic[128], url[128];
     snprintf(topic, sizeof topic, "$registry/devices/%s/certificates/rotate", device);
     snprintf(url, sizeof url, "/devices/%s/certificates/renew", device);
-    json_t *payload = json_pack("{s:s, s:O, s:s}", "cert_id", cert_id ? cert_id : "",
-                                "expires_at", expires ? expires : json_null(), "renew_url", url);
-    char *text = json_dumps(payload, JSON_COMPACT);
-    json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s}", "tenant_id", tenant, "device_id",
-                                         device, "topic", topic, "payload", text));
-    free(text);
-    json_decref(payload);
+    add_delivery(out, tenant, device, topic,
+                 json_pack("{s:s, s:O, s:s}", "cert_id", cert_id ? cert_id : "", "expires_at",
+                           expires ? expires : json_null(), "renew_url", url));
     json_decref(dev);
-}
-
-static void add_delivery(json_t *out, const char *tenant, const char *device, const char *topic,
-                         json_t *payload /* taken */)
-{
-    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-    if (text)
-        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s}", "tenant_id", tenant,
-                                             "device_id", device, "topic", topic, "payload", text));
-    free(text);
-    json_decref(payload);
 }
 
 static int event_device(const json_t *ev, reg_uuid *tid, reg_uuid *did)

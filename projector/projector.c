@@ -128,15 +128,15 @@ static void note_auth(struct batch *bt, const json_t *ev)
     const char *kind = NULL;
     json_t *b = NULL;
     json_object_foreach(json_object_get(ev, "body"), kind, b) break;
-    static const char *const relevant[] = {"CertificateRevoked", "CertificateIssued",
-                                           "CertificateRotationDue", "DeviceStatusChanged",
-                                           "FactoryCaAdded", "FactoryCaRemoved", "TenantCreated"};
+    static const char *const relevant[] = {
+        "CertificateRevoked", "CertificateIssued", "CertificateRotationDue", "DeviceStatusChanged",
+        "FactoryCaAdded",     "FactoryCaRemoved",  "TenantCreated"};
     size_t i = 0;
     while (kind && i < sizeof relevant / sizeof relevant[0] && strcmp(kind, relevant[i]))
         i++;
     if (!kind || i == sizeof relevant / sizeof relevant[0]) return;
-    if (!bt->auth) bt->auth = json_pack("{s:[], s:[], s:[], s:b}", "certs", "revoked", "devices",
-                                        "trust", 0);
+    if (!bt->auth)
+        bt->auth = json_pack("{s:[], s:[], s:[], s:b}", "certs", "revoked", "devices", "trust", 0);
     json_t *fp = json_object_get(b, "fingerprint");
     if (!strcmp(kind, "CertificateRevoked")) {
         json_array_append(json_object_get(bt->auth, "certs"), fp);

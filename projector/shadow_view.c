@@ -149,8 +149,7 @@ json_t *shadow_view_delta_message(const json_t *rec, const char *client_token, i
 }
 
 json_t *shadow_view_accepted(const json_t *rec, const json_t *desired_patch,
-                             const json_t *reported_patch, const char *client_token,
-                             int64_t now_s)
+                             const json_t *reported_patch, const char *client_token, int64_t now_s)
 {
     json_t *state = json_object(), *meta = json_object();
     static const char *const names[] = {"desired", "reported"};

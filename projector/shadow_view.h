@@ -48,8 +48,7 @@ json_t *shadow_view_http(const json_t *rec);
 json_t *shadow_view_get_accepted(const json_t *rec, const char *client_token, int64_t now_s);
 json_t *shadow_view_delta_message(const json_t *rec, const char *client_token, int64_t now_s);
 json_t *shadow_view_accepted(const json_t *rec, const json_t *desired_patch,
-                             const json_t *reported_patch, const char *client_token,
-                             int64_t now_s);
+                             const json_t *reported_patch, const char *client_token, int64_t now_s);
 json_t *shadow_view_documents(const json_t *before, const json_t *after, const char *client_token,
                               int64_t now_s);
 

@@ -20,9 +20,9 @@
 #include <unistd.h>
 
 static const char *const cf_names[VIEW_CF_COUNT] = {
-    "default",  "tenants",    "tokens",       "devices",      "serials",  "idx_meta",
-    "idx_attr", "idx_status", "idx_firmware", "idx_lastseen", "commands", "cas",
-    "manifests", "claims", "certs", "cert_expiry", "shadows",
+    "default",   "tenants",    "tokens",       "devices",      "serials",  "idx_meta",
+    "idx_attr",  "idx_status", "idx_firmware", "idx_lastseen", "commands", "cas",
+    "manifests", "claims",     "certs",        "cert_expiry",  "shadows",
 };
 
 struct view {

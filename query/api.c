@@ -166,8 +166,7 @@ static void on_catch_up_timer(uv_timer_t *t)
 }
 
 /* Reads of a device, with the one retry a secondary needs after a fresh write. */
-static int read_device(api *a, const auth_principal *who, const char *id, int route,
-                       http_req *req)
+static int read_device(api *a, const auth_principal *who, const char *id, int route, http_req *req)
 {
     int (*fn)(view *, const auth_principal *, const char *, http_req *) =
         route == READ_METADATA       ? query_device_metadata
@@ -189,8 +188,8 @@ static int read_device(api *a, const auth_principal *who, const char *id, int ro
 }
 
 /* Answers a read route from the view; returns the status. */
-static int read_route_answer(api *a, const auth_principal *who, int route, const char *id, const char *query,
-                http_req *req)
+static int read_route_answer(api *a, const auth_principal *who, int route, const char *id,
+                             const char *query, http_req *req)
 {
     if (route == READ_DEVICE || route == READ_METADATA || route == READ_CERTIFICATES ||
         route == READ_SHADOW)

@@ -552,8 +552,8 @@ static void answer_json(device_port *dp, http_req *req, const char *label, int s
     if (!text) return problem(dp, req, label, 503, "out of memory");
     uint64_t start = http_req_request(req)->start_ns;
     metrics_request(dp->deps.metrics, label, status, (double)(clock_mono_ns() - start) / 1e9);
-    http_respond(req, status, status >= 400 ? "application/problem+json" : "application/json",
-                 text, strlen(text), NULL);
+    http_respond(req, status, status >= 400 ? "application/problem+json" : "application/json", text,
+                 strlen(text), NULL);
     free(text);
 }
 
@@ -561,10 +561,11 @@ static void answer_json(device_port *dp, http_req *req, const char *label, int s
 static void get_shadow(device_port *dp, http_req *req, const devauth_status *st)
 {
     json_t *doc = NULL;
-    int err = query_shadow_document(device_port_view(dp), dp->deps.view_is_secondary,
-                                    &st->tenant, &st->device, &doc);
-    if (err) return problem(dp, req, LABEL_SHADOW, err == REG_ENOTFOUND ? 404 : 503,
-                            err == REG_ENOTFOUND ? "no such device" : "the view could not be read");
+    int err = query_shadow_document(device_port_view(dp), dp->deps.view_is_secondary, &st->tenant,
+                                    &st->device, &doc);
+    if (err)
+        return problem(dp, req, LABEL_SHADOW, err == REG_ENOTFOUND ? 404 : 503,
+                       err == REG_ENOTFOUND ? "no such device" : "the view could not be read");
     answer_json(dp, req, LABEL_SHADOW, 200, doc);
     json_decref(doc);
 }

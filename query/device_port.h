@@ -29,14 +29,14 @@ struct uv_loop_s;
 typedef struct device_port device_port;
 
 typedef struct device_port_deps {
-    const char *data_dir;  /* where server-ca.pem and server.pem live */
-    view *view;            /* borrowed; read */
-    int view_is_secondary; /* catch up before reading after a notice */
-    ingest *ingest;        /* borrowed; NULL: bootstrap, renewal and activation answer 503 */
-    keystore *keys;        /* borrowed; the tenants' CA keys and the port's own */
-    bus *bus;              /* borrowed; "auth" notices */
-    cache *shared;         /* borrowed; NULL in the embedded deployment */
-    metrics *metrics;      /* borrowed */
+    const char *data_dir;      /* where server-ca.pem and server.pem live */
+    view *view;                /* borrowed; read */
+    int view_is_secondary;     /* catch up before reading after a notice */
+    ingest *ingest;            /* borrowed; NULL: bootstrap, renewal and activation answer 503 */
+    keystore *keys;            /* borrowed; the tenants' CA keys and the port's own */
+    bus *bus;                  /* borrowed; "auth" notices */
+    cache *shared;             /* borrowed; NULL in the embedded deployment */
+    metrics *metrics;          /* borrowed */
     unsigned seen_interval_ms; /* last_seen_at is written at most this often per device; 300000 */
     shadow_limits shadow;      /* depth and client token of shadow updates (filled: api_limits) */
 } device_port_deps;

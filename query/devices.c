@@ -70,8 +70,7 @@ int query_device_metadata(view *v, const auth_principal *who, const char *id, ht
     return 200;
 }
 
-static int shadow_record_once(view *v, const reg_uuid *tenant, const reg_uuid *device,
-                              json_t **out)
+static int shadow_record_once(view *v, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
 {
     reg_key k;
     key_add(key_add(key_reset(&k), tenant->b, 16), device->b, 16);

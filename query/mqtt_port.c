@@ -641,8 +641,8 @@ static char *shadow_pending_delta(mconn *c)
 {
     device_port *dp = c->mp->dp;
     json_t *rec = NULL;
-    if (query_shadow_record(device_port_view(dp), device_port_view_is_secondary(dp),
-                            &c->st.tenant, &c->st.device, &rec))
+    if (query_shadow_record(device_port_view(dp), device_port_view_is_secondary(dp), &c->st.tenant,
+                            &c->st.device, &rec))
         return NULL;
     json_t *m = shadow_view_delta_message(rec, NULL, now_s());
     char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
