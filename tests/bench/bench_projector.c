@@ -1,11 +1,13 @@
 /*
  * bench_projector.c - how fast the projector decides and applies commands.
  *
- *   bench_projector DIR N [BROKERS]
+ *   bench_projector [--shadow M] DIR N [BROKERS]
  *
  * Fills the commands log of a fresh data directory DIR with one CreateTenant (admin token
  * "bench-admin", operator token "bench-token"), N RegisterDevice commands (each with three
- * metadata keys) and N/2 PatchMetadata commands, then starts the projector and times it until
+ * metadata keys) and N/2 PatchMetadata commands, and with --shadow, M UpdateShadow commands
+ * (a device reporting two values, round robin over the devices; timed on their own as well),
+ * then starts the projector and times it until
  * every command is decided, applied and committed. Without BROKERS the logs are the embedded ones
  * (fsync on, as `registry serve` runs); with BROKERS they are Kafka topics on that broker (a fresh
  * region per run). Prints commands/s and events/s, and leaves DIR usable by `registry serve`
@@ -61,8 +63,14 @@ static json_t *command(const char *kind, json_t *body)
 
 int main(int argc, char **argv)
 {
+    long shadow_updates = 0;
+    if (argc > 2 && !strcmp(argv[1], "--shadow")) {
+        shadow_updates = atol(argv[2]);
+        argc -= 2;
+        argv += 2;
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_projector DIR N [BROKERS]\n");
+        fprintf(stderr, "usage: bench_projector [--shadow M] DIR N [BROKERS]\n");
         return 2;
     }
     const char *dir = argv[1], *brokers = argc > 3 ? argv[3] : NULL;
@@ -135,6 +143,16 @@ int main(int argc, char **argv)
                &buf);
     }
     fclose(ids);
+    int64_t before_shadows = 1 + n + n / 2;
+    for (long i = 0; i < shadow_updates; i++) {
+        char patch[64];
+        snprintf(patch, sizeof patch, "{\"seq\":%ld,\"temp\":%ld}", i, 180 + i % 60);
+        append(commands, codec,
+               command("UpdateShadow", json_pack("{s:s, s:s, s:n, s:n, s:n}", "device_id",
+                                                 dev[i % n], "reported", patch, "desired",
+                                                 "version", "client_token")),
+               &buf);
+    }
     if (elog_flush(commands, 600000)) {
         fprintf(stderr, "flush failed\n");
         return 1;
@@ -151,12 +169,19 @@ int main(int argc, char **argv)
     t0 = clock_mono_ns();
     if (projector_start(v, commands, events, b, &pc, &p)) return 1;
     projector_stats st;
+    uint64_t t_shadows = 0;
     for (;;) {
         projector_get_stats(p, &st);
+        if (!t_shadows && st.next_offset >= before_shadows) t_shadows = clock_mono_ns();
         if (st.next_offset >= total) break;
         usleep(2000);
     }
     double s = (double)(clock_mono_ns() - t0) / 1e9;
+    if (shadow_updates)
+        printf("projector (%s): %ld shadow updates in %.2f s = %.0f/s\n",
+               brokers ? "kafka" : "embedded", shadow_updates,
+               (double)(clock_mono_ns() - t_shadows) / 1e9,
+               (double)shadow_updates / ((double)(clock_mono_ns() - t_shadows) / 1e9));
     getrusage(RUSAGE_SELF, &r1);
     double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) +
                  (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) / 1e6 +
