@@ -15,15 +15,7 @@ source "$(dirname "$E2E_LIB")/pki.sh"
 M=(-h 127.0.0.1 -p "$API_MQTT" --cafile "$CA_SERVER" --insecure)
 
 req POST "$API/tenants" "$ADMIN" '{"name":"mqtt"}'; T=$(field "b['token']")
-factory_ca factory
-req POST "$API/factory-cas" "$T" "{\"pem\":$(jstr "$P/factory.pem")}"; expect 201
-req POST "$API/manifests" "$T" '{"device_type":"meter","serials":["M-1","M-2"]}'; expect 201
-for n in 1 2; do
-  factory_cert factory f$n "/CN=M-$n"
-  dreq POST "$API_DEV/devices/provision" "$P/f$n.pem" "$P/f$n.key" "{\"serial_number\":\"M-$n\"}"; expect 201
-  eval "D$n=$(field "b['device_id']")"
-  save "b['certificate_pem']" "$P/d$n.pem"; save "b['private_key_pem']" "$P/d$n.key"
-done
+devices_bootstrapped "$API" "$T" "$API_DEV" meter M 2
 C1=(--cert "$P/d1.pem" --key "$P/d1.key")
 
 CONTEXT="connect, activation, a message for the device"

@@ -18,15 +18,7 @@ M=(-h 127.0.0.1 -p "$API_MQTT" --cafile "$CA_SERVER" --insecure)
 req POST "$API/tenants" "$ADMIN" '{"name":"shadows"}'; T=$(field "b['token']")
 req POST "$API/tokens" "$T" '{"role":"viewer","name":"dash"}'; VIEWER=$(field "b['token']")
 req POST "$API/tenants" "$ADMIN" '{"name":"other"}'; T_OTHER=$(field "b['token']")
-factory_ca factory
-req POST "$API/factory-cas" "$T" "{\"pem\":$(jstr "$P/factory.pem")}"; expect 201
-req POST "$API/manifests" "$T" '{"device_type":"fan","serials":["S-1","S-2"]}'; expect 201
-for n in 1 2; do
-  factory_cert factory f$n "/CN=S-$n"
-  dreq POST "$API_DEV/devices/provision" "$P/f$n.pem" "$P/f$n.key" "{\"serial_number\":\"S-$n\"}"; expect 201
-  eval "D$n=$(field "b['device_id']")"
-  save "b['certificate_pem']" "$P/d$n.pem"; save "b['private_key_pem']" "$P/d$n.key"
-done
+devices_bootstrapped "$API" "$T" "$API_DEV" fan S 2
 C1=(--cert "$P/d1.pem" --key "$P/d1.key" -i "$D1")
 C2=(--cert "$P/d2.pem" --key "$P/d2.key" -i "$D2")
 S1="\$registry/devices/$D1/shadow"

@@ -86,3 +86,21 @@ dated_cert() {
   openssl ca -batch -config "$P/ca.cnf" -cert "$P/$1.pem" -keyfile "$P/$1.key" -in "$P/$2.csr" \
     -out "$P/$2.pem" -startdate "$4" -enddate "$5" -notext >/dev/null 2>&1
 }
+
+# devices_bootstrapped API TOKEN DEVICE_URL TYPE PREFIX COUNT: registers a factory CA ("factory")
+# and a manifest of serials PREFIX-1..COUNT for TOKEN's tenant, then bootstraps each device
+# through DEVICE_URL with its factory certificate: device n's id goes into Dn, its operational
+# certificate and key into $P/dn.pem and $P/dn.key.
+devices_bootstrapped() {
+  local api=$1 token=$2 dev=$3 type=$4 prefix=$5 count=$6 n serials
+  factory_ca factory
+  req POST "$api/factory-cas" "$token" "{\"pem\":$(jstr "$P/factory.pem")}"; expect 201
+  serials=$(python3 -c "import json,sys; print(json.dumps(['%s-%d' % (sys.argv[1], i) for i in range(1, int(sys.argv[2]) + 1)]))" "$prefix" "$count")
+  req POST "$api/manifests" "$token" "{\"device_type\":\"$type\",\"serials\":$serials}"; expect 201
+  for n in $(seq 1 "$count"); do
+    factory_cert factory f$n "/CN=$prefix-$n"
+    dreq POST "$dev/devices/provision" "$P/f$n.pem" "$P/f$n.key" "{\"serial_number\":\"$prefix-$n\"}"; expect 201
+    eval "D$n=$(field "b['device_id']")"
+    save "b['certificate_pem']" "$P/d$n.pem"; save "b['private_key_pem']" "$P/d$n.key"
+  done
+}
