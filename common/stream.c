@@ -303,13 +303,37 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = READ_BUF;
 }
 
+const char *const stream_handshake_failure_names[STREAM_HS_FAILURE_COUNT] = {
+    "certificate", "protocol", "closed", "other"};
+
+/* Counts a failed handshake under its reason, read from the verification result and OpenSSL's
+ * error queue (before it is cleared). */
+static void handshake_failed(stream *s, enum stream_handshake_failure why)
+{
+    if (why != STREAM_HS_CLOSED) {
+        unsigned long err = ERR_peek_error();
+        int reason = ERR_GET_LIB(err) == ERR_LIB_SSL ? ERR_GET_REASON(err) : 0;
+        if (SSL_get_verify_result(s->ssl) != X509_V_OK ||
+            reason == SSL_R_CERTIFICATE_VERIFY_FAILED ||
+            reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+            why = STREAM_HS_CERTIFICATE;
+        else if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_HTTP_REQUEST ||
+                 reason == SSL_R_UNKNOWN_PROTOCOL || reason == SSL_R_UNSUPPORTED_PROTOCOL ||
+                 reason == SSL_R_NO_SHARED_CIPHER || reason == SSL_R_VERSION_TOO_LOW ||
+                 reason == SSL_R_RECORD_LENGTH_MISMATCH || reason == SSL_R_PACKET_LENGTH_TOO_LONG)
+            why = STREAM_HS_PROTOCOL;
+    }
+    s->l->stats.handshake_failures++;
+    s->l->stats.handshake_failed[why]++;
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     stream *s = container_of((uv_tcp_t *)st, stream, tcp);
     stream_listener *l = s->l;
     if (nread == 0) return;
     if (nread < 0) {
-        if (!s->opened && s->ssl) l->stats.handshake_failures++;
+        if (!s->opened && s->ssl) handshake_failed(s, STREAM_HS_CLOSED);
         close_now(s);
         return;
     }
@@ -324,11 +348,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         flush_tls(s);
         if (r != 1) {
             int e = SSL_get_error(s->ssl, r);
-            ERR_clear_error();
             if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-                l->stats.handshake_failures++;
+                handshake_failed(s, STREAM_HS_OTHER);
+                ERR_clear_error();
                 close_now(s);
+                return;
             }
+            ERR_clear_error();
             return;
         }
         opened(s);

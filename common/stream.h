@@ -34,11 +34,11 @@ typedef struct stream_listener stream_listener;
 typedef struct stream stream;
 
 typedef struct stream_limits {
-    unsigned max_connections;     /* refuse (close at once) beyond it; default 10000 */
+    unsigned max_connections;      /* refuse (close at once) beyond it; default 10000 */
     unsigned handshake_timeout_ms; /* TLS only; default 10000 */
-    size_t max_pending_in;        /* unconsumed plaintext kept per stream; default 64 KiB */
-    size_t max_pending_out;       /* queued output per stream; default 1 MiB */
-    bool reuse_port;              /* SO_REUSEPORT: several processes share the port */
+    size_t max_pending_in;         /* unconsumed plaintext kept per stream; default 64 KiB */
+    size_t max_pending_out;        /* queued output per stream; default 1 MiB */
+    bool reuse_port;               /* SO_REUSEPORT: several processes share the port */
 } stream_limits;
 
 typedef struct stream_callbacks {
@@ -53,9 +53,20 @@ typedef struct stream_callbacks {
     void (*on_close)(void *app, stream *s);
 } stream_callbacks;
 
+/* Why TLS handshakes failed (handshake_timeouts are counted apart). */
+enum stream_handshake_failure {
+    STREAM_HS_CERTIFICATE, /* the client's certificate did not verify */
+    STREAM_HS_PROTOCOL,    /* not TLS, or no version or cipher in common */
+    STREAM_HS_CLOSED,      /* the client went away during the handshake */
+    STREAM_HS_OTHER,
+    STREAM_HS_FAILURE_COUNT
+};
+extern const char *const stream_handshake_failure_names[STREAM_HS_FAILURE_COUNT];
+
 typedef struct stream_stats {
     uint64_t accepted, refused, handshakes_full, handshakes_resumed, handshake_failures,
         handshake_timeouts, bytes_in, bytes_out;
+    uint64_t handshake_failed[STREAM_HS_FAILURE_COUNT]; /* handshake_failures by reason */
     unsigned open;
 } stream_stats;
 

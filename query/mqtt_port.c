@@ -819,4 +819,11 @@ void mqtt_port_metrics(mqtt_port *mp, metrics_out *out)
     for (int i = 0; i < REF_COUNT; i++)
         metrics_printf(out, "registry_mqtt_connack_refused_total{reason=\"%s\"} %llu\n",
                        refusal_names[i], (unsigned long long)mp->refused[i]);
+    metrics_printf(out, "# TYPE registry_mqtt_handshake_failures_total counter\n");
+    for (int i = 0; i < STREAM_HS_FAILURE_COUNT; i++)
+        metrics_printf(out, "registry_mqtt_handshake_failures_total{reason=\"%s\"} %llu\n",
+                       stream_handshake_failure_names[i],
+                       (unsigned long long)st.handshake_failed[i]);
+    metrics_printf(out, "registry_mqtt_handshake_failures_total{reason=\"timeout\"} %llu\n",
+                   (unsigned long long)st.handshake_timeouts);
 }

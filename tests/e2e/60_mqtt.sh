@@ -24,7 +24,7 @@ mosquitto_sub "${M[@]}" "${C1[@]}" -i "$D1" -t "\$registry/devices/$D1/certifica
 sub=$!
 for i in $(seq 1 50); do
   req GET "$API/devices/$D1" "$T"
-  if python3 -c "import json,sys; sys.exit(0 if json.loads(sys.argv[1])['status']=='active' else 1)" "$BODY"; then break; fi
+  if python3 -c "import json,sys; b=json.loads(sys.argv[1]); sys.exit(0 if b['status']=='active' and b['last_seen_at'] else 1)" "$BODY"; then break; fi
   sleep 0.1
 done
 expect 200 "b['status']=='active' and b['last_seen_at'] is not None"
@@ -150,7 +150,15 @@ if ! kill -0 "$sub" 2>/dev/null; then pass; else fail "the suspended device is s
 rc=0; mosquitto_sub "${M[@]}" "${C2[@]}" -i "$D2" -t "\$registry/devices/$D2/#" -C 1 -W 5 > /dev/null 2> "$WORK/susp.err" || rc=$?
 if [ "$rc" -ne 0 ] && grep -qi "not author" "$WORK/susp.err"; then pass; else fail "suspended device: rc=$rc $(cat "$WORK/susp.err")"; fi
 
+CONTEXT="a certificate no tenant's CA issued fails the handshake"; rc=0
+key "$P/stranger.key"
+openssl req -x509 -new -key "$P/stranger.key" -subj "/CN=$D1" -days 1 -out "$P/stranger.pem" 2>/dev/null
+mosquitto_sub "${M[@]}" --cert "$P/stranger.pem" --key "$P/stranger.key" -i "$D1" -t "\$registry/devices/$D1/#" -C 1 -W 5 > /dev/null 2>&1 || rc=$?
+if [ "$rc" -ne 0 ]; then pass; else fail "a stranger's certificate connected"; fi
+
 CONTEXT="metrics"; req GET "$API/metrics" ""
 echo "$BODY" | grep -q 'registry_mqtt_connack_refused_total' && pass || fail "no MQTT metrics"
+echo "$BODY" | grep -q 'registry_mqtt_handshake_failures_total{reason="certificate"} [1-9]' && pass || fail "handshake failures: $(echo "$BODY" | grep handshake_failures)"
+echo "$BODY" | grep -q 'registry_mqtt_handshake_failures_total{reason="protocol"} [1-9]' && pass || fail "handshake failures: $(echo "$BODY" | grep handshake_failures)"
 stop_role API
 finish
