@@ -39,8 +39,11 @@ int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const 
         decide_reject(d, 409, "Conflict", "the device is decommissioned; that is final");
         goto done;
     }
-    if (load_patch(b, "desired", &desired) || load_patch(b, "reported", &reported) ||
-        (!desired && !reported)) {
+    if (load_patch(b, "desired", &desired) || load_patch(b, "reported", &reported)) {
+        decide_reject(d, 400, "Bad Request", "a patch of the update is not a JSON object");
+        goto done;
+    }
+    if (!desired && !reported) {
         decide_reject(d, 400, "Bad Request", "the update names neither desired nor reported");
         goto done;
     }
