@@ -42,6 +42,7 @@
 #include <openssl/err.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -131,6 +132,74 @@ static double self_cpu_s(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* CPU seconds of each of a process's threads, for telling one saturated thread from a busy
+ * process: at most max of them. */
+typedef struct thread_cpu {
+    int tid;
+    double s;
+} thread_cpu;
+
+static size_t threads_cpu(int pid, thread_cpu *out, size_t max)
+{
+    char path[320];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    size_t n = 0;
+    for (struct dirent *e; d && n < max && (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char stat[512] = "";
+        snprintf(path, sizeof path, "/proc/%d/task/%s/stat", pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t len = fread(stat, 1, sizeof stat - 1, f);
+        fclose(f);
+        stat[len] = 0;
+        const char *rest = strrchr(stat, ')'); /* after the command name, which may hold spaces */
+        unsigned long ut = 0, st = 0;
+        if (!rest ||
+            sscanf(rest + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+            continue;
+        out[n].tid = atoi(e->d_name);
+        out[n++].s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+enum { MAX_THREADS = 256 };
+static thread_cpu threads0[MAX_THREADS];
+static size_t nthreads0;
+
+static void threads_mark(int pid)
+{
+    nthreads0 = pid ? threads_cpu(pid, threads0, MAX_THREADS) : 0;
+}
+
+static int by_cpu_desc(const void *a, const void *b)
+{
+    double x = ((const thread_cpu *)a)->s, y = ((const thread_cpu *)b)->s;
+    return x > y ? -1 : x < y;
+}
+
+/* " server_threads=main:C,TID:C,..." for the four busiest threads between threads_mark and the
+ * sample now[0..n) (changed), in cores over `wall` seconds (main is the thread whose id is the
+ * process's: the event loop). */
+static void threads_print(int pid, thread_cpu *now, size_t n, double wall)
+{
+    if (!n) return;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < nthreads0; k++)
+            if (threads0[k].tid == now[i].tid) now[i].s -= threads0[k].s;
+    qsort(now, n, sizeof *now, by_cpu_desc);
+    printf(" server_threads=");
+    for (size_t i = 0; i < n && i < 4; i++) {
+        if (now[i].tid == pid)
+            printf("%smain:%.2f", i ? "," : "", now[i].s / wall);
+        else
+            printf("%s%d:%.2f", i ? "," : "", now[i].tid, now[i].s / wall);
+    }
 }
 
 /* ---- MQTT connections ---- */
@@ -610,6 +679,7 @@ static void run_deltas(double seconds, double rate, int server_pid)
     msgs = calloc(nmsgs ? nmsgs : 1, sizeof *msgs);
     phase = PH_DELTA;
     size_t next = 0, late = 0, lost0 = S.lost;
+    threads_mark(server_pid);
     double t0 = lg_now(), cpu0 = server_pid ? lg_cpu_s(server_pid) : 0, self0 = self_cpu_s();
     double late_max = 0, all_answered = 0, cpu1 = cpu0, self1 = self0;
     for (;;) {
@@ -667,6 +737,9 @@ static void run_deltas(double seconds, double rate, int server_pid)
            ms(lg_quantile(put, nput, 0.5)), ms(lg_quantile(put, nput, 0.99)), late, ms(late_max),
            S.lost - lost0);
     if (server_pid) printf(" server_cpu_cores=%.2f", (cpu1 - cpu0) / wall);
+    thread_cpu threads1[MAX_THREADS];
+    size_t nthreads1 = server_pid ? threads_cpu(server_pid, threads1, MAX_THREADS) : 0;
+    threads_print(server_pid, threads1, nthreads1, lg_now() - t0);
     printf(" loadgen_cpu_cores=%.2f\n", (self1 - self0) / wall);
     fflush(stdout);
     free(lat);
@@ -701,6 +774,7 @@ static void run_reported(double seconds, int server_pid)
     S.nseconds = (size_t)seconds + 1;
     S.per_second = calloc(S.nseconds, sizeof *S.per_second);
     size_t lost0 = S.lost;
+    threads_mark(server_pid);
     double t0 = lg_now(), cpu0 = server_pid ? lg_cpu_s(server_pid) : 0, self0 = self_cpu_s();
     S.phase_start = t0;
     window_end = t0 + seconds;
@@ -713,9 +787,12 @@ static void run_reported(double seconds, int server_pid)
         dispatch(50);
     double wall = lg_now() - t0;
     double cpu1 = server_pid ? lg_cpu_s(server_pid) : 0, self1 = self_cpu_s();
+    thread_cpu window_threads[MAX_THREADS];
+    size_t nwindow_threads = server_pid ? threads_cpu(server_pid, window_threads, MAX_THREADS) : 0;
     sending = false;
     size_t outstanding = 0;
-    for (double until = lg_now() + 2 * DRAIN_S; lg_now() < until;) {
+    /* The registry answers every update it took: wait for the backlog (WINDOW a device) to go. */
+    for (double until = lg_now() + 12 * DRAIN_S; lg_now() < until;) {
         outstanding = 0;
         for (size_t i = 0; i < P.n; i++)
             if (P.cs[i].st == LG_UP) outstanding += peers[i].outstanding;
@@ -729,6 +806,7 @@ static void run_reported(double seconds, int server_pid)
            S.rej_503, S.rej_409, S.rej_other, S.accepted_late, outstanding, S.deltas_in_reported,
            S.lost - lost0, report_qos, window_max);
     if (server_pid) printf(" server_cpu_cores=%.2f", (cpu1 - cpu0) / wall);
+    threads_print(server_pid, window_threads, nwindow_threads, wall);
     printf(" loadgen_cpu_cores=%.2f\nreported_timeline=", (self1 - self0) / wall);
     for (size_t k = 0; k < S.nseconds && k < (size_t)wall; k++)
         printf("%s%zu", k ? "," : "", S.per_second[k]);

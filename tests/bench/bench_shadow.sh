@@ -137,6 +137,14 @@ for line in open(reg):
     if line.startswith("connected="):
         c = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
 d, r, m = kv(reg, "delta"), kv(reg, "reported"), kv(mos, "relay")
+def threads(prefix):
+    for line in open(reg):
+        if line.startswith(prefix + " "):
+            t = re.search(r"server_threads=(\S+)", line)
+            if t:
+                return ", ".join(f"{k if k == 'main' else 'thread ' + k} {v}"
+                                 for k, v in (x.split(":") for x in t.group(1).split(",")))
+    return "n/a"
 print(f"== shadow benchmark ({deployment}): {int(c.get('connected', 0))} devices connected, {cores} cores")
 if d:
     print(f"delta latency (PUT desired -> delta on the device), {d['put_per_sec']:.0f} PUTs/s for "
@@ -144,7 +152,8 @@ if d:
           f"max {d['max_ms']:.1f} ms, {int(d['received'])}/{int(d['ok'])} received "
           f"({int(d['missing'])} missing, {int(d['http_errors'])} PUTs failed); PUT answer P50 "
           f"{d['put_p50_ms']:.1f} ms, P99 {d['put_p99_ms']:.1f} ms; registry CPU "
-          f"{d.get('server_cpu_cores', 0):.2f} cores, load generator {d['loadgen_cpu_cores']:.2f}")
+          f"{d.get('server_cpu_cores', 0):.2f} cores (busiest threads: {threads('delta')}), load "
+          f"generator {d['loadgen_cpu_cores']:.2f}")
 if m and d:
     ratio = lambda a, b: f"{a / b:.1f}" if b else "n/a"
     print(f"mosquitto {mversion} retained relay, same rate: P50 {m['p50_ms']:.2f} ms, P99 "
@@ -153,7 +162,8 @@ if m and d:
 if r:
     print(f"reported updates accepted: {r['per_sec']:.0f}/s from {int(r['subscribed'])} devices "
           f"(QoS {int(r['qos'])}, at most {int(r['window'])} waiting each; registry CPU "
-          f"{r.get('server_cpu_cores', 0):.2f} cores, load generator {r['loadgen_cpu_cores']:.2f}); "
+          f"{r.get('server_cpu_cores', 0):.2f} cores, busiest threads: {threads('reported')}; load "
+          f"generator {r['loadgen_cpu_cores']:.2f}); "
           f"rejected {int(r['rejected'])} (429: {int(r['rejected_429'])}, 503: {int(r['rejected_503'])}), "
           f"unanswered {int(r['unanswered'])}")
 PY
