@@ -86,7 +86,7 @@ typedef struct timed {
 
 typedef struct hconn {
     int fd;
-    bool busy;
+    bool busy, armed; /* armed: EPOLLOUT asked for */
     uint32_t seq;
     char out[1024];
     size_t out_len, out_off;
@@ -509,6 +509,8 @@ static void http_reopen(size_t j)
 
 static void http_arm(size_t j, bool out)
 {
+    if (hs[j].armed == out) return;
+    hs[j].armed = out;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0),
                              .data.u64 = P.n + j};
     epoll_ctl(P.ep, EPOLL_CTL_MOD, hs[j].fd, &ev);
@@ -517,7 +519,6 @@ static void http_arm(size_t j, bool out)
 static void http_write(size_t j)
 {
     hconn *h = &hs[j];
-    bool was_waiting = h->out_off > 0;
     while (h->out_off < h->out_len) {
         ssize_t w = write(h->fd, h->out + h->out_off, h->out_len - h->out_off);
         if (w > 0) {
@@ -530,7 +531,7 @@ static void http_write(size_t j)
             return;
         }
     }
-    if (was_waiting) http_arm(j, false);
+    http_arm(j, false);
 }
 
 static void http_send(size_t j, uint32_t seq)

@@ -19,7 +19,10 @@
 # table; keeps the registry's /metrics after the run in $BENCH_OUT (default: the temporary
 # directory, removed at exit) when set. Bootstrapping runs at ~250 devices/s: 10,000 take ~40 s.
 # The load generator shares the machine's cores with the registry; both CPU figures are printed.
-# Build BUILD_DIR as Release for figures worth quoting.
+# Build BUILD_DIR as Release for figures worth quoting. With --kafka/--redis (e.g. the broker of
+# `ops/kafka.sh start`, 127.0.0.1:19092, and `ops/redis.sh start`, 127.0.0.1:16379) each run leaves
+# its two topics, registry.bench-PID.{commands,events}, on the broker, and its notifications go
+# over that Redis's shared channels: run it when no test uses them.
 set -euo pipefail
 usage="usage: bench_shadow.sh BUILD_DIR [DEVICES [SECONDS [RATE]]] [--kafka HOST:PORT --redis HOST:PORT]"
 args=() kafka= redis=
