@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# bench_shadow.sh - device shadows under load: operator PUT desired -> delta on a connected MQTT
+# device (P50/P99 at a steady rate), reported-state updates accepted per second from a connected
+# fleet, and Mosquitto 2.0 (Debian, mutual TLS) relaying a retained message at the same rate as
+# the floor. Run on demand, never by CTest:
+#
+#   tests/bench/bench_shadow.sh BUILD_DIR [DEVICES [SECONDS [RATE]]] [--kafka HOST:PORT --redis HOST:PORT]
+#                                       (10000 devices, 20 s a phase, 1000 PUTs/s)
+#
+# Starts `registry serve` (the embedded default, fsync on; with --kafka and --redis all roles in
+# one process on the distributed engines, under a region of its own, bench-PID, so that its topics
+# are new) in a temporary directory, bootstraps DEVICES devices through the device port
+# (tests/bench/bench_provision keeps each one's certificate and key), then runs
+# `bench_shadow registry`: every device connected with its own certificate and subscribed to its
+# update/delta, RATE PUTs/s for SECONDS from HTTP_CONNS (16) keep-alive connections, then every
+# device reporting for SECONDS with at most WINDOW (8) updates waiting, at QoS QOS (1). Then
+# mosquitto with the tenant's issuing CA as its client CA (require_certificate,
+# use_identity_as_username) and `bench_shadow relay` at RATE. Prints the figures of each and a
+# table; keeps the registry's /metrics after the run in $BENCH_OUT (default: the temporary
+# directory, removed at exit) when set. Bootstrapping runs at ~250 devices/s: 10,000 take ~40 s.
+# The load generator shares the machine's cores with the registry; both CPU figures are printed.
+# Build BUILD_DIR as Release for figures worth quoting. With --kafka/--redis (e.g. the broker of
+# `ops/kafka.sh start`, 127.0.0.1:19092, and `ops/redis.sh start`, 127.0.0.1:16379) each run leaves
+# its two topics, registry.bench-PID.{commands,events}, on the broker, and its notifications go
+# over that Redis's shared channels: run it when no test uses them.
+set -euo pipefail
+usage="usage: bench_shadow.sh BUILD_DIR [DEVICES [SECONDS [RATE]]] [--kafka HOST:PORT --redis HOST:PORT]"
+args=() kafka= redis=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --kafka) kafka=${2:?$usage}; shift 2 ;;
+    --redis) redis=${2:?$usage}; shift 2 ;;
+    -h|--help) echo "$usage"; exit 0 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+if { [ -n "$kafka" ] && [ -z "$redis" ]; } || { [ -z "$kafka" ] && [ -n "$redis" ]; }; then
+  echo "bench_shadow.sh: --kafka and --redis go together" >&2; exit 2
+fi
+build=$(cd "${args[0]:?$usage}" && pwd)
+n=${args[1]:-10000}
+secs=${args[2]:-20}
+rate=${args[3]:-1000}
+http_conns=${HTTP_CONNS:-16}
+window=${WINDOW:-8}
+qos=${QOS:-1}
+work=$(mktemp -d /tmp/bench-shadow.XXXXXX)
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -n $((n + 4096)) 2>/dev/null || true
+
+engine=()
+deployment="embedded default"
+if [ -n "$kafka" ]; then
+  engine=(--kafka "$kafka" --redis "$redis" --region "bench-$$")
+  deployment="distributed (Kafka $kafka, Redis $redis, one process)"
+fi
+REGISTRY_ADMIN_TOKEN=bench-admin "$build/registry" serve --data "$work/data" --listen-api 127.0.0.1:0 \
+  --listen-device 127.0.0.1:0 --listen-mqtt 127.0.0.1:0 "${engine[@]}" >"$work/out" 2>"$work/err" &
+pids+=($!)
+reg_pid=$!
+for i in $(seq 600); do grep -q '^listening' "$work/out" 2>/dev/null && break; sleep 0.1; done
+if ! grep -q '^listening' "$work/out"; then
+  echo "bench_shadow.sh: the registry did not start:" >&2; tail -n 20 "$work/err" >&2; exit 1
+fi
+api=$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$work/out")
+api_port=${api##*:}
+dev_port=$(sed -n 's/^listening .* device=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
+mqtt_port=$(sed -n 's/^listening .* mqtt=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
+
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/factory.key"
+openssl req -x509 -new -key "$work/factory.key" -subj "/CN=bench factory CA" -days 2 \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" -out "$work/factory.pem"
+token=$(curl -sf -X POST -H 'Authorization: Bearer bench-admin' -H 'Content-Type: application/json' \
+  -d '{"name":"bench"}' "http://$api/tenants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+python3 -c 'import json,sys; print(json.dumps({"pem": open(sys.argv[1]).read()}))' "$work/factory.pem" |
+  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    --data-binary @- "http://$api/factory-cas"
+python3 -c 'import json,sys; print(json.dumps({"device_type":"bench","serials":["SH%06d" % i for i in range(int(sys.argv[1]))]}))' "$n" |
+  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    --data-binary @- "http://$api/manifests"
+curl -sf -H "Authorization: Bearer $token" "http://$api/issuing-ca" > "$work/issuing.pem"
+mkdir -p "$work/devices"
+echo "bootstrapping $n devices: $("$build/tests/bench_provision" 127.0.0.1 "$dev_port" "$work/data/server-ca.pem" \
+  "$work/factory.pem" "$work/factory.key" SH "$n" 8 "$work/devices")"
+
+echo "registry ($deployment): $n devices, ${secs}s a phase, $rate PUTs/s, $(nproc) cores"
+"$build/tests/bench_shadow" registry 127.0.0.1 "$mqtt_port" "$work/data/server-ca.pem" \
+  "$work/devices/devices.txt" "$n" "$api_port" "$token" "$secs" "$rate" "$reg_pid" \
+  "$http_conns" "$window" "$qos" | tee "$work/registry.txt"
+curl -sf "http://$api/metrics" > "$work/metrics.txt" || true
+if [ -n "${BENCH_OUT:-}" ]; then mkdir -p "$BENCH_OUT" && cp "$work/metrics.txt" "$work/registry.txt" "$BENCH_OUT/"; fi
+grep -E '^registry_(projector|ingest|mqtt_shadow|mqtt_messages|log_append)|^registry_bus' "$work/metrics.txt" || true
+kill "$reg_pid"; wait "$reg_pid" 2>/dev/null || true
+grep -i -E 'drop|error|fail' "$work/err" | tail -n 5 || true
+
+# Mosquitto on two of the same device certificates (the tenant's issuing CA verifies them); its
+# server certificate is a throwaway one of the same kind (the registry's key stays in its keystore).
+mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/mosquitto.conf" <<CONF
+per_listener_settings true
+user root
+listener $mport 127.0.0.1
+cafile $work/issuing.pem
+certfile $work/mserver.pem
+keyfile $work/server.key
+require_certificate true
+use_identity_as_username true
+allow_anonymous true
+max_keepalive 65535
+CONF
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/server.key"
+openssl req -x509 -new -key "$work/server.key" -subj "/CN=127.0.0.1" -days 2 \
+  -addext "subjectAltName=IP:127.0.0.1" -out "$work/mserver.pem" 2>/dev/null
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+pids+=($!)
+mpid=$!
+for i in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && break; sleep 0.1; done
+mversion=$( (mosquitto -h 2>/dev/null || true) | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -1)
+echo "mosquitto $mversion: retained relay, $rate messages/s for ${secs}s"
+"$build/tests/bench_shadow" relay 127.0.0.1 "$mport" "$work/mserver.pem" "$work/devices/devices.txt" \
+  "$secs" "$rate" "$mpid" | tee "$work/mosquitto.txt" || tail -n 5 "$work/mosquitto.log"
+
+python3 - "$work/registry.txt" "$work/mosquitto.txt" "$n" "$secs" "$rate" "$(nproc)" "$mversion" "$deployment" <<'PY'
+import re, sys
+def kv(f, prefix):
+    for line in open(f):
+        if line.startswith(prefix + " "):
+            return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
+    return {}
+reg, mos = sys.argv[1], sys.argv[2]
+n, secs, rate, cores, mversion, deployment = sys.argv[3:9]
+c = {}
+for line in open(reg):
+    if line.startswith("connected="):
+        c = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
+d, r, m = kv(reg, "delta"), kv(reg, "reported"), kv(mos, "relay")
+def threads(prefix):
+    for line in open(reg):
+        if line.startswith(prefix + " "):
+            t = re.search(r"server_threads=(\S+)", line)
+            if t:
+                return ", ".join(f"{k if k == 'main' else 'thread ' + k} {v}"
+                                 for k, v in (x.split(":") for x in t.group(1).split(",")))
+    return "n/a"
+print(f"== shadow benchmark ({deployment}): {int(c.get('connected', 0))} devices connected, {cores} cores")
+if d:
+    print(f"delta latency (PUT desired -> delta on the device), {d['put_per_sec']:.0f} PUTs/s for "
+          f"{d['seconds']:.0f} s (asked {rate}/s): P50 {d['p50_ms']:.1f} ms, P99 {d['p99_ms']:.1f} ms, "
+          f"max {d['max_ms']:.1f} ms, {int(d['received'])}/{int(d['ok'])} received "
+          f"({int(d['missing'])} missing, {int(d['http_errors'])} PUTs failed); PUT answer P50 "
+          f"{d['put_p50_ms']:.1f} ms, P99 {d['put_p99_ms']:.1f} ms; registry CPU "
+          f"{d.get('server_cpu_cores', 0):.2f} cores (busiest threads: {threads('delta')}), load "
+          f"generator {d['loadgen_cpu_cores']:.2f}")
+if m and d:
+    ratio = lambda a, b: f"{a / b:.1f}" if b else "n/a"
+    print(f"mosquitto {mversion} retained relay, same rate: P50 {m['p50_ms']:.2f} ms, P99 "
+          f"{m['p99_ms']:.2f} ms ({int(m['received'])}/{int(m['msgs'])} received); ratio "
+          f"registry/mosquitto P50 {ratio(d['p50_ms'], m['p50_ms'])}, P99 {ratio(d['p99_ms'], m['p99_ms'])}")
+if r:
+    print(f"reported updates accepted: {r['per_sec']:.0f}/s from {int(r['subscribed'])} devices "
+          f"(QoS {int(r['qos'])}, at most {int(r['window'])} waiting each; registry CPU "
+          f"{r.get('server_cpu_cores', 0):.2f} cores, busiest threads: {threads('reported')}; load "
+          f"generator {r['loadgen_cpu_cores']:.2f}); "
+          f"rejected {int(r['rejected'])} (429: {int(r['rejected_429'])}, 503: {int(r['rejected_503'])}), "
+          f"unanswered {int(r['unanswered'])}")
+PY

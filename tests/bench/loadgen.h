@@ -1,0 +1,89 @@
+/*
+ * loadgen.h - what the MQTT load generators (bench_mqtt.c, bench_shadow.c) share: the devices of
+ * a DEVICES_FILE (one "client_id cert.pem key.pem" a line, as bench_provision writes it), a
+ * client TLS context, and a pool of mutual-TLS MQTT connections opened from one epoll loop, each
+ * with its own device certificate and client id, spread over loopback source addresses (127.0.0.2,
+ * 127.0.0.3, ... LG_PER_SOURCE connections each, so that no address runs out of ports). Also the
+ * clock, percentiles, and a server process's resident memory and CPU time from /proc.
+ *
+ * A pool's connections are indexed 0..n-1 and registered in the pool's epoll set with their index
+ * as the event data, so a caller may add descriptors of its own to the same set under indexes
+ * from n on. Benchmark code, run on demand; never by CTest.
+ */
+#ifndef REG_BENCH_LOADGEN_H
+#define REG_BENCH_LOADGEN_H
+
+#include <openssl/ssl.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { LG_PER_SOURCE = 40000, LG_KEEPALIVE_S = 600 };
+
+enum lg_state { LG_IDLE, LG_CONNECTING, LG_HANDSHAKE, LG_AWAIT_CONNACK, LG_UP, LG_FAILED };
+
+typedef struct lg_device {
+    char id[64];
+    X509 *cert;
+    EVP_PKEY *key;
+} lg_device;
+
+typedef struct lg_conn {
+    int fd;
+    SSL *ssl;
+    enum lg_state st;
+    double started;
+    uint8_t in[8]; /* the CONNACK */
+    size_t in_len;
+} lg_conn;
+
+typedef struct lg_pool {
+    int ep; /* the epoll set */
+    SSL_CTX *ctx;
+    lg_device *devs;
+    lg_conn *cs;
+    size_t n;
+    size_t up, failed; /* connections now up; connections failed or lost so far */
+    double seconds;    /* lg_pool_open's wall time */
+    double *lat;       /* CONNACK latencies in seconds, sorted by lg_pool_open */
+    size_t nlat;
+} lg_pool;
+
+/* Monotonic seconds. */
+double lg_now(void);
+
+/* qsort comparator of doubles. */
+int lg_cmp_double(const void *a, const void *b);
+
+/* The q-quantile (0 <= q <= 1) of sorted[0..n), 0 when n == 0. */
+double lg_quantile(const double *sorted, size_t n, double q);
+
+/* A process's resident memory in KiB (-1 when unknown) and its user + system CPU seconds. */
+long lg_rss_kib(int pid);
+double lg_cpu_s(int pid);
+
+/* Raises the file-descriptor limit to n + 1024 (for many connections; says so when it cannot). */
+void lg_raise_nofile(size_t n);
+
+/* Reads the first n devices of DEVICES_FILE and makes the client context that verifies the server
+ * with server_ca; opens the epoll set. 0, or -1 when fewer than n devices could be read (the
+ * caller says so and calls lg_pool_free). */
+int lg_pool_init(lg_pool *p, const char *server_ca, const char *devices_file, size_t n);
+
+/* Opens the n connections to host:port, `concurrency` at a time (TCP connect, TLS handshake,
+ * CONNECT with keep-alive LG_KEEPALIVE_S, CONNACK), for at most limit_s seconds. Afterwards a
+ * connection is LG_UP (registered for EPOLLIN | EPOLLRDHUP) or LG_FAILED (out of the set); a
+ * connection the server closed meanwhile counts as failed. Fills up, failed, seconds and lat. */
+void lg_pool_open(lg_pool *p, const char *host, int port, size_t concurrency, double limit_s);
+
+/* Counts connection i, which was up, as lost and takes it out of the epoll set. */
+void lg_pool_lost(lg_pool *p, size_t i);
+
+/* The CONNECT packet of client id `id` (clean session, keep-alive LG_KEEPALIVE_S) into out (at
+ * least 128 bytes); its length. */
+size_t lg_connect_packet(const char *id, uint8_t *out);
+
+/* Closes every connection and frees everything the pool holds. */
+void lg_pool_free(lg_pool *p);
+
+#endif
