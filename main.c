@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -52,6 +53,7 @@ struct options {
     unsigned rotation_check_ms;
     size_t max_manifest_bytes;
     unsigned seen_interval_ms;
+    unsigned max_mqtt_connections;
     shadow_limits shadow;
     int no_fsync;
 };
@@ -74,6 +76,8 @@ static void usage(FILE *f)
            "  --max-manifest-bytes N  largest POST /manifests body (default 67108864)\n"
            "  --seen-interval-ms N    last_seen_at is written at most this often per device "
            "(default 300000)\n"
+           "  --max-mqtt-connections N  MQTT connections held at once (default 200000, within the\n"
+           "                          file-descriptor limit)\n"
            "  --shadow-max-bytes N    desired + reported of a shadow after a merge (default 8192)\n"
            "  --shadow-max-depth N    levels of a shadow's desired or reported (default 6)\n"
            "  --shadow-max-client-token N  bytes of a shadow update's client token (default 64)\n"
@@ -124,6 +128,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->listen_device = "0.0.0.0:8443";
     o->listen_mqtt = "0.0.0.0:8883";
     o->max_manifest_bytes = 64u << 20;
+    o->max_mqtt_connections = 200000;
     o->region = "local";
     if (argc < 2 || argv[1][0] == '-') return -1;
     o->role = argv[1];
@@ -169,6 +174,10 @@ static int parse_options(int argc, char **argv, struct options *o)
             if (number_option("--seen-interval-ms", optarg, 1000, 86400000, &n)) return -1;
             o->seen_interval_ms = (unsigned)n;
             break;
+        case 'C':
+            if (number_option("--max-mqtt-connections", optarg, 1, 10000000, &n)) return -1;
+            o->max_mqtt_connections = (unsigned)n;
+            break;
         case 'B':
             if (number_option("--shadow-max-bytes", optarg, 64, 1u << 24, &n)) return -1;
             o->shadow.max_bytes = (size_t)n;
@@ -198,6 +207,27 @@ static int parse_options(int argc, char **argv, struct options *o)
             return -1;
         }
     return optind == argc ? 0 : -1;
+}
+
+/* Every MQTT connection is a descriptor: the soft limit is raised to the hard one, and the
+ * connection limit kept within it (with room for the logs, the view's files and the other
+ * ports), saying so when that lowers it. */
+static void mqtt_connections_bounded(struct options *o)
+{
+    enum { RESERVED_FDS = 4096 };
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > o->max_mqtt_connections + RESERVED_FDS)
+        return;
+    unsigned fit = rl.rlim_cur > 2 * RESERVED_FDS ? (unsigned)(rl.rlim_cur - RESERVED_FDS)
+                                                  : (unsigned)(rl.rlim_cur / 2);
+    fprintf(stderr,
+            "registry: the file-descriptor limit (%llu) holds %u MQTT connections, not %u; raise "
+            "it (ulimit -n) for more\n",
+            (unsigned long long)rl.rlim_cur, fit, o->max_mqtt_connections);
+    o->max_mqtt_connections = fit;
 }
 
 static int split_addr(const char *addr, char *host, size_t cap, int *port)
@@ -346,6 +376,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    mqtt_connections_bounded(&o);
     if (mkdir(o.data, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "registry: cannot create %s: %s\n", o.data, strerror(errno));
         return 1;
@@ -465,7 +496,7 @@ int main(int argc, char **argv)
             goto out;
         }
         api_attach_device_port(a, dp);
-        stream_limits sl = {.reuse_port = front};
+        stream_limits sl = {.reuse_port = front, .max_connections = o.max_mqtt_connections};
         stream_limits_default(&sl);
         if ((err = mqtt_port_start(loop, mqtt_host, mqtt_port_no, &sl, NULL, dp, b, api_metrics(a),
                                    &mq))) {

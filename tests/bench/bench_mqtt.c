@@ -18,12 +18,14 @@
 #include "loadgen.h"
 
 #include <stdbool.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a connection the server closed is a failure, not our end */
     if (argc < 7) {
         fprintf(stderr, "usage: bench_mqtt HOST PORT SERVER_CA DEVICES_FILE N HOLD_SECONDS "
                         "[SERVER_PID] [CONCURRENCY]\n");

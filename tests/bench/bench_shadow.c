@@ -48,6 +48,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdbool.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -953,6 +954,7 @@ static int run_relay(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a connection the server closed is a failure, not our end */
     int rc = 2;
     if (argc > 1 && !strcmp(argv[1], "registry")) rc = run_registry(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "relay")) rc = run_relay(argc, argv);

@@ -76,8 +76,14 @@ double lg_cpu_s(int pid)
 
 void lg_raise_nofile(size_t n)
 {
-    struct rlimit rl = {n + 1024, n + 1024};
-    if (setrlimit(RLIMIT_NOFILE, &rl)) perror("setrlimit (run as root for many connections)");
+    struct rlimit rl = {n + 1024, n + 1024}, cur;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0 || getrlimit(RLIMIT_NOFILE, &cur)) return;
+    /* Without CAP_SYS_RESOURCE the hard limit stays: take all of it. */
+    cur.rlim_cur = cur.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &cur);
+    if (cur.rlim_max < n + 16)
+        fprintf(stderr, "file-descriptor limit %llu is below %zu connections\n",
+                (unsigned long long)cur.rlim_max, n);
 }
 
 static int load_devices(const char *path, lg_device *d, size_t n)
