@@ -11,9 +11,11 @@
  */
 #include "err.h"
 #include "projector/decide_util.h"
+#include "projector/keys.h"
 #include "projector/shadow_view.h"
 #include "shadow.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,14 +30,40 @@ static int load_patch(const json_t *b, const char *field, json_t **out)
     return *out && (json_is_object(*out) || json_is_null(*out)) ? 0 : REG_EDECODE;
 }
 
+/* Whether the device exists in the tenant (REG_ENOTFOUND otherwise) and is decommissioned, from
+ * its key and the status index: the record itself is not decoded (updates are frequent). */
+static int device_state(view_txn *t, const reg_uuid *tid, const reg_uuid *did, bool *decommissioned)
+{
+    reg_key k;
+    char *val = NULL;
+    key_add(key_add(key_reset(&k), tid->b, 16), did->b, 16);
+    int err = view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, NULL);
+    free(val);
+    val = NULL;
+    if (err) return err;
+    key_add(key_str0(key_add(key_reset(&k), tid->b, 16), "decommissioned"), did->b, 16);
+    err = view_txn_get(t, VIEW_IDX_STATUS, k.b, k.len, &val, NULL);
+    free(val);
+    *decommissioned = err == 0;
+    return err == REG_ENOTFOUND ? 0 : err;
+}
+
 int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,
                          decision *d)
 {
-    int err = 0;
-    json_t *dev = decide_load_device(t, cmd, b, d, &err), *rec = NULL, *desired = NULL,
-           *reported = NULL;
-    if (!dev) return err;
-    if (!strcmp(decide_str(dev, "status"), "decommissioned")) {
+    json_t *rec = NULL, *desired = NULL, *reported = NULL;
+    reg_uuid tid, did;
+    bool decommissioned = false;
+    int err = REG_ENOTFOUND;
+    if (!reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) &&
+        !reg_uuid_parse(decide_str(b, "device_id"), &did))
+        err = device_state(t, &tid, &did, &decommissioned);
+    if (err == REG_ENOTFOUND) {
+        decide_reject(d, 404, "Not Found", "no such device");
+        return 0;
+    }
+    if (err) return err;
+    if (decommissioned) {
         decide_reject(d, 409, "Conflict", "the device is decommissioned; that is final");
         goto done;
     }
@@ -47,9 +75,6 @@ int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const 
         decide_reject(d, 400, "Bad Request", "the update names neither desired nor reported");
         goto done;
     }
-    reg_uuid tid, did;
-    reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid);
-    reg_uuid_parse(decide_str(b, "device_id"), &did);
     view_src src = {NULL, t};
     if ((err = shadow_view_load(src, &tid, &did, &rec))) goto done;
     int64_t current = shadow_view_version(rec);
@@ -87,6 +112,5 @@ done:
     json_decref(desired);
     json_decref(reported);
     json_decref(rec);
-    json_decref(dev);
     return err;
 }

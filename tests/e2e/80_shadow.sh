@@ -172,6 +172,11 @@ req PUT "$API/devices/not-a-uuid/shadow/desired" "$T" '{"desired":{"a":1}}'; exp
 req PUT "$API/devices/$D1/shadow/desired" "" '{"desired":{"a":1}}'; expect 401
 req POST "$API/devices/$D1/shadow/desired" "$T" '{"desired":{"a":1}}'; expect 405
 
+CONTEXT="a decommissioned device's shadow no longer changes"
+req PATCH "$API/devices/$D2" "$T" '{"status":"decommissioned"}'; expect 200
+req PUT "$API/devices/$D2/shadow/desired" "$T" '{"desired":{"firmware":"3.0.0"}}'; expect 409 "'decommissioned' in b['detail']"
+req GET "$API/devices/$D2/shadow" "$T"; expect 200 "b['desired']=={'firmware':'2.0.1'}"
+
 CONTEXT="the shadow outlives a restart and the view rebuilds from the events"
 req GET "$API/devices/$D1/shadow" "$T"; BEFORE=$BODY
 stop_role API
