@@ -60,34 +60,8 @@ if [ -n "$kafka" ]; then
   engine=(--kafka "$kafka" --redis "$redis" --region "bench-$$")
   deployment="distributed (Kafka $kafka, Redis $redis, one process)"
 fi
-REGISTRY_ADMIN_TOKEN=bench-admin "$build/registry" serve --data "$work/data" --listen-api 127.0.0.1:0 \
-  --listen-device 127.0.0.1:0 --listen-mqtt 127.0.0.1:0 "${engine[@]}" >"$work/out" 2>"$work/err" &
-pids+=($!)
-reg_pid=$!
-for i in $(seq 600); do grep -q '^listening' "$work/out" 2>/dev/null && break; sleep 0.1; done
-if ! grep -q '^listening' "$work/out"; then
-  echo "bench_shadow.sh: the registry did not start:" >&2; tail -n 20 "$work/err" >&2; exit 1
-fi
-api=$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$work/out")
-api_port=${api##*:}
-dev_port=$(sed -n 's/^listening .* device=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
-mqtt_port=$(sed -n 's/^listening .* mqtt=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
-
-openssl ecparam -name prime256v1 -genkey -noout -out "$work/factory.key"
-openssl req -x509 -new -key "$work/factory.key" -subj "/CN=bench factory CA" -days 2 \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" -out "$work/factory.pem"
-token=$(curl -sf -X POST -H 'Authorization: Bearer bench-admin' -H 'Content-Type: application/json' \
-  -d '{"name":"bench"}' "http://$api/tenants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-python3 -c 'import json,sys; print(json.dumps({"pem": open(sys.argv[1]).read()}))' "$work/factory.pem" |
-  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    --data-binary @- "http://$api/factory-cas"
-python3 -c 'import json,sys; print(json.dumps({"device_type":"bench","serials":["SH%06d" % i for i in range(int(sys.argv[1]))]}))' "$n" |
-  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    --data-binary @- "http://$api/manifests"
-curl -sf -H "Authorization: Bearer $token" "http://$api/issuing-ca" > "$work/issuing.pem"
-mkdir -p "$work/devices"
-echo "bootstrapping $n devices: $("$build/tests/bench_provision" 127.0.0.1 "$dev_port" "$work/data/server-ca.pem" \
-  "$work/factory.pem" "$work/factory.key" SH "$n" 8 "$work/devices")"
+source "$(dirname "$0")/fleet.sh"
+fleet_start "$build" "$work" "$n" SH "${engine[@]}"
 
 echo "registry ($deployment): $n devices, ${secs}s a phase, $rate PUTs/s, $(nproc) cores"
 "$build/tests/bench_shadow" registry 127.0.0.1 "$mqtt_port" "$work/data/server-ca.pem" \

@@ -1,0 +1,43 @@
+# fleet.sh - what the MQTT benchmarks share, sourced by bench_mqtt.sh and bench_shadow.sh: a
+# `registry serve` in a temporary folder with a tenant, a factory CA, a manifest and N devices
+# bootstrapped through its device port (tests/bench/bench_provision keeps each device's
+# certificate and key for the load generators).
+#
+#   fleet_start BUILD WORK N PREFIX [SERVE_ARGS...]
+#
+# Starts the registry (admin token bench-admin) and appends its pid to the caller's `pids`
+# array; sets reg_pid, api (host:port), api_port, dev_port, mqtt_port, token (the tenant's
+# operator token); writes WORK/factory.{pem,key}, WORK/issuing.pem and WORK/devices/devices.txt
+# (one "client_id cert.pem key.pem" a line), and prints the bootstrap rate.
+fleet_start() {
+  local build=$1 work=$2 n=$3 prefix=$4 i
+  shift 4
+  REGISTRY_ADMIN_TOKEN=bench-admin "$build/registry" serve --data "$work/data" --listen-api 127.0.0.1:0 \
+    --listen-device 127.0.0.1:0 --listen-mqtt 127.0.0.1:0 "$@" >"$work/out" 2>"$work/err" &
+  pids+=($!)
+  reg_pid=$!
+  for i in $(seq 600); do grep -q '^listening' "$work/out" 2>/dev/null && break; sleep 0.1; done
+  if ! grep -q '^listening' "$work/out"; then
+    echo "fleet.sh: the registry did not start:" >&2; tail -n 20 "$work/err" >&2; return 1
+  fi
+  api=$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$work/out")
+  api_port=${api##*:}
+  dev_port=$(sed -n 's/^listening .* device=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
+  mqtt_port=$(sed -n 's/^listening .* mqtt=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
+
+  openssl ecparam -name prime256v1 -genkey -noout -out "$work/factory.key"
+  openssl req -x509 -new -key "$work/factory.key" -subj "/CN=bench factory CA" -days 2 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" -out "$work/factory.pem"
+  token=$(curl -sf -X POST -H 'Authorization: Bearer bench-admin' -H 'Content-Type: application/json' \
+    -d '{"name":"bench"}' "http://$api/tenants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  python3 -c 'import json,sys; print(json.dumps({"pem": open(sys.argv[1]).read()}))' "$work/factory.pem" |
+    curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+      --data-binary @- "http://$api/factory-cas"
+  python3 -c 'import json,sys; print(json.dumps({"device_type":"bench","serials":["%s%06d" % (sys.argv[2], i) for i in range(int(sys.argv[1]))]}))' "$n" "$prefix" |
+    curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+      --data-binary @- "http://$api/manifests"
+  curl -sf -H "Authorization: Bearer $token" "http://$api/issuing-ca" > "$work/issuing.pem"
+  mkdir -p "$work/devices"
+  echo "bootstrapping $n devices: $("$build/tests/bench_provision" 127.0.0.1 "$dev_port" "$work/data/server-ca.pem" \
+    "$work/factory.pem" "$work/factory.key" "$prefix" "$n" 8 "$work/devices")"
+}
