@@ -232,14 +232,6 @@ static int apply_token_revoked(view_txn *t, const reg_uuid *tid, const json_t *b
     return 0;
 }
 
-/* A patch as the event carries it (JSON text, or absent); *out NULL when absent. */
-static int event_patch(const json_t *b, const char *field, json_t **out)
-{
-    const char *text = json_string_value(json_object_get(b, field));
-    *out = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
-    return text && !*out ? REG_EDECODE : 0;
-}
-
 /* The shadow document, and the device record's shadow_version (GET /devices/{id} stays one
  * point read). Connectivity-free: the device's own version does not move. */
 static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
@@ -248,8 +240,8 @@ static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid
     json_t *desired = NULL, *reported = NULL, *rec = NULL, *dev = NULL;
     view_src src = {NULL, t};
     json_int_t version = json_integer_value(json_object_get(ev, "version"));
-    int err = event_patch(b, "desired", &desired);
-    if (!err) err = event_patch(b, "reported", &reported);
+    int err = shadow_view_patch(b, "desired", &desired);
+    if (!err) err = shadow_view_patch(b, "reported", &reported);
     if (!err) err = shadow_view_load(src, tid, did, &rec);
     if (!err)
         err = shadow_view_update(rec, desired, reported,

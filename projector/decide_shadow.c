@@ -20,16 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A patch as the command carries it: JSON text, absent (NULL), or the text null (clear). */
-static int load_patch(const json_t *b, const char *field, json_t **out)
-{
-    *out = NULL;
-    const char *text = json_string_value(json_object_get(b, field));
-    if (!text) return 0;
-    *out = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
-    return *out && (json_is_object(*out) || json_is_null(*out)) ? 0 : REG_EDECODE;
-}
-
 /* Whether the device exists in the tenant (REG_ENOTFOUND otherwise) and is decommissioned, from
  * its key and the status index: the record itself is not decoded (updates are frequent). */
 static int device_state(view_txn *t, const reg_uuid *tid, const reg_uuid *did, bool *decommissioned)
@@ -67,7 +57,7 @@ int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const 
         decide_reject(d, 409, "Conflict", "the device is decommissioned; that is final");
         goto done;
     }
-    if (load_patch(b, "desired", &desired) || load_patch(b, "reported", &reported)) {
+    if (shadow_view_patch(b, "desired", &desired) || shadow_view_patch(b, "reported", &reported)) {
         decide_reject(d, 400, "Bad Request", "a patch of the update is not a JSON object");
         goto done;
     }

@@ -75,12 +75,6 @@ json_t *notify_before(view_txn *t, const json_t *ev)
     return rec;
 }
 
-static json_t *patch_of(const json_t *b, const char *field)
-{
-    const char *text = json_string_value(json_object_get(b, field));
-    return text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
-}
-
 /* update/accepted, update/documents and, when desired and reported differ, update/delta. */
 static void shadow_notices(view_txn *t, const json_t *ev, const json_t *b, const json_t *before,
                            json_t *out)
@@ -93,7 +87,9 @@ static void shadow_notices(view_txn *t, const json_t *ev, const json_t *b, const
     const char *device = json_string_value(json_object_get(ev, "entity_id"));
     const char *token = json_string_value(json_object_get(b, "client_token"));
     int64_t now_s = json_integer_value(json_object_get(ev, "time_ms")) / 1000;
-    json_t *desired = patch_of(b, "desired"), *reported = patch_of(b, "reported");
+    json_t *desired = NULL, *reported = NULL;
+    shadow_view_patch(b, "desired", &desired);
+    shadow_view_patch(b, "reported", &reported);
     char topic[128];
     shadow_view_topic(device, "update/accepted", topic, sizeof topic);
     add_delivery(out, tenant, device, topic,

@@ -60,6 +60,18 @@ void shadow_view_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *devi
     free(text);
 }
 
+int shadow_view_patch(const json_t *body, const char *field, json_t **out)
+{
+    *out = NULL;
+    const char *text = json_string_value(json_object_get(body, field));
+    if (!text) return 0;
+    *out = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    if (*out && (json_is_object(*out) || json_is_null(*out))) return 0;
+    json_decref(*out);
+    *out = NULL;
+    return REG_EDECODE;
+}
+
 /* Merges one patch into the section `name` of rec and of its metadata. */
 static int update_section(json_t *rec, const char *name, const json_t *patch, int64_t ts)
 {

@@ -30,6 +30,11 @@ int shadow_view_load(view_src src, const reg_uuid *tenant, const reg_uuid *devic
 void shadow_view_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                        const json_t *rec);
 
+/* A patch as UpdateShadow and ShadowUpdated carry it, the JSON text under `field` of body: *out
+ * NULL when absent, else the parsed object or JSON null (clear the section; the caller owns it).
+ * 0, or REG_EDECODE when the text is not an object or null. */
+int shadow_view_patch(const json_t *body, const char *field, json_t **out);
+
 /* Applies an accepted update to rec (owned by the caller, changed in place): merges the patches
  * (NULL: that section unchanged) with their leaves stamped time_ms / 1000, and sets version and
  * last_updated_ms. What decide computes and what apply stores are this same function's result,

@@ -34,30 +34,10 @@ reg_rc=0
   "$n" "$hold" "$reg_pid" | tee "$work/registry.txt" || reg_rc=$?
 kill "$reg_pid"; wait "$reg_pid" 2>/dev/null || true
 
-# Mosquitto on the same client certificates (the tenant's issuing CA verifies them); its server
-# certificate is a throwaway one of the same kind (the registry's key stays in its keystore).
+# Mosquitto on the same client certificates.
 if command -v mosquitto >/dev/null; then
-  mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  cat > "$work/mosquitto.conf" <<CONF
-per_listener_settings true
-user root
-listener $mport 127.0.0.1
-cafile $work/issuing.pem
-certfile $work/mserver.pem
-keyfile $work/server.key
-require_certificate true
-use_identity_as_username true
-allow_anonymous true
-max_keepalive 65535
-CONF
-  openssl ecparam -name prime256v1 -genkey -noout -out "$work/server.key"
-  openssl req -x509 -new -key "$work/server.key" -subj "/CN=127.0.0.1" -days 2 \
-    -addext "subjectAltName=IP:127.0.0.1" -out "$work/mserver.pem" 2>/dev/null
-  mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-  pids+=($!)
-  mpid=$!
-  sleep 1
-  echo "mosquitto $(mosquitto -h 2>/dev/null | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -1): $n connections"
+  mosquitto_start "$work"
+  echo "mosquitto $mversion: $n connections"
   "$build/tests/bench_mqtt" 127.0.0.1 "$mport" "$work/mserver.pem" "$work/devices/devices.txt" \
     "$n" "$hold" "$mpid" | tee "$work/mosquitto.txt" || tail -n 5 "$work/mosquitto.log"
   python3 - "$work/registry.txt" "$work/mosquitto.txt" <<'PY'

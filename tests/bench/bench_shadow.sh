@@ -73,29 +73,8 @@ grep -E '^registry_(projector|ingest|mqtt_shadow|mqtt_messages|log_append)|^regi
 kill "$reg_pid"; wait "$reg_pid" 2>/dev/null || true
 grep -i -E 'drop|error|fail' "$work/err" | tail -n 5 || true
 
-# Mosquitto on two of the same device certificates (the tenant's issuing CA verifies them); its
-# server certificate is a throwaway one of the same kind (the registry's key stays in its keystore).
-mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/mosquitto.conf" <<CONF
-per_listener_settings true
-user root
-listener $mport 127.0.0.1
-cafile $work/issuing.pem
-certfile $work/mserver.pem
-keyfile $work/server.key
-require_certificate true
-use_identity_as_username true
-allow_anonymous true
-max_keepalive 65535
-CONF
-openssl ecparam -name prime256v1 -genkey -noout -out "$work/server.key"
-openssl req -x509 -new -key "$work/server.key" -subj "/CN=127.0.0.1" -days 2 \
-  -addext "subjectAltName=IP:127.0.0.1" -out "$work/mserver.pem" 2>/dev/null
-mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-pids+=($!)
-mpid=$!
-for i in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && break; sleep 0.1; done
-mversion=$( (mosquitto -h 2>/dev/null || true) | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -1)
+# Mosquitto on two of the same device certificates.
+mosquitto_start "$work"
 echo "mosquitto $mversion: retained relay, $rate messages/s for ${secs}s"
 "$build/tests/bench_shadow" relay 127.0.0.1 "$mport" "$work/mserver.pem" "$work/devices/devices.txt" \
   "$secs" "$rate" "$mpid" | tee "$work/mosquitto.txt" || tail -n 5 "$work/mosquitto.log"

@@ -41,3 +41,32 @@ fleet_start() {
   echo "bootstrapping $n devices: $("$build/tests/bench_provision" 127.0.0.1 "$dev_port" "$work/data/server-ca.pem" \
     "$work/factory.pem" "$work/factory.key" "$prefix" "$n" 8 "$work/devices")"
 }
+
+# mosquitto_start WORK: Mosquitto 2.0 (Debian) as the peer, on the fleet's client certificates
+# (WORK/issuing.pem, the tenant's issuing CA, verifies them: require_certificate true) with a
+# throwaway server certificate of the same kind (WORK/mserver.pem; the registry's key stays in its
+# keystore). Appends its pid to `pids`; sets mpid, mport and mversion once it accepts connections.
+mosquitto_start() {
+  local work=$1 i
+  mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat > "$work/mosquitto.conf" <<CONF
+per_listener_settings true
+user root
+listener $mport 127.0.0.1
+cafile $work/issuing.pem
+certfile $work/mserver.pem
+keyfile $work/server.key
+require_certificate true
+use_identity_as_username true
+allow_anonymous true
+max_keepalive 65535
+CONF
+  openssl ecparam -name prime256v1 -genkey -noout -out "$work/server.key"
+  openssl req -x509 -new -key "$work/server.key" -subj "/CN=127.0.0.1" -days 2 \
+    -addext "subjectAltName=IP:127.0.0.1" -out "$work/mserver.pem" 2>/dev/null
+  mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+  pids+=($!)
+  mpid=$!
+  for i in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && break; sleep 0.1; done
+  mversion=$( (mosquitto -h 2>/dev/null || true) | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -1)
+}

@@ -6,15 +6,7 @@
 # its certificate's status in Redis rather than its view); a revocation sent to the ingest process
 # is refused at once on both front ends and drops the device's live connection on the other one.
 source "$E2E_LIB"
-: "${KAFKA_BROKERS:?the real broker is needed: run through ops/test.sh}"
-: "${REDIS_ADDR:?Redis is needed: run through ops/test.sh}"
-REGION="pki$$"
-DATA="$WORK/data"
-COMMON=(--data "$DATA" --region "$REGION" --redis "$REDIS_ADDR" --kafka "$KAFKA_BROKERS")
-start_role PROJ project "${COMMON[@]}"
-start_role ING ingest "${COMMON[@]}"
-start_role FRONT1 front "${COMMON[@]}"
-start_role FRONT2 front "${COMMON[@]}"
+start_split "pki$$"
 CA_SERVER="$DATA/server-ca.pem"
 P="$WORK/pki"
 mkdir -p "$P"

@@ -5,15 +5,7 @@
 # 1 (accepted, seen by its connection on front end 2), a stale version is refused on either
 # path, and a device subscribing on front end 1 gets the pending delta at once.
 source "$E2E_LIB"
-: "${KAFKA_BROKERS:?the real broker is needed: run through ops/test.sh}"
-: "${REDIS_ADDR:?Redis is needed: run through ops/test.sh}"
-REGION="shadow$$"
-DATA="$WORK/data"
-COMMON=(--data "$DATA" --region "$REGION" --redis "$REDIS_ADDR" --kafka "$KAFKA_BROKERS")
-start_role PROJ project "${COMMON[@]}"
-start_role ING ingest "${COMMON[@]}"
-start_role FRONT1 front "${COMMON[@]}"
-start_role FRONT2 front "${COMMON[@]}"
+start_split "shadow$$"
 CA_SERVER="$DATA/server-ca.pem"
 P="$WORK/pki"
 mkdir -p "$P"

@@ -94,3 +94,17 @@ stop_role() {
   wait "$pid" || rc=$?
   if [ "$rc" -eq 0 ]; then pass; else fail "$1 exited with $rc: $(tail -n 30 "$WORK/$1.err")"; fi
 }
+
+# start_split REGION: the distributed deployment on the real broker and Redis that ops/test.sh
+# starts (KAFKA_BROKERS, REDIS_ADDR): `registry project` (PROJ), `registry ingest` (ING) and two
+# `registry front` processes (FRONT1, FRONT2, with device and MQTT ports), sharing DATA=$WORK/data.
+start_split() {
+  : "${KAFKA_BROKERS:?the real broker is needed: run through ops/test.sh}"
+  : "${REDIS_ADDR:?Redis is needed: run through ops/test.sh}"
+  DATA="$WORK/data"
+  COMMON=(--data "$DATA" --region "$1" --redis "$REDIS_ADDR" --kafka "$KAFKA_BROKERS")
+  start_role PROJ project "${COMMON[@]}"
+  start_role ING ingest "${COMMON[@]}"
+  start_role FRONT1 front "${COMMON[@]}"
+  start_role FRONT2 front "${COMMON[@]}"
+}
