@@ -1,12 +1,15 @@
 /*
  * stream.c - server-side TCP and TLS byte streams on libuv (stream.h).
  *
- * TLS runs through two memory BIOs per connection: what the socket delivers is written into the
- * read BIO, SSL_do_handshake / SSL_read turn it into plaintext, and whatever OpenSSL wants to
- * send is drained from the write BIO into a uv_write. Buffers are the listener's (one for reads
- * from sockets, one for decrypted plaintext); a stream owns memory only for plaintext the
- * application has not consumed yet and for writes in flight, so an idle stream costs its
- * structs and OpenSSL's SSL object (SSL_MODE_RELEASE_BUFFERS drops its record buffers).
+ * TLS runs through one BIO per connection of this file's own kind, over the listener's buffers:
+ * OpenSSL reads the ciphertext the socket just delivered straight from the listener's read
+ * buffer, and what it writes is gathered in the listener's output buffer, which flush_tls hands
+ * to a uv_write after every OpenSSL call. (Memory BIOs would keep, per connection and for its
+ * whole life, buffers grown to the largest handshake flight: about 2 KiB of an idle connection.)
+ * Buffers are the listener's (socket reads, decrypted plaintext, TLS output); a stream owns
+ * memory only for plaintext the application has not consumed yet and for writes in flight, so
+ * an idle stream costs its structs and OpenSSL's SSL object (SSL_MODE_RELEASE_BUFFERS drops its
+ * record buffers).
  *
  * One timer per listener enforces handshake deadlines (a per-stream timer would cost every
  * connection a handle). A stream's memory is freed in its uv_close callback, after the
@@ -16,6 +19,7 @@
 #include "stream.h"
 #include "err.h"
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -24,6 +28,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +45,7 @@ struct stream {
     stream_listener *l;
     struct stream *prev, *next; /* every open stream of the listener */
     struct stream *ready_next;  /* queued for redelivery after stream_resume */
-    SSL *ssl;
-    BIO *rbio, *wbio;
+    SSL *ssl;                   /* and its BIO (stream_bio), which points back here */
     void *data;
     char *in; /* unconsumed plaintext */
     size_t in_len, in_cap;
@@ -68,6 +72,14 @@ struct stream_listener {
     bool closing;
     int port;
     char *rbuf, *pbuf;
+    /* What the stream being read may still take from rbuf (stream_bio's reads). */
+    stream *feed_owner;
+    const char *feed;
+    size_t feed_len;
+    /* TLS output gathered for out_owner until flush_tls. */
+    stream *out_owner;
+    char *out;
+    size_t out_len, out_cap;
 };
 
 typedef struct write_req {
@@ -90,6 +102,7 @@ static void listener_maybe_free(stream_listener *l)
     if (!l->closing || l->handles) return;
     free(l->rbuf);
     free(l->pbuf);
+    free(l->out);
     free(l);
 }
 
@@ -112,7 +125,11 @@ static void on_stream_closed(uv_handle_t *h)
     }
     l->stats.open--;
     if (s->opened) l->cb.on_close(l->app, s);
-    SSL_free(s->ssl); /* and its BIOs */
+    if (l->out_owner == s) { /* output it made while closing goes with it */
+        l->out_owner = NULL;
+        l->out_len = 0;
+    }
+    SSL_free(s->ssl); /* and its BIO */
     free(s->in);
     free(s);
     l->handles--;
@@ -158,27 +175,85 @@ static int send_raw(stream *s, const void *data, size_t len)
     return 0;
 }
 
-/* Sends whatever OpenSSL has produced. */
+/* Sends the TLS output OpenSSL has produced for s. */
 static int flush_tls(stream *s)
 {
-    size_t n = (size_t)BIO_ctrl_pending(s->wbio);
-    if (!n) return 0;
-    write_req *w = malloc(sizeof *w + n);
-    if (!w) return REG_ENOMEM;
-    int got = BIO_read(s->wbio, w->data, (int)n);
-    if (got <= 0) {
-        free(w);
-        return 0;
+    stream_listener *l = s->l;
+    if (l->out_owner != s || !l->out_len) return 0;
+    size_t n = l->out_len;
+    l->out_len = 0;
+    l->out_owner = NULL;
+    return send_raw(s, l->out, n);
+}
+
+/* ---- the BIO between OpenSSL and the listener's buffers ---- */
+
+static int sbio_read(BIO *b, char *buf, int len)
+{
+    stream *s = BIO_get_data(b);
+    stream_listener *l = s->l;
+    BIO_clear_retry_flags(b);
+    if (l->feed_owner != s || !l->feed_len || len <= 0) {
+        BIO_set_retry_read(b); /* nothing more until the socket delivers: "try again" */
+        return -1;
     }
-    w->s = s;
-    w->len = (size_t)got;
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)got);
-    if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_written)) {
-        free(w);
-        return REG_EIO;
+    size_t n = (size_t)len < l->feed_len ? (size_t)len : l->feed_len;
+    memcpy(buf, l->feed, n);
+    l->feed += n;
+    l->feed_len -= n;
+    return (int)n;
+}
+
+static int sbio_write(BIO *b, const char *buf, int len)
+{
+    stream *s = BIO_get_data(b);
+    stream_listener *l = s->l;
+    BIO_clear_retry_flags(b);
+    if (len <= 0) return 0;
+    if (l->out_owner && l->out_owner != s)
+        flush_tls(l->out_owner); /* every caller flushes; be sure */
+    if (l->out_len + (size_t)len > l->out_cap) {
+        size_t cap = l->out_cap ? l->out_cap : 16 * 1024;
+        while (cap < l->out_len + (size_t)len)
+            cap *= 2;
+        char *grown = realloc(l->out, cap);
+        if (!grown) return -1;
+        l->out = grown;
+        l->out_cap = cap;
     }
-    s->pending_out += (size_t)got;
-    return 0;
+    memcpy(l->out + l->out_len, buf, (size_t)len);
+    l->out_len += (size_t)len;
+    l->out_owner = s;
+    return len;
+}
+
+static long sbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b, (void)num, (void)ptr;
+    return cmd == BIO_CTRL_FLUSH; /* writes are flushed by flush_tls; nothing else applies */
+}
+
+static BIO_METHOD *sbio_method;
+static void sbio_method_make(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "registry stream");
+    if (m && BIO_meth_set_read(m, sbio_read) == 1 && BIO_meth_set_write(m, sbio_write) == 1 &&
+        BIO_meth_set_ctrl(m, sbio_ctrl) == 1)
+        sbio_method = m;
+    else
+        BIO_meth_free(m);
+}
+
+/* A BIO for s (the caller owns it). NULL when out of memory. */
+static BIO *stream_bio(stream *s)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sbio_method_make);
+    BIO *b = sbio_method ? BIO_new(sbio_method) : NULL;
+    if (!b) return NULL;
+    BIO_set_data(b, s);
+    BIO_set_init(b, 1);
+    return b;
 }
 
 int stream_write(stream *s, const void *data, size_t len)
@@ -327,6 +402,8 @@ static void handshake_failed(stream *s, enum stream_handshake_failure why)
     s->l->stats.handshake_failed[why]++;
 }
 
+static void tls_read(stream *s);
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     stream *s = container_of((uv_tcp_t *)st, stream, tcp);
@@ -342,7 +419,18 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         deliver(s, buf->base, (size_t)nread);
         return;
     }
-    BIO_write(s->rbio, buf->base, (int)nread);
+    /* OpenSSL reads the ciphertext from rbuf through stream_bio until it asks for more. */
+    l->feed_owner = s;
+    l->feed = buf->base;
+    l->feed_len = (size_t)nread;
+    tls_read(s);
+    l->feed_owner = NULL;
+    l->feed_len = 0;
+}
+
+static void tls_read(stream *s)
+{
+    stream_listener *l = s->l;
     if (!s->opened) {
         int r = SSL_do_handshake(s->ssl);
         flush_tls(s);
@@ -451,16 +539,12 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_nodelay(&s->tcp, 1);
     if (l->ctx) {
         s->ssl = SSL_new(l->ctx);
-        s->rbio = BIO_new(BIO_s_mem());
-        s->wbio = BIO_new(BIO_s_mem());
-        if (!s->ssl || !s->rbio || !s->wbio) {
-            BIO_free(s->rbio);
-            BIO_free(s->wbio);
+        BIO *b = s->ssl ? stream_bio(s) : NULL;
+        if (!b) {
             close_now(s);
             return;
         }
-        BIO_set_mem_eof_return(s->rbio, -1); /* an empty BIO is "try again", not EOF */
-        SSL_set_bio(s->ssl, s->rbio, s->wbio);
+        SSL_set_bio(s->ssl, b, b); /* one BIO both ways: the SSL takes our one reference */
         SSL_set_accept_state(s->ssl);
         SSL_set_mode(s->ssl, SSL_MODE_RELEASE_BUFFERS);
         s->deadline_ms = uv_now(l->loop) + l->lim.handshake_timeout_ms;

@@ -1,76 +1,185 @@
 /*
  * bench_mqtt.c - how many mutual-TLS MQTT connections a broker holds: opens N connections, each
  * with its own device certificate and client id, spread over loopback source addresses
- * (127.0.0.2, 127.0.0.3, ... so that no address runs out of ports), holds them, and reports.
+ * (127.0.0.2, 127.0.0.3, ... so that no address runs out of ports), holds them, and reports;
+ * then, with -r, drops them all at once and reconnects them (a reconnect storm, resuming the TLS
+ * sessions).
  *
- *   bench_mqtt HOST PORT SERVER_CA DEVICES_FILE N HOLD_SECONDS [SERVER_PID] [CONCURRENCY]
+ *   bench_mqtt [-p PID[,PID...]] [-c CONCURRENCY] [-f FIRST] [-s SOURCE] [-r] [-w]
+ *              HOST PORT SERVER_CA DEVICES_FILE N HOLD_SECONDS
  *
- * DEVICES_FILE has one device per line: "client_id cert.pem key.pem" (tests/bench/bench_mqtt.sh
- * makes it by bootstrapping devices through the registry). Connections are opened CONCURRENCY at
- * a time (default 200: TCP connect, TLS handshake, CONNECT with keep-alive 600 s, CONNACK) from
- * one epoll loop; then all are held for HOLD_SECONDS, and counted again at the end (a connection
- * the server closed meanwhile is a failure). Prints connections/s, CONNACK latency P50/P99, and,
- * given SERVER_PID, the server's resident memory and CPU time. Raises its own file-descriptor
- * limit. The connection machinery is loadgen.c's, shared with bench_shadow. Run on demand, never
- * by CTest.
+ * DEVICES_FILE has one device per line: "client_id cert.pem key.pem" (tests/bench/fleet.sh makes
+ * it by bootstrapping devices through the registry); -f starts at line FIRST (0-based), so that
+ * several load generators share one file. Connections are opened CONCURRENCY at a time (default
+ * 200: TCP connect, TLS handshake, CONNECT with keep-alive 600 s, CONNACK) from one epoll loop;
+ * then all are held for HOLD_SECONDS and counted again at the end (a connection the server closed
+ * meanwhile is a failure). -s SOURCE moves the first source address to 127.0.0.(2 + SOURCE).
+ *
+ * The storm (-r): every connection is closed at once, without DISCONNECT, and all are opened again
+ * at once; connections that fail are retried until all are back (at most 600 s). With -w the
+ * storm waits for SIGUSR1, so that a script can start it in several load generators together.
+ *
+ * Prints connections/s, CONNACK latency P50/P99, and, given -p, the resident memory and CPU time
+ * of those server processes (summed). Raises its own file-descriptor limit. The connection
+ * machinery is loadgen.c's, shared with bench_shadow. Run on demand, never by CTest.
  */
 #define _GNU_SOURCE
 #include "loadgen.h"
 
-#include <stdbool.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
+#include <unistd.h>
+
+enum { MAX_PIDS = 64 };
+
+static int pids[MAX_PIDS];
+static int npids;
+
+static long servers_rss_kib(void)
+{
+    long sum = 0;
+    for (int i = 0; i < npids; i++) {
+        long v = lg_rss_kib(pids[i]);
+        if (v > 0) sum += v;
+    }
+    return sum;
+}
+
+static double servers_cpu_s(void)
+{
+    double sum = 0;
+    for (int i = 0; i < npids; i++)
+        sum += lg_cpu_s(pids[i]);
+    return sum;
+}
+
+/* Watches the connections for HOLD seconds; those the server closes are lost. */
+static void hold(lg_pool *p, double seconds)
+{
+    double until = lg_now() + seconds;
+    while (lg_now() < until) {
+        struct epoll_event evs[256];
+        int k = epoll_wait(p->ep, evs, 256, 200);
+        for (int i = 0; i < k; i++)
+            if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                lg_pool_lost(p, evs[i].data.u64);
+    }
+}
+
+static void print_open(const char *what, const lg_pool *p, size_t failed)
+{
+    printf("%s=%zu failed=%zu resumed=%zu seconds=%.1f per_sec=%.0f connack_p50_ms=%.1f "
+           "connack_p99_ms=%.1f\n",
+           what, p->up, failed, p->resumed, p->seconds, (double)p->up / p->seconds,
+           lg_quantile(p->lat, p->nlat, 0.5) * 1000, lg_quantile(p->lat, p->nlat, 0.99) * 1000);
+    fflush(stdout);
+}
+
+static volatile sig_atomic_t storm_go;
+static void on_usr1(int sig)
+{
+    (void)sig;
+    storm_go = 1;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: bench_mqtt [-p PID[,PID...]] [-c CONCURRENCY] [-f FIRST] [-s SOURCE] "
+                    "[-r] [-w] HOST PORT SERVER_CA DEVICES_FILE N HOLD_SECONDS\n");
+    return 2;
+}
 
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a connection the server closed is a failure, not our end */
-    if (argc < 7) {
-        fprintf(stderr, "usage: bench_mqtt HOST PORT SERVER_CA DEVICES_FILE N HOLD_SECONDS "
-                        "[SERVER_PID] [CONCURRENCY]\n");
-        return 2;
+    signal(SIGUSR1, on_usr1);
+    size_t concurrency = 200, first = 0;
+    unsigned source = 0;
+    bool storm = false, wait_signal = false;
+    int opt;
+    while ((opt = getopt(argc, argv, "p:c:f:s:rw")) != -1) {
+        switch (opt) {
+        case 'p':
+            for (char *tok = strtok(optarg, ","); tok && npids < MAX_PIDS; tok = strtok(NULL, ","))
+                pids[npids++] = atoi(tok);
+            break;
+        case 'c':
+            concurrency = strtoul(optarg, NULL, 10);
+            break;
+        case 'f':
+            first = strtoul(optarg, NULL, 10);
+            break;
+        case 's':
+            source = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'r':
+            storm = true;
+            break;
+        case 'w':
+            wait_signal = true;
+            break;
+        default:
+            return usage();
+        }
     }
-    const char *host = argv[1];
-    int port = atoi(argv[2]);
-    size_t n = strtoul(argv[5], NULL, 10);
-    double hold = atof(argv[6]);
-    int server_pid = argc > 7 ? atoi(argv[7]) : 0;
-    size_t concurrency = argc > 8 ? strtoul(argv[8], NULL, 10) : 200;
+    if (argc - optind != 6) return usage();
+    char **a = argv + optind;
+    const char *host = a[0];
+    int port = atoi(a[1]);
+    size_t n = strtoul(a[4], NULL, 10);
+    double hold_s = atof(a[5]);
 
     lg_raise_nofile(n);
     lg_pool p;
-    if (lg_pool_init(&p, argv[3], argv[4], n)) {
-        fprintf(stderr, "bench_mqtt: cannot read %zu devices from %s\n", n, argv[4]);
+    if (lg_pool_init(&p, a[2], a[3], first, n)) {
+        fprintf(stderr, "bench_mqtt: cannot read %zu devices from line %zu of %s\n", n, first,
+                a[3]);
         lg_pool_free(&p);
         return 1;
     }
-    long rss0 = server_pid ? lg_rss_kib(server_pid) : -1;
-    double cpu0 = server_pid ? lg_cpu_s(server_pid) : 0;
+    p.source_base = source;
+    long rss0 = servers_rss_kib();
+    double cpu0 = servers_cpu_s();
     lg_pool_open(&p, host, port, concurrency, 600);
-    printf("connected=%zu failed=%zu seconds=%.1f per_sec=%.0f connack_p50_ms=%.1f "
-           "connack_p99_ms=%.1f\n",
-           p.up, p.failed, p.seconds, (double)p.up / p.seconds,
-           p.nlat ? p.lat[p.nlat / 2] * 1000 : 0,
-           p.nlat ? p.lat[(size_t)((double)p.nlat * 0.99)] * 1000 : 0);
-    fflush(stdout);
-    /* Hold: the server must keep them all. */
-    double until = lg_now() + hold;
-    while (lg_now() < until) {
-        struct epoll_event evs[256];
-        int k = epoll_wait(p.ep, evs, 256, 200);
-        for (int i = 0; i < k; i++)
-            if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                lg_pool_lost(&p, evs[i].data.u64);
-    }
-    long rss1 = server_pid ? lg_rss_kib(server_pid) : -1;
-    double cpu1 = server_pid ? lg_cpu_s(server_pid) : 0;
-    printf("held=%zu failed=%zu hold_seconds=%.0f", p.up, p.failed, hold);
-    if (server_pid)
+    print_open("connected", &p, p.failed);
+    hold(&p, hold_s);
+    long rss1 = servers_rss_kib();
+    double cpu1 = servers_cpu_s();
+    printf("held=%zu failed=%zu hold_seconds=%.0f", p.up, p.failed, hold_s);
+    if (npids)
         printf(" server_rss_mib=%.1f server_rss_delta_kib_per_conn=%.1f server_cpu_s=%.1f",
                (double)rss1 / 1024, p.up ? (double)(rss1 - rss0) / (double)p.up : 0, cpu1 - cpu0);
     printf("\n");
+    fflush(stdout);
     bool failed = p.failed != 0;
+
+    if (storm && !failed) {
+        while (wait_signal && !storm_go)
+            pause();
+        lg_pool_drop(&p);
+        double t0 = lg_now(), lat_p50 = 0, lat_p99 = 0;
+        size_t attempts_failed = 0;
+        /* Every connection at once; the ones refused or timed out (a full accept queue) again. */
+        while (p.up < n && lg_now() - t0 < 600) {
+            size_t before = p.failed;
+            lg_pool_open(&p, host, port, n, 600 - (lg_now() - t0));
+            attempts_failed += p.failed - before;
+            if (lat_p50 == 0) {
+                lat_p50 = lg_quantile(p.lat, p.nlat, 0.5);
+                lat_p99 = lg_quantile(p.lat, p.nlat, 0.99);
+            }
+        }
+        double seconds = lg_now() - t0;
+        printf("storm reconnected=%zu of=%zu failed_attempts=%zu resumed=%zu seconds=%.1f "
+               "per_sec=%.0f first_round_connack_p50_ms=%.1f first_round_connack_p99_ms=%.1f\n",
+               p.up, n, attempts_failed, p.resumed, seconds, (double)p.up / seconds, lat_p50 * 1000,
+               lat_p99 * 1000);
+        failed = p.up != n;
+    }
     lg_pool_free(&p);
     return failed ? 1 : 0;
 }

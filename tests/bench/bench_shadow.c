@@ -831,7 +831,7 @@ static int run_registry(int argc, char **argv)
     if (!n || nhs < 1 || nhs > MAX_HTTP || rate <= 0 || report_qos > 1 || !window_max) return 2;
 
     lg_raise_nofile(n + nhs);
-    if (lg_pool_init(&P, argv[4], argv[5], n)) {
+    if (lg_pool_init(&P, argv[4], argv[5], 0, n)) {
         fprintf(stderr, "bench_shadow: cannot read %zu devices from %s\n", n, argv[5]);
         return 1;
     }
@@ -884,7 +884,7 @@ static int run_relay(int argc, char **argv)
     double seconds = atof(argv[6]), rate = atof(argv[7]);
     int server_pid = argc > 8 ? atoi(argv[8]) : 0;
     if (rate <= 0) return 2;
-    if (lg_pool_init(&P, argv[4], argv[5], 2)) {
+    if (lg_pool_init(&P, argv[4], argv[5], 0, 2)) {
         fprintf(stderr, "bench_shadow: cannot read 2 devices from %s\n", argv[5]);
         return 1;
     }

@@ -86,11 +86,13 @@ void lg_raise_nofile(size_t n)
                 (unsigned long long)cur.rlim_max, n);
 }
 
-static int load_devices(const char *path, lg_device *d, size_t n)
+static int load_devices(const char *path, lg_device *d, size_t first, size_t n)
 {
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     char cert[4096], key[4096];
+    for (size_t skip = 0; skip < first; skip++)
+        if (fscanf(f, "%*s %*s %*s") == EOF) break;
     size_t i = 0;
     while (i < n && fscanf(f, "%63s %4095s %4095s", d[i].id, cert, key) == 3) {
         FILE *c = fopen(cert, "r"), *k = fopen(key, "r");
@@ -110,7 +112,8 @@ static int load_devices(const char *path, lg_device *d, size_t n)
     return i == n ? 0 : -1;
 }
 
-int lg_pool_init(lg_pool *p, const char *server_ca, const char *devices_file, size_t n)
+int lg_pool_init(lg_pool *p, const char *server_ca, const char *devices_file, size_t first,
+                 size_t n)
 {
     memset(p, 0, sizeof *p);
     p->ep = -1;
@@ -118,7 +121,7 @@ int lg_pool_init(lg_pool *p, const char *server_ca, const char *devices_file, si
     p->devs = calloc(n ? n : 1, sizeof *p->devs);
     p->cs = calloc(n ? n : 1, sizeof *p->cs);
     p->lat = calloc(n ? n : 1, sizeof *p->lat);
-    if (!p->devs || !p->cs || !p->lat || load_devices(devices_file, p->devs, n)) return -1;
+    if (!p->devs || !p->cs || !p->lat || load_devices(devices_file, p->devs, first, n)) return -1;
     p->ctx = SSL_CTX_new(TLS_client_method());
     if (!p->ctx) return -1;
     SSL_CTX_load_verify_locations(p->ctx, server_ca, NULL);
@@ -160,16 +163,27 @@ void lg_pool_open(lg_pool *p, const char *host, int port, size_t concurrency, do
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, host, &dst.sin_addr);
     size_t next = 0, inflight = 0;
+    p->nlat = 0;
     double t0 = lg_now();
     while ((next < p->n || inflight) && lg_now() - t0 < limit_s) {
         while (next < p->n && inflight < concurrency) {
             lg_conn *c = &p->cs[next];
+            if (c->st == LG_UP) {
+                next++;
+                continue;
+            }
+            if (c->ssl) SSL_free(c->ssl); /* a failed attempt's */
+            if (c->st == LG_FAILED && c->fd >= 0) close(c->fd);
+            c->ssl = NULL;
+            c->in_len = 0;
             c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
             struct sockaddr_in src = {.sin_family = AF_INET};
-            src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(next / LG_PER_SOURCE));
+            src.sin_addr.s_addr =
+                htonl(0x7f000002u + p->source_base + (uint32_t)(next / LG_PER_SOURCE));
             int one = 1;
             setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            setsockopt(c->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            /* The port is chosen at connect, unique per 4-tuple, not reserved at bind. */
+            setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
             if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&src, sizeof src) ||
                 (connect(c->fd, (struct sockaddr *)&dst, sizeof dst) && errno != EINPROGRESS)) {
                 c->st = LG_FAILED;
@@ -183,6 +197,7 @@ void lg_pool_open(lg_pool *p, const char *host, int port, size_t concurrency, do
             SSL_use_certificate(c->ssl, p->devs[next].cert);
             SSL_use_PrivateKey(c->ssl, p->devs[next].key);
             SSL_set_fd(c->ssl, c->fd);
+            if (c->sess) SSL_set_session(c->ssl, c->sess);
             c->st = LG_CONNECTING;
             c->started = lg_now();
             struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u64 = next};
@@ -225,6 +240,12 @@ void lg_pool_open(lg_pool *p, const char *host, int port, size_t concurrency, do
                     if (c->in[0] == 0x20 && c->in[3] == 0) {
                         c->st = LG_UP;
                         p->up++;
+                        if (SSL_session_reused(c->ssl)) p->resumed++;
+                        SSL_SESSION *now = SSL_get1_session(c->ssl); /* with its ticket by now */
+                        if (now) {
+                            SSL_SESSION_free(c->sess);
+                            c->sess = now;
+                        }
                         inflight--;
                         p->lat[p->nlat++] = lg_now() - c->started;
                         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = idx};
@@ -250,12 +271,27 @@ void lg_pool_open(lg_pool *p, const char *host, int port, size_t concurrency, do
     qsort(p->lat, p->nlat, sizeof *p->lat, lg_cmp_double);
 }
 
+void lg_pool_drop(lg_pool *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        lg_conn *c = &p->cs[i];
+        /* Marked shut down: OpenSSL would otherwise take a session whose connection ended
+         * without close_notify for a bad one and refuse to resume it. Nothing is sent. */
+        if (c->ssl) SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        if (c->ssl) SSL_free(c->ssl);
+        if (c->st != LG_IDLE && c->fd >= 0) close(c->fd); /* closing takes it out of the set */
+        c->ssl = NULL;
+        c->fd = -1;
+        c->st = LG_IDLE;
+    }
+    p->up = p->failed = p->resumed = 0;
+}
+
 void lg_pool_free(lg_pool *p)
 {
-    for (size_t i = 0; p->cs && i < p->n; i++) {
-        if (p->cs[i].ssl) SSL_free(p->cs[i].ssl);
-        if (p->cs[i].st != LG_IDLE && p->cs[i].fd >= 0) close(p->cs[i].fd);
-    }
+    lg_pool_drop(p);
+    for (size_t i = 0; p->cs && i < p->n; i++)
+        SSL_SESSION_free(p->cs[i].sess);
     for (size_t i = 0; p->devs && i < p->n; i++) {
         X509_free(p->devs[i].cert);
         EVP_PKEY_free(p->devs[i].key);

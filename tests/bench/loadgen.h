@@ -3,7 +3,9 @@
  * a DEVICES_FILE (one "client_id cert.pem key.pem" a line, as bench_provision writes it), a
  * client TLS context, and a pool of mutual-TLS MQTT connections opened from one epoll loop, each
  * with its own device certificate and client id, spread over loopback source addresses (127.0.0.2,
- * 127.0.0.3, ... LG_PER_SOURCE connections each, so that no address runs out of ports). Also the
+ * 127.0.0.3, ... LG_PER_SOURCE connections each, so that no address runs out of ports; several
+ * load-generator processes take distinct addresses with source_base). A pool remembers each
+ * connection's TLS session, so that opening it again (after lg_pool_drop) resumes. Also the
  * clock, percentiles, and a server process's resident memory and CPU time from /proc.
  *
  * A pool's connections are indexed 0..n-1 and registered in the pool's epoll set with their index
@@ -18,7 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { LG_PER_SOURCE = 40000, LG_KEEPALIVE_S = 600 };
+/* Per source address: the ports of one address towards one server port (28,000 here). */
+enum { LG_PER_SOURCE = 25000, LG_KEEPALIVE_S = 600 };
 
 enum lg_state { LG_IDLE, LG_CONNECTING, LG_HANDSHAKE, LG_AWAIT_CONNACK, LG_UP, LG_FAILED };
 
@@ -35,6 +38,7 @@ typedef struct lg_conn {
     double started;
     uint8_t in[8]; /* the CONNACK */
     size_t in_len;
+    SSL_SESSION *sess; /* the last session, to resume with */
 } lg_conn;
 
 typedef struct lg_pool {
@@ -43,9 +47,11 @@ typedef struct lg_pool {
     lg_device *devs;
     lg_conn *cs;
     size_t n;
-    size_t up, failed; /* connections now up; connections failed or lost so far */
-    double seconds;    /* lg_pool_open's wall time */
-    double *lat;       /* CONNACK latencies in seconds, sorted by lg_pool_open */
+    unsigned source_base; /* the first source address is 127.0.0.2 + source_base */
+    size_t up, failed;    /* connections now up; connections failed or lost so far */
+    size_t resumed;       /* of those up, how many resumed a TLS session */
+    double seconds;       /* lg_pool_open's wall time */
+    double *lat;          /* CONNACK latencies in seconds, sorted by lg_pool_open */
     size_t nlat;
 } lg_pool;
 
@@ -65,16 +71,23 @@ double lg_cpu_s(int pid);
 /* Raises the file-descriptor limit to n + 1024 (for many connections; says so when it cannot). */
 void lg_raise_nofile(size_t n);
 
-/* Reads the first n devices of DEVICES_FILE and makes the client context that verifies the server
- * with server_ca; opens the epoll set. 0, or -1 when fewer than n devices could be read (the
- * caller says so and calls lg_pool_free). */
-int lg_pool_init(lg_pool *p, const char *server_ca, const char *devices_file, size_t n);
+/* Reads n devices of DEVICES_FILE from line `first` (0-based) on and makes the client context
+ * that verifies the server with server_ca; opens the epoll set. 0, or -1 when fewer than n
+ * devices could be read (the caller says so and calls lg_pool_free). */
+int lg_pool_init(lg_pool *p, const char *server_ca, const char *devices_file, size_t first,
+                 size_t n);
 
-/* Opens the n connections to host:port, `concurrency` at a time (TCP connect, TLS handshake,
- * CONNECT with keep-alive LG_KEEPALIVE_S, CONNACK), for at most limit_s seconds. Afterwards a
- * connection is LG_UP (registered for EPOLLIN | EPOLLRDHUP) or LG_FAILED (out of the set); a
- * connection the server closed meanwhile counts as failed. Fills up, failed, seconds and lat. */
+/* Opens every connection that is not up to host:port, `concurrency` at a time (TCP connect, TLS
+ * handshake resuming the connection's last session if it has one, CONNECT with keep-alive
+ * LG_KEEPALIVE_S, CONNACK), for at most limit_s seconds. Afterwards a connection is LG_UP
+ * (registered for EPOLLIN | EPOLLRDHUP) or LG_FAILED (out of the set); a connection the server
+ * closed meanwhile counts as failed. Adds to up, failed and resumed; sets seconds and lat (the
+ * CONNACK latencies of this call, sorted). Calling it again retries the failed ones. */
 void lg_pool_open(lg_pool *p, const char *host, int port, size_t concurrency, double limit_s);
+
+/* Drops every connection at once (no DISCONNECT: as a network failure would), keeping their
+ * sessions; up, failed and resumed start again from 0. */
+void lg_pool_drop(lg_pool *p);
 
 /* Counts connection i, which was up, as lost and takes it out of the epoll set. */
 void lg_pool_lost(lg_pool *p, size_t i);
