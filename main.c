@@ -54,6 +54,7 @@ struct options {
     size_t max_manifest_bytes;
     unsigned seen_interval_ms;
     unsigned max_mqtt_connections;
+    unsigned view_cache_mb;
     shadow_limits shadow;
     int no_fsync;
 };
@@ -78,6 +79,7 @@ static void usage(FILE *f)
            "(default 300000)\n"
            "  --max-mqtt-connections N  MQTT connections held at once (default 200000, within the\n"
            "                          file-descriptor limit)\n"
+           "  --view-cache-mb N       the view's block cache in this process (default 256)\n"
            "  --shadow-max-bytes N    desired + reported of a shadow after a merge (default 8192)\n"
            "  --shadow-max-depth N    levels of a shadow's desired or reported (default 6)\n"
            "  --shadow-max-client-token N  bytes of a shadow update's client token (default 64)\n"
@@ -117,6 +119,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"rotation-check-ms", required_argument, NULL, 'R'},
         {"max-manifest-bytes", required_argument, NULL, 'm'},
         {"seen-interval-ms", required_argument, NULL, 's'},
+        {"max-mqtt-connections", required_argument, NULL, 'C'},
+        {"view-cache-mb", required_argument, NULL, 'V'},
         {"shadow-max-bytes", required_argument, NULL, 'B'},
         {"shadow-max-depth", required_argument, NULL, 'P'},
         {"shadow-max-client-token", required_argument, NULL, 'T'},
@@ -129,6 +133,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->listen_mqtt = "0.0.0.0:8883";
     o->max_manifest_bytes = 64u << 20;
     o->max_mqtt_connections = 200000;
+    o->view_cache_mb = VIEW_CACHE_MB_DEFAULT;
     o->region = "local";
     if (argc < 2 || argv[1][0] == '-') return -1;
     o->role = argv[1];
@@ -177,6 +182,10 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'C':
             if (number_option("--max-mqtt-connections", optarg, 1, 10000000, &n)) return -1;
             o->max_mqtt_connections = (unsigned)n;
+            break;
+        case 'V':
+            if (number_option("--view-cache-mb", optarg, 8, 1u << 20, &n)) return -1;
+            o->view_cache_mb = (unsigned)n;
             break;
         case 'B':
             if (number_option("--shadow-max-bytes", optarg, 64, 1u << 24, &n)) return -1;
@@ -291,11 +300,11 @@ static void close_walk(uv_handle_t *h, void *arg)
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-static int open_view(const char *dir, enum view_mode mode, view **out)
+static int open_view(const char *dir, enum view_mode mode, unsigned cache_mb, view **out)
 {
     /* A secondary needs the primary's files: wait a while for the projector to create them. */
     for (int attempt = 0;; attempt++) {
-        int err = view_open(dir, mode, out);
+        int err = view_open(dir, mode, cache_mb, out);
         if (!err || mode == VIEW_PRIMARY || attempt == 60) return err;
         sleep(1);
     }
@@ -328,11 +337,11 @@ static int run_rebuild(const struct options *o, int verify)
     view *built = NULL, *current = NULL;
     uint64_t applied = 0;
     int err = elog_open(&ec, &events);
-    if (!err) err = view_open(into, VIEW_PRIMARY, &built);
+    if (!err) err = view_open(into, VIEW_PRIMARY, o->view_cache_mb, &built);
     if (!err) err = rebuild_view(events, built, until, &applied);
     if (!err) printf("rebuilt %s/view from %llu events\n", into, (unsigned long long)applied);
     if (!err && verify) {
-        err = view_open(o->data, VIEW_SECONDARY, &current);
+        err = view_open(o->data, VIEW_SECONDARY, o->view_cache_mb, &current);
         if (!err) err = view_catch_up(current);
         if (!err) err = rebuild_compare(current, built);
         printf("verify: %s\n",
@@ -425,7 +434,7 @@ int main(int argc, char **argv)
         goto out;
     }
     int owns_view = serve || project;
-    if ((err = open_view(o.data, owns_view ? VIEW_PRIMARY : VIEW_SECONDARY, &v))) {
+    if ((err = open_view(o.data, owns_view ? VIEW_PRIMARY : VIEW_SECONDARY, o.view_cache_mb, &v))) {
         fprintf(stderr, "registry: cannot open the view: %s\n", reg_strerror(err));
         goto out;
     }

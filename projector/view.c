@@ -65,7 +65,7 @@ struct view_iter {
     int started;
 };
 
-int view_open(const char *dir, enum view_mode mode, view **out)
+int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **out)
 {
     char path[4096], sec[4096];
     if (snprintf(path, sizeof path, "%s/view", dir) >= (int)sizeof path) return REG_EINVAL;
@@ -82,7 +82,8 @@ int view_open(const char *dir, enum view_mode mode, view **out)
     rocksdb_options_set_write_buffer_size(v->opts, 32 << 20);
     if (mode == VIEW_SECONDARY) rocksdb_options_set_max_open_files(v->opts, -1);
     v->topts = rocksdb_block_based_options_create();
-    v->cache = rocksdb_cache_create_lru(256 << 20);
+    v->cache =
+        rocksdb_cache_create_lru((size_t)(cache_mb ? cache_mb : VIEW_CACHE_MB_DEFAULT) << 20);
     rocksdb_block_based_options_set_block_cache(v->topts, v->cache);
     /* Whole-key bloom filters: most reads are point lookups (device, token, serial). */
     v->bloom = rocksdb_filterpolicy_create_bloom_full(10);

@@ -73,8 +73,11 @@ typedef struct view_iter view_iter;
 enum view_mode { VIEW_PRIMARY, VIEW_SECONDARY };
 
 /* Opens the view in DIR/view (the primary creates it). A secondary opens the primary's files
- * read-only, keeping its own info log in DIR/view-secondary-<pid>. The caller owns *out. */
-int view_open(const char *dir, enum view_mode mode, view **out);
+ * read-only, keeping its own info log in DIR/view-secondary-<pid>. cache_mb sizes this
+ * process's block cache (0: VIEW_CACHE_MB_DEFAULT); every front end has its own. The caller owns
+ * *out. */
+enum { VIEW_CACHE_MB_DEFAULT = 256 };
+int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **out);
 void view_close(view *v);
 
 /* Secondary only: makes the primary's latest committed writes visible. Blocks briefly (reads the

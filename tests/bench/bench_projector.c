@@ -89,7 +89,7 @@ int main(int argc, char **argv)
     view *v = NULL;
     bus *b = NULL;
     codec_registry *codec = NULL;
-    if (elog_open(&cc, &commands) || elog_open(&ec, &events) || view_open(dir, VIEW_PRIMARY, &v) ||
+    if (elog_open(&cc, &commands) || elog_open(&ec, &events) || view_open(dir, VIEW_PRIMARY, 0, &v) ||
         bus_open(NULL, &b) || codec_registry_new(&codec)) {
         fprintf(stderr, "cannot open %s\n", dir);
         return 1;

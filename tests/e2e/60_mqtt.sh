@@ -161,4 +161,28 @@ echo "$BODY" | grep -q 'registry_mqtt_connack_refused_total' && pass || fail "no
 echo "$BODY" | grep -q 'registry_mqtt_handshake_failures_total{reason="certificate"} [1-9]' && pass || fail "handshake failures: $(echo "$BODY" | grep handshake_failures)"
 echo "$BODY" | grep -q 'registry_mqtt_handshake_failures_total{reason="protocol"} [1-9]' && pass || fail "handshake failures: $(echo "$BODY" | grep handshake_failures)"
 stop_role API
+
+CONTEXT="--max-mqtt-connections: connections beyond it are closed at once, the others kept"
+start_role LIM serve --data "$WORK/limited" --max-mqtt-connections 20
+python3 - "$LIM_MQTT" > "$WORK/limit.out" 2>&1 <<'PY' || true
+import socket, sys, time
+socks = []
+for _ in range(30):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    socks.append(s)
+    time.sleep(0.01)  # accepted in this order
+time.sleep(1)
+closed = 0
+for s in socks:
+    s.setblocking(False)
+    try:
+        closed += s.recv(1) == b""
+    except BlockingIOError:
+        pass  # still open, waiting for its TLS handshake
+    except ConnectionResetError:
+        closed += 1
+print("closed", closed)
+PY
+grep -q '^closed 10$' "$WORK/limit.out" && pass || fail "$(cat "$WORK/limit.out")"
+stop_role LIM
 finish

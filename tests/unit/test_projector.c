@@ -69,7 +69,7 @@ static void test_exactly_once(void **state)
     codec_registry *codec = NULL;
     elog_config cc = {"registry.t.commands", dir, NULL, 0},
                 ec = {"registry.t.events", dir, NULL, 0};
-    assert_int_equal(view_open(dir, VIEW_PRIMARY, &v), 0);
+    assert_int_equal(view_open(dir, VIEW_PRIMARY, 0, &v), 0);
     assert_int_equal(elog_open(&cc, &commands), 0);
     assert_int_equal(elog_open(&ec, &events), 0);
     assert_int_equal(bus_open(NULL, &b), 0);
@@ -144,7 +144,7 @@ static void test_exactly_once(void **state)
     mkdir(into, 0700);
     view *rebuilt = NULL;
     uint64_t applied = 0;
-    assert_int_equal(view_open(into, VIEW_PRIMARY, &rebuilt), 0);
+    assert_int_equal(view_open(into, VIEW_PRIMARY, 0, &rebuilt), 0);
     assert_int_equal(rebuild_view(events, rebuilt, INT64_MAX, &applied), 0);
     assert_int_equal(applied, 4);
     assert_int_equal(rebuild_compare(v, rebuilt), 0);
