@@ -59,17 +59,21 @@
  */
 #include "http_server.h"
 #include "err.h"
+#include "keystore.h"
 
 #include <http_parser.h>
 #include <jansson.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <uv.h>
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -77,6 +81,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -134,7 +139,7 @@ typedef struct conn {
     char *body; /* body + NUL */
     size_t body_len, body_cap;
     size_t body_max; /* this request's body limit (see http_limits.large_body_path) */
-    char *in; /* bytes read while busy, parsed once the response is out: [in_off, in_len) */
+    char *in;        /* bytes read while busy, parsed once the response is out: [in_off, in_len) */
     size_t in_off, in_len, in_cap;
     char *out; /* the response being written */
     size_t out_cap;
@@ -1720,4 +1725,86 @@ void http_respond_problem(http_req *req, int status, const char *detail)
     char *doc = problem_doc(status, detail, buf, sizeof buf, &n);
     http_respond(req, status, "application/problem+json", doc, n, NULL);
     if (doc != buf) free(doc);
+}
+
+/* ---- session tickets shared by the front ends ---- */
+
+enum { TICKET_PERIOD_S = 12 * 3600, TICKET_KEY_BYTES = 16 + 32 + 32 /* name, AES, HMAC */ };
+
+typedef struct ticket_keys {
+    unsigned char secret[32];
+    int64_t period[2]; /* the period each slot's keys are for (slot = period & 1) */
+    unsigned char key[2][TICKET_KEY_BYTES];
+} ticket_keys;
+
+static int ticket_index = -1;
+
+static void ticket_keys_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                             void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    if (ptr) OPENSSL_clear_free(ptr, sizeof(ticket_keys));
+}
+
+static void ticket_index_make(void)
+{
+    ticket_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ticket_keys_free);
+}
+
+/* The keys of one period: derived on first use, then kept in its slot. NULL when HKDF fails. */
+static const unsigned char *ticket_keys_for(ticket_keys *tk, int64_t period)
+{
+    int slot = (int)(period & 1);
+    if (tk->period[slot] != period) {
+        char info[64];
+        snprintf(info, sizeof info, "registry tls ticket %lld", (long long)period);
+        if (keystore_hkdf(tk->secret, sizeof tk->secret, info, tk->key[slot], TICKET_KEY_BYTES))
+            return NULL;
+        tk->period[slot] = period;
+    }
+    return tk->key[slot];
+}
+
+static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    ticket_keys *tk = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_index);
+    if (!tk) return -1;
+    int64_t now = (int64_t)time(NULL) / TICKET_PERIOD_S;
+    for (int back = 0; back < 2; back++) {
+        const unsigned char *k = ticket_keys_for(tk, now - back);
+        if (!k) return -1;
+        if (enc) {
+            if (RAND_bytes(iv, 16) != 1) return -1;
+            memcpy(key_name, k, 16);
+        } else if (memcmp(key_name, k, 16) != 0) {
+            continue;
+        }
+        OSSL_PARAM mac[] = {
+            OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)(k + 48), 32),
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+            OSSL_PARAM_construct_end()};
+        if (EVP_MAC_CTX_set_params(hctx, mac) != 1 ||
+            EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k + 16, iv, enc) != 1)
+            return -1;
+        return back ? 2 : 1; /* 2: opened with last period's key, a fresh ticket is due */
+    }
+    return 0; /* not ours (or older): a full handshake */
+}
+
+int http_tls_share_tickets(SSL_CTX *ctx, const unsigned char secret[32])
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, ticket_index_make);
+    if (ticket_index < 0) return REG_ENOMEM;
+    ticket_keys *tk = OPENSSL_zalloc(sizeof *tk);
+    if (!tk) return REG_ENOMEM;
+    memcpy(tk->secret, secret, sizeof tk->secret);
+    tk->period[0] = tk->period[1] = -1;
+    if (SSL_CTX_set_ex_data(ctx, ticket_index, tk) != 1) {
+        OPENSSL_clear_free(tk, sizeof *tk);
+        return REG_ENOMEM;
+    }
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    return 0;
 }

@@ -124,6 +124,14 @@ unsigned http_server_close_peer(http_server *s, const char *fingerprint_hex);
  * key not matching the certificate; OpenSSL's reason is logged) or REG_ENOMEM. */
 int http_tls_server_ctx(const char *cert_chain_pem, const char *key_pem, struct ssl_ctx_st **out);
 
+/* Session tickets that every process given the same secret can open, so that a device resumes
+ * on whichever front end the kernel hands its reconnection to (OpenSSL's default ticket key is
+ * random per process). The ticket keys (AES-256-CBC + HMAC-SHA256, the RFC 5077 layout) are
+ * derived from secret for each TICKET_PERIOD of 12 hours: a ticket of the previous period still
+ * opens, an older one means a full handshake. The secret is copied. Use from one thread (the
+ * loop's). 0, or REG_ENOMEM. */
+int http_tls_share_tickets(struct ssl_ctx_st *ctx, const unsigned char secret[32]);
+
 /* The parsed request of a pending request (valid until http_respond). */
 const http_request *http_req_request(const http_req *req);
 

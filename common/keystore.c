@@ -29,7 +29,9 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 
 #define KS_MAGIC "RGK1"
@@ -391,6 +393,28 @@ fail:
     free(ks->dir);
     free(ks);
     return rc;
+}
+
+int keystore_hkdf(const unsigned char *key, size_t key_len, const char *info, unsigned char *out,
+                  size_t len)
+{
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)key, key_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, strlen(info)),
+        OSSL_PARAM_construct_end()};
+    int ok = kctx && EVP_KDF_derive(kctx, out, len, params) == 1;
+    EVP_KDF_CTX_free(kctx);
+    EVP_KDF_free(kdf);
+    if (!ok) ERR_clear_error();
+    return ok ? 0 : REG_ETLS;
+}
+
+int keystore_derive(keystore *ks, const char *label, unsigned char *out, size_t len)
+{
+    return keystore_hkdf(ks->kek, sizeof ks->kek, label, out, len);
 }
 
 void keystore_close(keystore *ks)

@@ -31,4 +31,13 @@ int keystore_put(keystore *ks, const char *name, EVP_PKEY *key);
 /* The key of that name (a new reference; EVP_PKEY_free it). REG_ENOTFOUND when absent. */
 int keystore_get(keystore *ks, const char *name, EVP_PKEY **out);
 
+/* A secret for `label` that every process holding the same master key derives alike, without
+ * storing it (HKDF-SHA256 of the KEK with the label as info): len bytes into out. The front ends
+ * of one deployment agree on their TLS session-ticket keys this way. */
+int keystore_derive(keystore *ks, const char *label, unsigned char *out, size_t len);
+
+/* HKDF-SHA256 (RFC 5869, no salt) of key with info: len bytes into out. 0 or REG_ETLS. */
+int keystore_hkdf(const unsigned char *key, size_t key_len, const char *info, unsigned char *out,
+                  size_t len);
+
 #endif

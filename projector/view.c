@@ -80,7 +80,13 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     rocksdb_options_set_compression(v->opts, rocksdb_lz4_compression);
     rocksdb_options_increase_parallelism(v->opts, 2);
     rocksdb_options_set_write_buffer_size(v->opts, 32 << 20);
-    if (mode == VIEW_SECONDARY) rocksdb_options_set_max_open_files(v->opts, -1);
+    if (mode == VIEW_SECONDARY) {
+        rocksdb_options_set_max_open_files(v->opts, -1);
+        /* A catch-up that finds new table files opens them with this many threads, created and
+         * joined each time (RocksDB's default 16): on a front end catching up after every commit
+         * notice, that thread churn took most of its CPU. */
+        rocksdb_options_set_max_file_opening_threads(v->opts, 1);
+    }
     v->topts = rocksdb_block_based_options_create();
     v->cache =
         rocksdb_cache_create_lru((size_t)(cache_mb ? cache_mb : VIEW_CACHE_MB_DEFAULT) << 20);

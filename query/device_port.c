@@ -17,6 +17,7 @@
 #include "query/device_port.h"
 #include "clock.h"
 #include "err.h"
+#include "keystore.h"
 #include "ids.h"
 #include "jsonbody.h"
 #include "pki.h"
@@ -833,6 +834,12 @@ int device_port_start(uv_loop_t *loop, const char *host, int port, const http_li
     char *cert_pem = NULL, *key_pem = NULL;
     int err = server_identity(deps, &cert_pem, &key_pem);
     if (!err) err = http_tls_server_ctx(cert_pem, key_pem, &dp->ctx);
+    if (!err) { /* every front end on this master key opens every other's tickets */
+        unsigned char secret[32];
+        err = keystore_derive(deps->keys, "tls session tickets", secret, sizeof secret);
+        if (!err) err = http_tls_share_tickets(dp->ctx, secret);
+        OPENSSL_cleanse(secret, sizeof secret);
+    }
     if (key_pem) OPENSSL_cleanse(key_pem, strlen(key_pem));
     free(key_pem);
     free(cert_pem);

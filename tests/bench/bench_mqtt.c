@@ -15,9 +15,10 @@
  * then all are held for HOLD_SECONDS and counted again at the end (a connection the server closed
  * meanwhile is a failure). -s SOURCE moves the first source address to 127.0.0.(2 + SOURCE).
  *
- * The storm (-r): every connection is closed at once, without DISCONNECT, and all are opened again
- * at once; connections that fail are retried until all are back (at most 600 s). With -w the
- * storm waits for SIGUSR1, so that a script can start it in several load generators together.
+ * With -w the hold lasts until SIGUSR1 (and at least HOLD_SECONDS), so that a script running
+ * several load generators ends their holds together. The storm (-r) follows the hold: every
+ * connection is closed at once, without DISCONNECT, and all are opened again at once; those that
+ * fail are retried until all are back (at most 600 s).
  *
  * Prints connections/s, CONNACK latency P50/P99, and, given -p, the resident memory and CPU time
  * of those server processes (summed). Raises its own file-descriptor limit. The connection
@@ -57,11 +58,19 @@ static double servers_cpu_s(void)
     return sum;
 }
 
-/* Watches the connections for HOLD seconds; those the server closes are lost. */
-static void hold(lg_pool *p, double seconds)
+static volatile sig_atomic_t hold_over;
+static void on_usr1(int sig)
+{
+    (void)sig;
+    hold_over = 1;
+}
+
+/* Watches the connections for `seconds`, and then until SIGUSR1 when wait_signal; those the
+ * server closes are lost. */
+static void hold(lg_pool *p, double seconds, bool wait_signal)
 {
     double until = lg_now() + seconds;
-    while (lg_now() < until) {
+    while (lg_now() < until || (wait_signal && !hold_over)) {
         struct epoll_event evs[256];
         int k = epoll_wait(p->ep, evs, 256, 200);
         for (int i = 0; i < k; i++)
@@ -77,13 +86,6 @@ static void print_open(const char *what, const lg_pool *p, size_t failed)
            what, p->up, failed, p->resumed, p->seconds, (double)p->up / p->seconds,
            lg_quantile(p->lat, p->nlat, 0.5) * 1000, lg_quantile(p->lat, p->nlat, 0.99) * 1000);
     fflush(stdout);
-}
-
-static volatile sig_atomic_t storm_go;
-static void on_usr1(int sig)
-{
-    (void)sig;
-    storm_go = 1;
 }
 
 static int usage(void)
@@ -146,10 +148,11 @@ int main(int argc, char **argv)
     double cpu0 = servers_cpu_s();
     lg_pool_open(&p, host, port, concurrency, 600);
     print_open("connected", &p, p.failed);
-    hold(&p, hold_s);
+    double held_from = lg_now();
+    hold(&p, hold_s, wait_signal);
     long rss1 = servers_rss_kib();
     double cpu1 = servers_cpu_s();
-    printf("held=%zu failed=%zu hold_seconds=%.0f", p.up, p.failed, hold_s);
+    printf("held=%zu failed=%zu hold_seconds=%.0f", p.up, p.failed, lg_now() - held_from);
     if (npids)
         printf(" server_rss_mib=%.1f server_rss_delta_kib_per_conn=%.1f server_cpu_s=%.1f",
                (double)rss1 / 1024, p.up ? (double)(rss1 - rss0) / (double)p.up : 0, cpu1 - cpu0);
@@ -158,8 +161,6 @@ int main(int argc, char **argv)
     bool failed = p.failed != 0;
 
     if (storm && !failed) {
-        while (wait_signal && !storm_go)
-            pause();
         lg_pool_drop(&p);
         double t0 = lg_now(), lat_p50 = 0, lat_p99 = 0;
         size_t attempts_failed = 0;

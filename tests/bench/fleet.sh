@@ -1,14 +1,24 @@
-# fleet.sh - what the MQTT benchmarks share, sourced by bench_mqtt.sh and bench_shadow.sh: a
-# `registry serve` in a temporary folder with a tenant, a factory CA, a manifest and N devices
-# bootstrapped through its device port (tests/bench/bench_provision keeps each device's
-# certificate and key for the load generators).
+# fleet.sh - what the MQTT benchmarks share, sourced by bench_mqtt.sh, bench_shadow.sh and
+# bench_mqtt_fleet.sh: a registry with a tenant, a factory CA, a manifest and N devices
+# bootstrapped through a device port (tests/bench/bench_provision keeps each device's certificate
+# and key for the load generators).
 #
 #   fleet_start BUILD WORK N PREFIX [SERVE_ARGS...]
 #
-# Starts the registry (admin token bench-admin) and appends its pid to the caller's `pids`
-# array; sets reg_pid, api (host:port), api_port, dev_port, mqtt_port, token (the tenant's
-# operator token); writes WORK/factory.{pem,key}, WORK/issuing.pem and WORK/devices/devices.txt
-# (one "client_id cert.pem key.pem" a line), and prints the bootstrap rate.
+# Starts `registry serve` (admin token bench-admin) and appends its pid to the caller's `pids`
+# array; sets reg_pid, api (host:port), api_port, dev_port, mqtt_port, then runs fleet_tenant.
+#
+#   fleet_tenant BUILD WORK API N PREFIX...
+#
+# Makes the tenant (its operator token in `token`), registers WORK/factory.{pem,key} as its
+# factory CA, posts a manifest of N serials PREFIX000000... for each prefix and writes
+# WORK/issuing.pem; the
+# registry at API must take admin token bench-admin. fleet_bootstrap then provisions them.
+#
+#   fleet_bootstrap BUILD WORK HOST DEV_PORT PREFIX N OUT_DIR
+#
+# Bootstraps N devices through that device port, 8 at a time, writing OUT_DIR/devices.txt (one
+# "client_id cert.pem key.pem" a line), and prints the rate.
 fleet_start() {
   local build=$1 work=$2 n=$3 prefix=$4 i
   shift 4
@@ -25,6 +35,13 @@ fleet_start() {
   dev_port=$(sed -n 's/^listening .* device=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
   mqtt_port=$(sed -n 's/^listening .* mqtt=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
 
+  fleet_tenant "$build" "$work" "$api" "$n" "$prefix"
+  fleet_bootstrap "$build" "$work" 127.0.0.1 "$dev_port" "$prefix" "$n" "$work/devices"
+}
+
+fleet_tenant() {
+  local build=$1 work=$2 api=$3 n=$4 prefix
+  shift 4
   openssl ecparam -name prime256v1 -genkey -noout -out "$work/factory.key"
   openssl req -x509 -new -key "$work/factory.key" -subj "/CN=bench factory CA" -days 2 \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" -out "$work/factory.pem"
@@ -33,13 +50,19 @@ fleet_start() {
   python3 -c 'import json,sys; print(json.dumps({"pem": open(sys.argv[1]).read()}))' "$work/factory.pem" |
     curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
       --data-binary @- "http://$api/factory-cas"
-  python3 -c 'import json,sys; print(json.dumps({"device_type":"bench","serials":["%s%06d" % (sys.argv[2], i) for i in range(int(sys.argv[1]))]}))' "$n" "$prefix" |
-    curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-      --data-binary @- "http://$api/manifests"
+  for prefix in "$@"; do
+    python3 -c 'import json,sys; print(json.dumps({"device_type":"bench","serials":["%s%06d" % (sys.argv[2], i) for i in range(int(sys.argv[1]))]}))' "$n" "$prefix" |
+      curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        --data-binary @- "http://$api/manifests"
+  done
   curl -sf -H "Authorization: Bearer $token" "http://$api/issuing-ca" > "$work/issuing.pem"
-  mkdir -p "$work/devices"
-  echo "bootstrapping $n devices: $("$build/tests/bench_provision" 127.0.0.1 "$dev_port" "$work/data/server-ca.pem" \
-    "$work/factory.pem" "$work/factory.key" "$prefix" "$n" 8 "$work/devices")"
+}
+
+fleet_bootstrap() {
+  local build=$1 work=$2 host=$3 port=$4 prefix=$5 n=$6 out=$7
+  mkdir -p "$out"
+  echo "bootstrapping $n devices: $("$build/tests/bench_provision" "$host" "$port" "$work/data/server-ca.pem" \
+    "$work/factory.pem" "$work/factory.key" "$prefix" "$n" 8 "$out")"
 }
 
 # mosquitto_start WORK: Mosquitto 2.0 (Debian) as the peer, on the fleet's client certificates

@@ -33,6 +33,13 @@ expect 200 "b['status']=='active'"
 CONTEXT="authenticate on front 1: from Redis"; dreq GET "$FRONT1_DEV/devices/$D" "$P/d.pem" "$P/d.key"; expect 200
 req GET "$FRONT1/metrics" ""
 if echo "$BODY" | grep -q 'registry_device_auth_total{tier="shared"} [1-9]'; then pass; else fail "front 1 did not use the shared cache: $(echo "$BODY" | grep device_auth)"; fi
+CONTEXT="a TLS session from front 1 resumes on front 2 (their ticket keys come from the shared master key)"
+h1=${FRONT1_DEV#https://}; h2=${FRONT2_DEV#https://}
+openssl s_client -connect "$h1" -cert "$P/d.pem" -key "$P/d.key" -CAfile "$CA_SERVER" -sess_out "$WORK/tls.sess" \
+  < <(sleep 1) > "$WORK/s1.out" 2>&1 || true
+openssl s_client -connect "$h2" -cert "$P/d.pem" -key "$P/d.key" -CAfile "$CA_SERVER" -sess_in "$WORK/tls.sess" \
+  < /dev/null > "$WORK/s2.out" 2>&1 || true
+grep -q '^Reused, TLSv1.3' "$WORK/s2.out" && pass || fail "not resumed: $(grep -E '^(New|Reused)' "$WORK/s1.out" "$WORK/s2.out")"
 CONTEXT="operator read on a front"; req GET "$FRONT2/devices/$D/certificates" "$T"; expect 200 "len(b)==1 and b[0]['status']=='active'"
 
 # wait_suback FILE: until mosquitto_sub -d has logged its SUBACK.
