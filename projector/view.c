@@ -1,7 +1,8 @@
 /*
  * view.c - the RocksDB view (view.h): opening the column families as primary or secondary,
- * committed reads, prefix iteration, and the projector's transactions (WriteBatchWithIndex, so
- * that deciding a command sees the effects of the commands before it in the same batch).
+ * committed reads, prefix iteration, and the projector's transactions (an overlay hash of the
+ * batch's writes over the committed view, so that deciding a command sees the effects of the
+ * commands before it in the same batch; written as one WriteBatch at the commit).
  *
  * Durability: view writes are not synced. The logs are the durable record; after a crash the
  * projector re-applies from the offsets the view last committed, which are written in the same
@@ -80,6 +81,11 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     rocksdb_options_set_compression(v->opts, rocksdb_lz4_compression);
     rocksdb_options_increase_parallelism(v->opts, 2);
     rocksdb_options_set_write_buffer_size(v->opts, 32 << 20);
+    /* All column families' memtables together, and the WALs they pin: each secondary (a front
+     * end) replays the primary's unflushed writes into memtables of its own, so this bounds every
+     * front end's memory too (17 families x 32 MiB would not be). */
+    rocksdb_options_set_db_write_buffer_size(v->opts, 64 << 20);
+    rocksdb_options_set_max_total_wal_size(v->opts, 128 << 20);
     if (mode == VIEW_SECONDARY) {
         rocksdb_options_set_max_open_files(v->opts, -1);
         /* A catch-up that finds new table files opens them with this many threads, created and

@@ -87,7 +87,10 @@ cat "$work"/boot*.txt | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^errors=/) { s
 echo "bootstrap seconds=$(python3 -c "import time; print(round(time.time() - $t0, 1))")"
 cat "$work"/dev*/devices.txt > "$work/devices.txt"
 
+# Resident memory of processes in KiB: RSS counts the shared libraries' pages in every process,
+# PSS shares them out (what the front ends really take together).
 rss_sum() { local p s=0; for p in "$@"; do s=$((s + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$s"; }
+pss_sum() { local p s=0; for p in "$@"; do s=$((s + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"))); done; echo "$s"; }
 cpu_sum() { python3 - "$@" <<'PY'
 import os, sys
 tck = os.sysconf("SC_CLK_TCK")
@@ -95,8 +98,9 @@ print(round(sum(sum(int(x) for x in open(f"/proc/{p}/stat").read().rsplit(")", 1
 PY
 }
 rss0=$(rss_sum "${front_pids[@]}")
+pss0=$(pss_sum "${front_pids[@]}")
 cpu0=$(cpu_sum "${front_pids[@]}")
-echo "front ends before connecting: rss_mib=$((rss0 / 1024)) (sum of $fronts)"
+echo "front ends before connecting: rss_mib=$((rss0 / 1024)) pss_mib=$((pss0 / 1024)) (sums over $fronts)"
 
 echo "registry: $((per * fronts)) connections from $fronts load generators, $fronts front ends, $(nproc) cores"
 lpids=()
@@ -121,6 +125,7 @@ echo "connected=$up failed=$(sum connected failed) seconds=$connect_s per_sec=$(
 echo "holding ${hold}s"
 sleep "$hold"
 rss2=$(rss_sum "${front_pids[@]}")
+pss2=$(pss_sum "${front_pids[@]}")
 cpu2=$(cpu_sum "${front_pids[@]}")
 proj_rss=$(rss_sum "$proj_pid" "$ing_pid")
 per_front=$(for f in $(seq "$fronts"); do curl -sf "http://$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$work/front$f.out")/metrics" |
@@ -129,12 +134,12 @@ for p in "${lpids[@]}"; do kill -USR1 "$p"; done
 rc=0
 for p in "${lpids[@]}"; do wait "$p" || rc=1; done
 held=$(sum held held)
-python3 - "$held" "$(sum held failed)" "$hold" "$rss0" "$rss2" "$cpu0" "$cpu2" "$proj_rss" <<'PY'
+python3 - "$held" "$(sum held failed)" "$hold" "$rss0" "$rss2" "$pss2" "$cpu0" "$cpu2" "$proj_rss" <<'PY'
 import sys
-held, failed, hold, rss0, rss2, cpu0, cpu2, proj = sys.argv[1:]
-held, rss0, rss2, proj = int(held), int(rss0), int(rss2), int(proj)
-print(f"held={held} failed={failed} hold_seconds={hold} fronts_rss_mib={rss2/1024:.0f} "
-      f"fronts_rss_delta_kib_per_conn={(rss2-rss0)/max(held,1):.1f} fronts_total_kib_per_conn={rss2/max(held,1):.1f} "
+held, failed, hold, rss0, rss2, pss2, cpu0, cpu2, proj = sys.argv[1:]
+held, rss0, rss2, pss2, proj = int(held), int(rss0), int(rss2), int(pss2), int(proj)
+print(f"held={held} failed={failed} hold_seconds={hold} fronts_rss_mib={rss2/1024:.0f} fronts_pss_mib={pss2/1024:.0f} "
+      f"fronts_rss_delta_kib_per_conn={(rss2-rss0)/max(held,1):.1f} fronts_pss_kib_per_conn={pss2/max(held,1):.1f} "
       f"fronts_cpu_s={float(cpu2)-float(cpu0):.1f} projector_and_ingest_rss_mib={proj/1024:.0f}")
 PY
 echo "connections per front end: $per_front"

@@ -163,6 +163,7 @@ void lg_pool_open(lg_pool *p, const char *host, int port, size_t concurrency, do
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, host, &dst.sin_addr);
     size_t next = 0, inflight = 0;
+    double next_sweep = 0;
     p->nlat = 0;
     double t0 = lg_now();
     while ((next < p->n || inflight) && lg_now() - t0 < limit_s) {
@@ -204,6 +205,21 @@ void lg_pool_open(lg_pool *p, const char *host, int port, size_t concurrency, do
             epoll_ctl(p->ep, EPOLL_CTL_ADD, c->fd, &ev);
             inflight++;
             next++;
+        }
+        double now = lg_now();
+        if (now >= next_sweep) { /* a real client gives up on a stalled attempt and retries */
+            next_sweep = now + 1;
+            for (size_t i = 0; i < next; i++) {
+                lg_conn *c = &p->cs[i];
+                if ((c->st == LG_CONNECTING || c->st == LG_HANDSHAKE ||
+                     c->st == LG_AWAIT_CONNACK) &&
+                    now - c->started > LG_ATTEMPT_S) {
+                    c->st = LG_FAILED;
+                    p->failed++;
+                    inflight--;
+                    epoll_ctl(p->ep, EPOLL_CTL_DEL, c->fd, NULL);
+                }
+            }
         }
         struct epoll_event evs[256];
         int k = epoll_wait(p->ep, evs, 256, 100);

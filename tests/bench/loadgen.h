@@ -21,7 +21,11 @@
 #include <stdint.h>
 
 /* Per source address: the ports of one address towards one server port (28,000 here). */
-enum { LG_PER_SOURCE = 25000, LG_KEEPALIVE_S = 600 };
+enum {
+    LG_PER_SOURCE = 25000,
+    LG_KEEPALIVE_S = 600,
+    LG_ATTEMPT_S = 30, /* an attempt not up by then (TCP, TLS, CONNACK) fails */
+};
 
 enum lg_state { LG_IDLE, LG_CONNECTING, LG_HANDSHAKE, LG_AWAIT_CONNACK, LG_UP, LG_FAILED };
 
@@ -81,8 +85,9 @@ int lg_pool_init(lg_pool *p, const char *server_ca, const char *devices_file, si
  * handshake resuming the connection's last session if it has one, CONNECT with keep-alive
  * LG_KEEPALIVE_S, CONNACK), for at most limit_s seconds. Afterwards a connection is LG_UP
  * (registered for EPOLLIN | EPOLLRDHUP) or LG_FAILED (out of the set); a connection the server
- * closed meanwhile counts as failed. Adds to up, failed and resumed; sets seconds and lat (the
- * CONNACK latencies of this call, sorted). Calling it again retries the failed ones. */
+ * closed meanwhile, or that is not up within LG_ATTEMPT_S, counts as failed. Adds to up, failed and
+ * resumed; sets seconds and lat (the CONNACK latencies of this call, sorted). Calling it again
+ * retries the failed ones. */
 void lg_pool_open(lg_pool *p, const char *host, int port, size_t concurrency, double limit_s);
 
 /* Drops every connection at once (no DISCONNECT: as a network failure would), keeping their
