@@ -5,8 +5,8 @@
  * then, with -r, drops them all at once and reconnects them (a reconnect storm, resuming the TLS
  * sessions).
  *
- *   bench_mqtt [-p PID[,PID...]] [-c CONCURRENCY] [-f FIRST] [-s SOURCE] [-r] [-w]
- *              HOST PORT SERVER_CA DEVICES_FILE N HOLD_SECONDS
+ *   bench_mqtt [-p PID[,PID...]] [-c CONCURRENCY] [-f FIRST] [-s SOURCE] [-r [-C STORM_CONC]]
+ *              [-w] HOST PORT SERVER_CA DEVICES_FILE N HOLD_SECONDS
  *
  * DEVICES_FILE has one device per line: "client_id cert.pem key.pem" (tests/bench/fleet.sh makes
  * it by bootstrapping devices through the registry); -f starts at line FIRST (0-based), so that
@@ -17,8 +17,11 @@
  *
  * With -w the hold lasts until SIGUSR1 (and at least HOLD_SECONDS), so that a script running
  * several load generators ends their holds together. The storm (-r) follows the hold: every
- * connection is closed at once, without DISCONNECT, and all are opened again at once; those that
- * fail are retried until all are back (at most 600 s).
+ * connection is closed at once, without DISCONNECT, and all are opened again as fast as this
+ * process can, STORM_CONC attempts in flight (default: all of them; a load generator holding more
+ * connections than it can hand-shake within the server's handshake timeout should bound it, or
+ * the attempts time out together); those that fail are retried until all are back (at most
+ * 600 s).
  *
  * Prints connections/s, CONNACK latency P50/P99, and, given -p, the resident memory and CPU time
  * of those server processes (summed). Raises its own file-descriptor limit. The connection
@@ -91,7 +94,8 @@ static void print_open(const char *what, const lg_pool *p, size_t failed)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench_mqtt [-p PID[,PID...]] [-c CONCURRENCY] [-f FIRST] [-s SOURCE] "
-                    "[-r] [-w] HOST PORT SERVER_CA DEVICES_FILE N HOLD_SECONDS\n");
+                    "[-r [-C STORM_CONC]] [-w] HOST PORT SERVER_CA DEVICES_FILE N "
+                    "HOLD_SECONDS\n");
     return 2;
 }
 
@@ -99,11 +103,11 @@ int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a connection the server closed is a failure, not our end */
     signal(SIGUSR1, on_usr1);
-    size_t concurrency = 200, first = 0;
+    size_t concurrency = 200, storm_concurrency = 0, first = 0;
     unsigned source = 0;
     bool storm = false, wait_signal = false;
     int opt;
-    while ((opt = getopt(argc, argv, "p:c:f:s:rw")) != -1) {
+    while ((opt = getopt(argc, argv, "p:c:C:f:s:rw")) != -1) {
         switch (opt) {
         case 'p':
             for (char *tok = strtok(optarg, ","); tok && npids < MAX_PIDS; tok = strtok(NULL, ","))
@@ -167,7 +171,8 @@ int main(int argc, char **argv)
         /* Every connection at once; the ones refused or timed out (a full accept queue) again. */
         while (p.up < n && lg_now() - t0 < 600) {
             size_t before = p.failed;
-            lg_pool_open(&p, host, port, n, 600 - (lg_now() - t0));
+            lg_pool_open(&p, host, port, storm_concurrency ? storm_concurrency : n,
+                         600 - (lg_now() - t0));
             attempts_failed += p.failed - before;
             if (lat_p50 == 0) {
                 lat_p50 = lg_quantile(p.lat, p.nlat, 0.5);
