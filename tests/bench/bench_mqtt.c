@@ -116,6 +116,9 @@ int main(int argc, char **argv)
         case 'c':
             concurrency = strtoul(optarg, NULL, 10);
             break;
+        case 'C':
+            storm_concurrency = strtoul(optarg, NULL, 10);
+            break;
         case 'f':
             first = strtoul(optarg, NULL, 10);
             break;
