@@ -1,8 +1,9 @@
 /*
  * stream.h - server-side byte streams on libuv: a listener accepting TCP connections, each
- * speaking plain TCP or TLS (OpenSSL through memory BIOs), delivering plaintext to the
- * application and sending the plaintext it writes. The HTTP server and the MQTT server are
- * protocols on top of it; this module knows nothing of either.
+ * speaking plain TCP or TLS (OpenSSL through a BIO over the listener's buffers), delivering
+ * plaintext to the application and sending the plaintext it writes. The MQTT server is a
+ * protocol on top of it (the HTTP server still has its own TLS plumbing); this module knows
+ * nothing of either.
  *
  * TLS: the handshake runs before the application hears of the connection (on_open), within
  * handshake_timeout_ms; a failed or timed-out handshake just closes the connection (counted in

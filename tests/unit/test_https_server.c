@@ -294,7 +294,9 @@ static void *loop_thread(void *arg)
     return NULL;
 }
 
-static fixture *fx_start(const http_limits *lim)
+/* A server on its own loop thread; with ticket_secret, its session tickets are those of every
+ * server given the same secret (http_tls_share_tickets). */
+static fixture *fx_start_tickets(const http_limits *lim, const unsigned char *ticket_secret)
 {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
@@ -304,6 +306,7 @@ static fixture *fx_start(const http_limits *lim)
     assert_int_equal(http_tls_server_ctx(cert, key, &f->ctx), 0);
     free(cert);
     free(key);
+    if (ticket_secret) assert_int_equal(http_tls_share_tickets(f->ctx, ticket_secret), 0);
     X509_STORE *st = store_of(&ca1, NULL);
     SSL_CTX_set1_cert_store(f->ctx, st); /* before the loop runs */
     X509_STORE_free(st);
@@ -316,6 +319,11 @@ static fixture *fx_start(const http_limits *lim)
     assert_true(f->port > 0);
     assert_int_equal(pthread_create(&f->thread, NULL, loop_thread, f), 0);
     return f;
+}
+
+static fixture *fx_start(const http_limits *lim)
+{
+    return fx_start_tickets(lim, NULL);
 }
 
 static void deadline_in(struct timespec *ts, int ms)
@@ -849,6 +857,47 @@ static void test_resumption(void **state)
     fx_stop(f);
 }
 
+/* Whether a ticket that server `from` issued resumes on server `to` (TLS version `version`). */
+static bool resumes_across(int from, int to, int version)
+{
+    SSL_CTX *ctx = client_ctx(&cl_a, NULL, version);
+    tcl *c = tcl_open(from, ctx, NULL);
+    assert_non_null(c);
+    resp r;
+    assert_int_equal(tcl_get(c, "/first", &r), 200); /* reads the ticket too */
+    SSL_SESSION *sess = SSL_get1_session(c->ssl);
+    assert_true(SSL_SESSION_has_ticket(sess));
+    tcl_close(c);
+    c = tcl_open(to, ctx, sess);
+    assert_non_null(c);
+    bool reused = SSL_session_reused(c->ssl) == 1;
+    assert_int_equal(tcl_get(c, "/second", &r), 200); /* a full handshake works all the same */
+    expect_peer(&r, &cl_a,
+                reused ? -1 : 1); /* a ticket carries no chain; a full handshake has the leaf */
+    tcl_close(c);
+    SSL_SESSION_free(sess);
+    SSL_CTX_free(ctx);
+    return reused;
+}
+
+static void test_tickets_shared(void **state)
+{
+    const unsigned char one[32] = {1}, other[32] = {2};
+    fixture *a = fx_start_tickets(NULL, one), *b = fx_start_tickets(NULL, one),
+            *c = fx_start_tickets(NULL, other), *d = fx_start(NULL);
+    const int versions[] = {TLS1_2_VERSION, TLS1_3_VERSION};
+    for (size_t i = 0; i < 2; i++) {
+        assert_true(resumes_across(a->port, b->port, versions[i])); /* the same secret */
+        assert_true(resumes_across(b->port, a->port, versions[i]));
+        assert_false(resumes_across(a->port, c->port, versions[i])); /* another secret */
+        assert_false(resumes_across(a->port, d->port, versions[i])); /* OpenSSL's random key */
+    }
+    fx_stop(a);
+    fx_stop(b);
+    fx_stop(c);
+    fx_stop(d);
+}
+
 static void test_close_peer(void **state)
 {
     fixture *f = fx_start(NULL);
@@ -1034,6 +1083,7 @@ int main(void)
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_versions),
         cmocka_unit_test(test_resumption),
+        cmocka_unit_test(test_tickets_shared),
         cmocka_unit_test(test_close_peer),
         cmocka_unit_test(test_close_peer_pending),
         cmocka_unit_test(test_handshake_timeout),
