@@ -12,7 +12,7 @@ case "$name" in
   codec) clang "${flags[@]}" "$top/schemas/codec.c" "$top/common/err.c" "$schemas_c" \
            "$top/tests/fuzz/fuzz_codec.c" $(pkg-config --cflags --libs avro-c jansson) -lm -o "$out/fuzz_$name" ;;
   http)  clang "${flags[@]}" "$top/tests/fuzz/fuzz_http.c" "$top/common/err.c" \
-           $(pkg-config --cflags --libs libuv jansson openssl) -lhttp_parser -o "$out/fuzz_$name" ;;
+           "$top/common/keystore.c" "$top/common/pki.c" $(pkg-config --cflags --libs libuv jansson openssl) -lhttp_parser -o "$out/fuzz_$name" ;;
   pki)   clang "${flags[@]}" "$top/tests/fuzz/fuzz_pki.c" "$top/common/pki.c" "$top/common/err.c" \
            $(pkg-config --cflags --libs openssl) -o "$out/fuzz_$name" ;;
   mqtt)  clang "${flags[@]}" "$top/tests/fuzz/fuzz_mqtt.c" "$top/common/mqtt_codec.c" \
