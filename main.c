@@ -387,7 +387,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
-    mqtt_connections_bounded(&o);
+    if (serve || front) mqtt_connections_bounded(&o); /* the roles with an MQTT port */
     if (mkdir(o.data, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "registry: cannot create %s: %s\n", o.data, strerror(errno));
         return 1;

@@ -17,17 +17,8 @@ set -euo pipefail
 build=$(cd "${1:?usage: bench_mqtt.sh BUILD_DIR [N [HOLD_SECONDS]]}" && pwd)
 n=${2:-2000}
 hold=${3:-10}
-work=$(mktemp -d /tmp/bench-mqtt.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ulimit -n $((n + 4096)) 2>/dev/null || true
-
 source "$(dirname "$0")/fleet.sh"
+fleet_workdir bench-mqtt "$n"
 fleet_start "$build" "$work" "$n" MQ
 
 echo "registry: $n connections, hold ${hold}s, $(nproc) cores"

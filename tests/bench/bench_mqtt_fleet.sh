@@ -27,45 +27,22 @@ fronts=${3:-12}
 hold=${4:-60}
 here=$(cd "$(dirname "$0")" && pwd)
 ops=$(cd "$here/../../ops" && pwd)
-work=$(mktemp -d /tmp/bench-fleet.XXXXXX)
-pids=()
-started=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for p in "${started[@]}"; do "$ops/$p.sh" stop >/dev/null 2>&1 || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 source "$here/fleet.sh"
+fleet_workdir bench-fleet "$n"
 
 if ! "$ops/redis.sh" status >/dev/null 2>&1; then "$ops/redis.sh" start >/dev/null; started+=(redis); fi
 if ! "$ops/kafka.sh" status >/dev/null 2>&1; then "$ops/kafka.sh" start >/dev/null; started+=(kafka); fi
 redis=127.0.0.1:${REDIS_PORT:-16379}
 kafka=127.0.0.1:${KAFKA_PORT:-19092}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-mqtt_port=$(free_port)
+mqtt_port=$(fleet_free_port)
 common=(--data "$work/data" --region "fleet$$" --redis "$redis" --kafka "$kafka")
 
-# start_role NAME ROLE ARGS...: the process's pid in NAME_pid, its "listening" line in WORK/NAME.out.
-start_role() {
-  local name=$1 role=$2 i
-  shift 2
-  REGISTRY_ADMIN_TOKEN=bench-admin "$build/registry" "$role" --listen-api 127.0.0.1:0 "$@" \
-    >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
-  eval "${name}_pid=$!"
-  for i in $(seq 1200); do grep -q '^listening' "$work/$name.out" 2>/dev/null && return 0; sleep 0.1; done
-  echo "registry $role did not start:" >&2; tail -n 20 "$work/$name.err" >&2; return 1
-}
-
-start_role proj project "${common[@]}"
-start_role ing ingest "${common[@]}"
+fleet_role "$build" "$work" proj project "${common[@]}"
+fleet_role "$build" "$work" ing ingest "${common[@]}"
 api=$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$work/ing.out")
 front_pids=()
 for f in $(seq "$fronts"); do
-  start_role "front$f" front "${common[@]}" --listen-device 127.0.0.1:0 --listen-mqtt "127.0.0.1:$mqtt_port" \
+  fleet_role "$build" "$work" "front$f" front "${common[@]}" --listen-device 127.0.0.1:0 --listen-mqtt "127.0.0.1:$mqtt_port" \
     --view-cache-mb 16
   front_pids+=("$(eval echo "\$front${f}_pid")")
 done

@@ -44,15 +44,8 @@ rate=${args[3]:-1000}
 http_conns=${HTTP_CONNS:-16}
 window=${WINDOW:-8}
 qos=${QOS:-1}
-work=$(mktemp -d /tmp/bench-shadow.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ulimit -n $((n + 4096)) 2>/dev/null || true
+source "$(dirname "$0")/fleet.sh"
+fleet_workdir bench-shadow "$n"
 
 engine=()
 deployment="embedded default"
@@ -60,7 +53,6 @@ if [ -n "$kafka" ]; then
   engine=(--kafka "$kafka" --redis "$redis" --region "bench-$$")
   deployment="distributed (Kafka $kafka, Redis $redis, one process)"
 fi
-source "$(dirname "$0")/fleet.sh"
 fleet_start "$build" "$work" "$n" SH "${engine[@]}"
 
 echo "registry ($deployment): $n devices, ${secs}s a phase, $rate PUTs/s, $(nproc) cores"
@@ -71,7 +63,7 @@ curl -sf "http://$api/metrics" > "$work/metrics.txt" || true
 if [ -n "${BENCH_OUT:-}" ]; then mkdir -p "$BENCH_OUT" && cp "$work/metrics.txt" "$work/registry.txt" "$BENCH_OUT/"; fi
 grep -E '^registry_(projector|ingest|mqtt_shadow|mqtt_messages|log_append)|^registry_bus' "$work/metrics.txt" || true
 kill "$reg_pid"; wait "$reg_pid" 2>/dev/null || true
-grep -i -E 'drop|error|fail' "$work/err" | tail -n 5 || true
+grep -i -E 'drop|error|fail' "$work/reg.err" | tail -n 5 || true
 
 # Mosquitto on two of the same device certificates.
 mosquitto_start "$work"

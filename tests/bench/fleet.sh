@@ -3,10 +3,23 @@
 # bootstrapped through a device port (tests/bench/bench_provision keeps each device's certificate
 # and key for the load generators).
 #
+#   fleet_workdir NAME N
+#
+# Makes the benchmark's temporary folder (WORK, /tmp/NAME.XXXXXX) and the arrays `pids` (processes
+# to stop at exit) and `started` (ops/ services to stop at exit: redis, kafka); at exit they are
+# stopped and WORK removed. Raises the soft descriptor limit towards N + 4096 (never lowers it;
+# the hard limit bounds it).
+#
+#   fleet_role BUILD WORK NAME ROLE [ARGS...]
+#
+# Starts `registry ROLE --listen-api 127.0.0.1:0 ARGS` (admin token bench-admin), its output in
+# WORK/NAME.out and WORK/NAME.err, its pid in NAME_pid and in `pids`, and waits for its
+# "listening" line.
+#
 #   fleet_start BUILD WORK N PREFIX [SERVE_ARGS...]
 #
-# Starts `registry serve` (admin token bench-admin) and appends its pid to the caller's `pids`
-# array; sets reg_pid, api (host:port), api_port, dev_port, mqtt_port, then runs fleet_tenant.
+# Starts `registry serve` (fleet_role reg: WORK/reg.out, WORK/reg.err) and sets reg_pid, api
+# (host:port), api_port, dev_port, mqtt_port, then runs fleet_tenant and fleet_bootstrap.
 #
 #   fleet_tenant BUILD WORK API N PREFIX...
 #
@@ -19,21 +32,51 @@
 #
 # Bootstraps N devices through that device port, 8 at a time, writing OUT_DIR/devices.txt (one
 # "client_id cert.pem key.pem" a line), and prints the rate.
-fleet_start() {
-  local build=$1 work=$2 n=$3 prefix=$4 i
+fleet_workdir() {
+  work=$(mktemp -d "/tmp/$1.XXXXXX")
+  pids=()
+  started=()
+  trap fleet_cleanup EXIT
+  local want=$(($2 + 4096)) hard
+  hard=$(ulimit -Hn)
+  if [ "$hard" != unlimited ] && [ "$want" -gt "$hard" ]; then want=$hard; fi
+  if [ "$want" -gt "$(ulimit -Sn)" ]; then ulimit -Sn "$want"; fi
+}
+
+fleet_cleanup() {
+  local p ops
+  ops=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../ops" && pwd)
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in "${started[@]}"; do "$ops/$p.sh" stop >/dev/null 2>&1 || true; done
+  rm -rf "$work"
+}
+
+fleet_role() {
+  local build=$1 work=$2 name=$3 role=$4 i
   shift 4
-  REGISTRY_ADMIN_TOKEN=bench-admin "$build/registry" serve --data "$work/data" --listen-api 127.0.0.1:0 \
-    --listen-device 127.0.0.1:0 --listen-mqtt 127.0.0.1:0 "$@" >"$work/out" 2>"$work/err" &
+  REGISTRY_ADMIN_TOKEN=bench-admin "$build/registry" "$role" --listen-api 127.0.0.1:0 "$@" \
+    >"$work/$name.out" 2>"$work/$name.err" &
   pids+=($!)
-  reg_pid=$!
-  for i in $(seq 600); do grep -q '^listening' "$work/out" 2>/dev/null && break; sleep 0.1; done
-  if ! grep -q '^listening' "$work/out"; then
-    echo "fleet.sh: the registry did not start:" >&2; tail -n 20 "$work/err" >&2; return 1
-  fi
-  api=$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$work/out")
+  eval "${name}_pid=$!"
+  for i in $(seq 1200); do grep -q '^listening' "$work/$name.out" 2>/dev/null && return 0; sleep 0.1; done
+  echo "fleet.sh: registry $role did not start:" >&2; tail -n 20 "$work/$name.err" >&2; return 1
+}
+
+# fleet_free_port: a loopback port free now.
+fleet_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+fleet_start() {
+  local build=$1 work=$2 n=$3 prefix=$4
+  shift 4
+  fleet_role "$build" "$work" reg serve --data "$work/data" --listen-device 127.0.0.1:0 \
+    --listen-mqtt 127.0.0.1:0 "$@"
+  api=$(sed -n 's/^listening api=\([^ ]*\).*/\1/p' "$work/reg.out")
   api_port=${api##*:}
-  dev_port=$(sed -n 's/^listening .* device=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
-  mqtt_port=$(sed -n 's/^listening .* mqtt=[^ ]*:\([0-9]*\).*/\1/p' "$work/out")
+  dev_port=$(sed -n 's/^listening .* device=[^ ]*:\([0-9]*\).*/\1/p' "$work/reg.out")
+  mqtt_port=$(sed -n 's/^listening .* mqtt=[^ ]*:\([0-9]*\).*/\1/p' "$work/reg.out")
 
   fleet_tenant "$build" "$work" "$api" "$n" "$prefix"
   fleet_bootstrap "$build" "$work" 127.0.0.1 "$dev_port" "$prefix" "$n" "$work/devices"
@@ -71,7 +114,7 @@ fleet_bootstrap() {
 # keystore). Appends its pid to `pids`; sets mpid, mport and mversion once it accepts connections.
 mosquitto_start() {
   local work=$1 i
-  mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mport=$(fleet_free_port)
   cat > "$work/mosquitto.conf" <<CONF
 per_listener_settings true
 user root
