@@ -11,6 +11,13 @@
  * an idle stream costs its structs and OpenSSL's SSL object (SSL_MODE_RELEASE_BUFFERS drops its
  * record buffers).
  *
+ * After a TLS 1.3 handshake, the connection's records are this file's through tls13.h and the SSL
+ * object is freed: OpenSSL keeps about 15 KiB per connection for as long as it lives (the SSL,
+ * its session with the decoded client certificate, its AEAD contexts), tls13 about 200 bytes.
+ * Ciphertext is then opened in place in the listener's read buffer; only a record split across
+ * socket reads is copied, into a buffer of the stream's own until it is whole. TLS 1.2
+ * connections stay with OpenSSL.
+ *
  * One timer per listener enforces handshake deadlines (a per-stream timer would cost every
  * connection a handle). A stream's memory is freed in its uv_close callback, after the
  * application's on_close.
@@ -18,6 +25,7 @@
 #define _GNU_SOURCE
 #include "stream.h"
 #include "err.h"
+#include "tls13.h"
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -46,6 +54,9 @@ struct stream {
     struct stream *prev, *next; /* every open stream of the listener */
     struct stream *ready_next;  /* queued for redelivery after stream_resume */
     SSL *ssl;                   /* and its BIO (stream_bio), which points back here */
+    tls13 *tls;                 /* instead of ssl once the handshake is over (TLS 1.3) */
+    uint8_t *rec;               /* tls: a record split across reads, until it is whole */
+    size_t rec_len;
     void *data;
     char *in; /* unconsumed plaintext */
     size_t in_len, in_cap;
@@ -62,6 +73,7 @@ struct stream_listener {
     uv_timer_t sweep, ready_timer;
     uv_loop_t *loop;
     SSL_CTX *ctx;
+    tls13_engine *tls13; /* NULL: connections are not taken over from OpenSSL */
     stream_limits lim;
     stream_callbacks cb;
     void *app;
@@ -72,9 +84,10 @@ struct stream_listener {
     bool closing;
     int port;
     char *rbuf, *pbuf;
-    /* What the stream being read may still take from rbuf (stream_bio's reads). */
+    /* What the stream being read may still take from rbuf (stream_bio's reads, or records
+     * opened in place). */
     stream *feed_owner;
-    const char *feed;
+    char *feed;
     size_t feed_len;
     /* TLS output gathered for out_owner until flush_tls. */
     stream *out_owner;
@@ -103,6 +116,7 @@ static void listener_maybe_free(stream_listener *l)
     free(l->rbuf);
     free(l->pbuf);
     free(l->out);
+    tls13_engine_free(l->tls13);
     free(l);
 }
 
@@ -130,6 +144,8 @@ static void on_stream_closed(uv_handle_t *h)
         l->out_len = 0;
     }
     SSL_free(s->ssl); /* and its BIO */
+    tls13_free(s->tls);
+    free(s->rec);
     free(s->in);
     free(s);
     l->handles--;
@@ -159,20 +175,45 @@ static void on_written(uv_write_t *req, int status)
     free(w);
 }
 
-static int send_raw(stream *s, const void *data, size_t len)
+static write_req *write_req_new(stream *s, size_t len)
 {
     write_req *w = malloc(sizeof *w + len);
-    if (!w) return REG_ENOMEM;
+    if (!w) return NULL;
     w->s = s;
     w->len = len;
-    memcpy(w->data, data, len);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_written)) {
+    return w;
+}
+
+/* Queues w (filled) on the socket; w is freed either way. */
+static int write_submit(write_req *w)
+{
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    if (uv_write(&w->req, (uv_stream_t *)&w->s->tcp, &b, 1, on_written)) {
         free(w);
         return REG_EIO;
     }
-    s->pending_out += len;
+    w->s->pending_out += w->len;
     return 0;
+}
+
+static int send_raw(stream *s, const void *data, size_t len)
+{
+    write_req *w = write_req_new(s, len);
+    if (!w) return REG_ENOMEM;
+    memcpy(w->data, data, len);
+    return write_submit(w);
+}
+
+/* Seals plaintext into records (tls) and queues them. */
+static int send_sealed(stream *s, const void *data, size_t len)
+{
+    write_req *w = write_req_new(s, tls13_sealed_len(len));
+    if (!w) return REG_ENOMEM;
+    if (tls13_seal(s->l->tls13, s->tls, data, len, (uint8_t *)w->data)) {
+        free(w);
+        return REG_ETLS;
+    }
+    return write_submit(w);
 }
 
 /* Sends the TLS output OpenSSL has produced for s. */
@@ -260,6 +301,7 @@ int stream_write(stream *s, const void *data, size_t len)
 {
     if (s->closing || s->shut) return REG_ECLOSED;
     if (s->pending_out + len > s->l->lim.max_pending_out) return REG_EAGAIN;
+    if (s->tls) return len ? send_sealed(s, data, len) : 0;
     if (!s->ssl) return send_raw(s, data, len);
     while (len) {
         int n = SSL_write(s->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
@@ -285,6 +327,10 @@ void stream_close(stream *s, bool now)
         if (s->ssl && s->opened) {
             SSL_shutdown(s->ssl); /* close_notify */
             flush_tls(s);
+        } else if (s->tls) {
+            uint8_t alert[TLS13_CONTROL_RECORD];
+            size_t n = 0;
+            if (!tls13_seal_close(s->l->tls13, s->tls, alert, &n)) send_raw(s, alert, n);
         }
         s->shut = true;
         s->shutdown.data = s;
@@ -403,6 +449,7 @@ static void handshake_failed(stream *s, enum stream_handshake_failure why)
 }
 
 static void tls_read(stream *s);
+static void records_in(stream *s);
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
@@ -415,15 +462,19 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     l->stats.bytes_in += (uint64_t)nread;
-    if (!s->ssl) {
+    if (!s->ssl && !s->tls) {
         deliver(s, buf->base, (size_t)nread);
         return;
     }
-    /* OpenSSL reads the ciphertext from rbuf through stream_bio until it asks for more. */
+    /* OpenSSL reads the ciphertext from rbuf through stream_bio until it asks for more, or
+     * records_in opens it there. */
     l->feed_owner = s;
     l->feed = buf->base;
     l->feed_len = (size_t)nread;
-    tls_read(s);
+    if (s->tls)
+        records_in(s);
+    else
+        tls_read(s);
     l->feed_owner = NULL;
     l->feed_len = 0;
 }
@@ -433,6 +484,11 @@ static void tls_read(stream *s)
     stream_listener *l = s->l;
     if (!s->opened) {
         int r = SSL_do_handshake(s->ssl);
+        /* Done: what OpenSSL wrote in this last step (its tickets) tells tls13 where its write
+         * sequence stands. */
+        tls13 *t = NULL;
+        if (r == 1 && l->tls13 && l->out_owner == s)
+            tls13_take_over(l->tls13, s->ssl, (const uint8_t *)l->out, l->out_len, &t);
         flush_tls(s);
         if (r != 1) {
             int e = SSL_get_error(s->ssl, r);
@@ -446,6 +502,15 @@ static void tls_read(stream *s)
             return;
         }
         opened(s);
+        if (t && !s->closing) {
+            SSL_free(s->ssl);
+            s->ssl = NULL;
+            s->tls = t;
+            l->stats.taken_over++;
+            records_in(s); /* what came with the client's Finished */
+            return;
+        }
+        tls13_free(t);
         if (s->closing) return;
     }
     while (!s->closing) {
@@ -461,6 +526,71 @@ static void tls_read(stream *s)
         break;
     }
     if (!s->closing) flush_tls(s); /* tickets, alerts */
+}
+
+/* Handles one record opened by tls13: 0 to go on, -1 when the stream was closed. */
+static int record_opened(stream *s, int r, const uint8_t *plain, size_t plain_len)
+{
+    if (r == TLS13_DATA && plain_len) deliver(s, (const char *)plain, plain_len);
+    if (r == TLS13_CONTROL && tls13_reply_due(s->tls)) {
+        uint8_t reply[TLS13_CONTROL_RECORD];
+        size_t n = 0;
+        if (tls13_seal_reply(s->l->tls13, s->tls, reply, &n) || send_raw(s, reply, n)) r = -1;
+    }
+    if (r < 0 || r == TLS13_CLOSED) close_now(s); /* an alert, a bad record, or our failure */
+    return s->closing ? -1 : 0;
+}
+
+/* Opens the records in the feed (and first completes a record split across reads). */
+static void records_in(stream *s)
+{
+    stream_listener *l = s->l;
+    uint8_t *plain = NULL;
+    size_t used = 0, plain_len = 0;
+    if (s->rec_len) {
+        size_t need = TLS13_RECORD_HEADER;
+        for (;;) {
+            if (s->rec_len >= TLS13_RECORD_HEADER)
+                need = TLS13_RECORD_HEADER + ((size_t)s->rec[3] << 8 | s->rec[4]);
+            if (s->rec_len >= need || !l->feed_len) break;
+            if (need > TLS13_MAX_RECORD) break; /* tls13_open refuses it */
+            uint8_t *grown = realloc(s->rec, need);
+            if (!grown) {
+                close_now(s);
+                return;
+            }
+            s->rec = grown;
+            size_t take = need - s->rec_len < l->feed_len ? need - s->rec_len : l->feed_len;
+            memcpy(s->rec + s->rec_len, l->feed, take);
+            s->rec_len += take;
+            l->feed += take;
+            l->feed_len -= take;
+        }
+        int r = tls13_open(l->tls13, s->tls, s->rec, s->rec_len, &used, &plain, &plain_len);
+        if (r == TLS13_INCOMPLETE) return; /* the feed is used up */
+        r = record_opened(s, r, plain, plain_len);
+        free(s->rec);
+        s->rec = NULL;
+        s->rec_len = 0;
+        if (r) return;
+    }
+    while (l->feed_len) {
+        uint8_t *at = (uint8_t *)l->feed;
+        int r = tls13_open(l->tls13, s->tls, at, l->feed_len, &used, &plain, &plain_len);
+        if (r == TLS13_INCOMPLETE) { /* keep the start of the record */
+            if (!(s->rec = malloc(l->feed_len))) {
+                close_now(s);
+                return;
+            }
+            memcpy(s->rec, at, l->feed_len);
+            s->rec_len = l->feed_len;
+            l->feed_len = 0;
+            return;
+        }
+        l->feed += used;
+        l->feed_len -= used;
+        if (record_opened(s, r, plain, plain_len)) return;
+    }
 }
 
 void stream_pause(stream *s)
@@ -547,6 +677,7 @@ static void on_connection(uv_stream_t *server, int status)
         SSL_set_bio(s->ssl, b, b); /* one BIO both ways: the SSL takes our one reference */
         SSL_set_accept_state(s->ssl);
         SSL_set_mode(s->ssl, SSL_MODE_RELEASE_BUFFERS);
+        if (l->tls13) tls13_watch(s->ssl); /* without it, the SSL just stays */
         s->deadline_ms = uv_now(l->loop) + l->lim.handshake_timeout_ms;
     }
     uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
@@ -613,11 +744,17 @@ int stream_listen(uv_loop_t *loop, const char *host, int port, SSL_CTX *ctx,
     stream_limits_default(&l->lim);
     l->cb = *cb;
     l->app = app;
+    /* Without the engine or the key log hook, connections simply stay with OpenSSL. */
+    if (ctx && !tls13_engine_new(&l->tls13) && tls13_watch_ctx(ctx)) {
+        tls13_engine_free(l->tls13);
+        l->tls13 = NULL;
+    }
     l->rbuf = malloc(READ_BUF);
     l->pbuf = malloc(PLAIN_BUF);
     if (!l->rbuf || !l->pbuf) {
         free(l->rbuf);
         free(l->pbuf);
+        tls13_engine_free(l->tls13);
         free(l);
         return REG_ENOMEM;
     }

@@ -7,9 +7,13 @@
  *
  * TLS: the handshake runs before the application hears of the connection (on_open), within
  * handshake_timeout_ms; a failed or timed-out handshake just closes the connection (counted in
- * the listener's stats by reason). The client certificate (if any), the chain it sent and the
- * certificate's SHA-256 fingerprint are available from on_open until on_close, also on a resumed
- * session. SSL_MODE_RELEASE_BUFFERS is set: an idle TLS connection holds no record buffers.
+ * the listener's stats by reason). The client certificate's SHA-256 fingerprint is available
+ * from on_open until on_close, also on a resumed session; the certificate itself and the chain
+ * it came with only during on_open. Once on_open has returned, a TLS 1.3 connection's records
+ * are sealed and opened by tls13.h and OpenSSL's SSL object is freed (the stream sets the
+ * context's key log callback for that; a context with another one keeps its connections in
+ * OpenSSL). TLS 1.2 stays in OpenSSL, with SSL_MODE_RELEASE_BUFFERS: an idle TLS connection
+ * holds no record buffers either way.
  *
  * Memory and back-pressure: the listener reads into one shared buffer; the application consumes
  * what it can in on_data and the stream keeps the unconsumed rest (at most max_pending_in bytes;
@@ -67,6 +71,7 @@ extern const char *const stream_handshake_failure_names[STREAM_HS_FAILURE_COUNT]
 typedef struct stream_stats {
     uint64_t accepted, refused, handshakes_full, handshakes_resumed, handshake_failures,
         handshake_timeouts, bytes_in, bytes_out;
+    uint64_t taken_over; /* TLS 1.3 connections whose records tls13 took over from OpenSSL */
     uint64_t handshake_failed[STREAM_HS_FAILURE_COUNT]; /* handshake_failures by reason */
     unsigned open;
 } stream_stats;
@@ -104,9 +109,9 @@ void stream_close(stream *s, bool now);
 
 void stream_set_data(stream *s, void *data);
 void *stream_data(const stream *s);
-/* TLS: the client's certificate, the chain it sent (NULL on a resumed session), the
- * certificate's fingerprint (lower-case hex); NULL when none or plain TCP. Borrowed, valid until
- * on_close returns. */
+/* TLS: the client's certificate and the chain it sent (NULL on a resumed session), during
+ * on_open (also later on a TLS 1.2 connection); the certificate's fingerprint (lower-case hex)
+ * until on_close returns. NULL when none or plain TCP. Borrowed. */
 struct x509_st *stream_peer_cert(const stream *s);
 struct stack_st_X509 *stream_peer_chain(const stream *s);
 const char *stream_peer_fingerprint(const stream *s);

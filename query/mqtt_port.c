@@ -224,7 +224,7 @@ static void handle_connect(mconn *c, const mqtt_connect *cn)
     mqtt_port *mp = c->mp;
     c->keepalive_s = cn->keep_alive;
     const char *fp = stream_peer_fingerprint(c->s);
-    if (!fp || !stream_peer_cert(c->s)) return refuse(c, REF_NO_CERT, MQTT_CONNACK_NOT_AUTHORIZED);
+    if (!fp) return refuse(c, REF_NO_CERT, MQTT_CONNACK_NOT_AUTHORIZED);
     if (cn->client_id.len != 36) return refuse(c, REF_CLIENT_ID, MQTT_CONNACK_NOT_AUTHORIZED);
     memcpy(c->st.device_s, cn->client_id.p, 36);
     c->st.device_s[36] = 0;
@@ -826,4 +826,8 @@ void mqtt_port_metrics(mqtt_port *mp, metrics_out *out)
                        (unsigned long long)st.handshake_failed[i]);
     metrics_printf(out, "registry_mqtt_handshake_failures_total{reason=\"timeout\"} %llu\n",
                    (unsigned long long)st.handshake_timeouts);
+    metrics_printf(out,
+                   "# TYPE registry_mqtt_tls_taken_over_total counter\n"
+                   "registry_mqtt_tls_taken_over_total %llu\n",
+                   (unsigned long long)st.taken_over);
 }

@@ -46,7 +46,8 @@ typedef struct fixture {
     char client_fp[PKI_FINGERPRINT_HEX];
     int port;
     void (*client)(struct fixture *);
-    int result; /* set by the client: 0 when every check passed */
+    stream_stats stats; /* the listener's, when the client was done */
+    int result;         /* set by the client: 0 when every check passed */
     char detail[256];
 } fixture;
 
@@ -89,6 +90,7 @@ static void on_close(void *app, stream *s) {}
 static void on_done(uv_async_t *a)
 {
     fixture *f = a->data;
+    stream_listener_stats(f->l, &f->stats);
     stream_listener_close(f->l);
     uv_close((uv_handle_t *)&f->done, NULL);
     uv_close((uv_handle_t *)&f->resume, NULL);
@@ -110,9 +112,11 @@ static int tcp_connect(int port)
     return fd;
 }
 
-static SSL *tls_connect(fixture *f, int fd, bool with_cert)
+/* max_version 0: TLS 1.3. */
+static SSL *tls_connect_version(fixture *f, int fd, bool with_cert, int max_version)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (max_version) SSL_CTX_set_max_proto_version(ctx, max_version);
     BIO *b = BIO_new_mem_buf(f->ca_pem, -1);
     X509 *ca = PEM_read_bio_X509(b, NULL, NULL, NULL);
     X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca);
@@ -137,6 +141,30 @@ static SSL *tls_connect(fixture *f, int fd, bool with_cert)
         return NULL;
     }
     return ssl;
+}
+
+static SSL *tls_connect(fixture *f, int fd, bool with_cert)
+{
+    return tls_connect_version(f, fd, with_cert, 0);
+}
+
+/* Sends len bytes and reads as many back (the echo). */
+static bool tls_echo_big(SSL *ssl, size_t len)
+{
+    char *out = malloc(len), *in = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)(i * 7);
+    bool ok = SSL_write(ssl, out, (int)len) == (int)len;
+    size_t got = 0;
+    while (ok && got < len) {
+        int n = SSL_read(ssl, in + got, (int)(len - got));
+        ok = n > 0;
+        got += ok ? (size_t)n : 0;
+    }
+    ok = ok && !memcmp(in, out, len);
+    free(out);
+    free(in);
+    return ok;
 }
 
 static int tls_exchange(SSL *ssl, const char *send, char *out, size_t cap)
@@ -214,6 +242,17 @@ static void client_tls(fixture *f)
           "tls echo: %s", buf);
     CHECK(tls_exchange(ssl, "hold", buf, sizeof buf) == 4 && !strcmp(buf, "hold"),
           "held input not handed over after resume: %s", buf);
+    /* Several records at once, split across the server's socket reads. */
+    CHECK(tls_echo_big(ssl, 100000), "a 100,000-byte echo");
+    SSL_free(ssl);
+    close(fd);
+
+    fd = tcp_connect(f->port);
+    ssl = tls_connect_version(f, fd, true, TLS1_2_VERSION); /* stays with OpenSSL */
+    CHECK(ssl, "TLS 1.2 handshake");
+    CHECK(tls_exchange(ssl, "fp?", buf, sizeof buf) > 0 && !strcmp(buf, f->client_fp),
+          "TLS 1.2 fingerprint: got %s want %s", buf, f->client_fp);
+    CHECK(tls_echo_big(ssl, 100000), "a 100,000-byte echo over TLS 1.2");
     SSL_free(ssl);
     close(fd);
 
@@ -283,6 +322,9 @@ static void test_plain_echo(void **state)
 static void test_tls(void **state)
 {
     run(fx, true, 0, client_tls);
+    /* The two TLS 1.3 connections were taken over from OpenSSL, the TLS 1.2 one was not. */
+    assert_int_equal(fx->stats.handshakes_full + fx->stats.handshakes_resumed, 3);
+    assert_int_equal(fx->stats.taken_over, 2);
 }
 
 static void test_close_peer(void **state)
