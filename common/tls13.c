@@ -277,6 +277,29 @@ int tls13_open(tls13_engine *e, tls13 *t, uint8_t *buf, size_t len, size_t *used
     }
 }
 
+int tls13_new(tls13_engine *e, uint16_t suite_id, const uint8_t *client_secret,
+              const uint8_t *server_secret, size_t secret_len, tls13 **out)
+{
+    *out = NULL;
+    int suite = 0;
+    while (suite < SUITE_COUNT && suites[suite].id != suite_id)
+        suite++;
+    if (suite == SUITE_COUNT || secret_len != suites[suite].hash_len) return REG_EINVAL;
+    tls13 *t = OPENSSL_zalloc(sizeof *t);
+    if (!t) return REG_ENOMEM;
+    t->suite = (uint8_t)suite;
+    memcpy(t->in.secret, client_secret, secret_len);
+    memcpy(t->out.secret, server_secret, secret_len);
+    int err = derive(e, suite, &t->in);
+    if (!err) err = derive(e, suite, &t->out);
+    if (err) {
+        tls13_free(t);
+        return err;
+    }
+    *out = t;
+    return 0;
+}
+
 /* ---- taking over from OpenSSL ---- */
 
 /* The secrets the key log callback captured for a watched SSL. */
@@ -398,21 +421,12 @@ int tls13_take_over(tls13_engine *e, SSL *ssl, const uint8_t *sent, size_t sent_
     const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
     if (!c || !cipher || SSL_version(ssl) != TLS1_3_VERSION || SSL_has_pending(ssl))
         return REG_EINVAL;
-    uint16_t id = (uint16_t)SSL_CIPHER_get_protocol_id(cipher);
-    int suite = 0;
-    while (suite < SUITE_COUNT && suites[suite].id != id)
-        suite++;
-    if (suite == SUITE_COUNT || c->client_len != suites[suite].hash_len ||
-        c->server_len != suites[suite].hash_len)
-        return REG_EINVAL;
-    tls13 *t = OPENSSL_zalloc(sizeof *t);
-    if (!t) return REG_ENOMEM;
-    t->suite = (uint8_t)suite;
-    memcpy(t->in.secret, c->client, c->client_len);
-    memcpy(t->out.secret, c->server, c->server_len);
-    long seq = -1;
-    if (!derive(e, suite, &t->in) && !derive(e, suite, &t->out))
-        seq = records_sealed(e, t, sent, sent_len);
+    if (c->client_len != c->server_len) return REG_EINVAL;
+    tls13 *t = NULL;
+    int err = tls13_new(e, (uint16_t)SSL_CIPHER_get_protocol_id(cipher), c->client, c->server,
+                        c->client_len, &t);
+    if (err) return err;
+    long seq = records_sealed(e, t, sent, sent_len);
     if (seq < 0) {
         tls13_free(t);
         return REG_EINVAL;

@@ -62,6 +62,11 @@ int tls13_watch(struct ssl_st *ssl);
  * caller owns *out; the SSL may be freed. */
 int tls13_take_over(tls13_engine *e, struct ssl_st *ssl, const uint8_t *sent, size_t sent_len,
                     tls13 **out);
+/* The record state of a connection whose application traffic secrets are known (what
+ * tls13_take_over builds; tests and the fuzzer use it directly): suite_id is the cipher suite's
+ * IANA number (0x1301..0x1303), the secrets one hash long. REG_EINVAL for another suite. */
+int tls13_new(tls13_engine *e, uint16_t suite_id, const uint8_t *client_secret,
+              const uint8_t *server_secret, size_t secret_len, tls13 **out);
 void tls13_free(tls13 *t);
 
 /* The bytes tls13_seal writes for len bytes of application data. */
