@@ -237,7 +237,7 @@ static int apply_token_revoked(view_txn *t, const reg_uuid *tid, const json_t *b
 static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
                                 const json_t *ev, const json_t *b)
 {
-    json_t *desired = NULL, *reported = NULL, *rec = NULL, *dev = NULL;
+    json_t *desired = NULL, *reported = NULL, *rec = NULL;
     view_src src = {NULL, t};
     json_int_t version = json_integer_value(json_object_get(ev, "version"));
     int err = shadow_view_patch(b, "desired", &desired);
@@ -247,11 +247,8 @@ static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid
         err = shadow_view_update(rec, desired, reported,
                                  json_integer_value(json_object_get(ev, "time_ms")), version);
     if (!err) shadow_view_store(t, tid, did, rec);
-    if (!err && record_device_load(src, tid, did, &dev) == 0) {
-        json_object_set_new(dev, "shadow_version", json_integer(version));
-        store_device(t, tid, did, dev);
-    }
-    json_decref(dev);
+    /* A missing or unreadable device record does not hold the shadow back. */
+    if (!err) record_device_set_shadow_version(t, tid, did, version);
     json_decref(rec);
     json_decref(desired);
     json_decref(reported);

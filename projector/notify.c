@@ -8,19 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void add_delivery(json_t *out, const char *tenant, const char *device, const char *topic,
-                         json_t *payload /* taken */)
+static void add_delivery(delivery_batch *out, const reg_uuid *tenant, const reg_uuid *device,
+                         const char *topic, json_t *payload /* taken */)
 {
     char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-    if (text)
-        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s}", "tenant_id", tenant,
-                                             "device_id", device, "topic", topic, "payload", text));
+    if (text) delivery_append(out, tenant, device, topic, text, strlen(text));
     free(text);
     json_decref(payload);
 }
 
 /* $registry/devices/{id}/certificates/rotate: {"cert_id", "expires_at", "renew_url"}. */
-static void rotation_notice(view_txn *t, const json_t *ev, const json_t *b, json_t *out)
+static void rotation_notice(view_txn *t, const json_t *ev, const json_t *b, delivery_batch *out)
 {
     reg_uuid tid, did;
     json_t *dev = NULL;
@@ -42,7 +40,7 @@ static void rotation_notice(view_txn *t, const json_t *ev, const json_t *b, json
     char topic[128], url[128];
     snprintf(topic, sizeof topic, "$registry/devices/%s/certificates/rotate", device);
     snprintf(url, sizeof url, "/devices/%s/certificates/renew", device);
-    add_delivery(out, tenant, device, topic,
+    add_delivery(out, &tid, &did, topic,
                  json_pack("{s:s, s:O, s:s}", "cert_id", cert_id ? cert_id : "", "expires_at",
                            expires ? expires : json_null(), "renew_url", url));
     json_decref(dev);
@@ -70,20 +68,19 @@ json_t *notify_before(view_txn *t, const json_t *ev)
     json_t *rec = NULL;
     view_src src = {NULL, t};
     if (!kind || strcmp(kind, "ShadowUpdated") || event_device(ev, &tid, &did) ||
-        shadow_view_load(src, &tid, &did, &rec))
+        shadow_view_hold(src, &tid, &did, &rec))
         return NULL;
     return rec;
 }
 
 /* update/accepted, update/documents and, when desired and reported differ, update/delta. */
 static void shadow_notices(view_txn *t, const json_t *ev, const json_t *b, const json_t *before,
-                           json_t *out)
+                           delivery_batch *out)
 {
     reg_uuid tid, did;
     json_t *rec = NULL;
     view_src src = {NULL, t};
-    if (!before || event_device(ev, &tid, &did) || shadow_view_load(src, &tid, &did, &rec)) return;
-    const char *tenant = json_string_value(json_object_get(ev, "tenant_id"));
+    if (!before || event_device(ev, &tid, &did) || shadow_view_hold(src, &tid, &did, &rec)) return;
     const char *device = json_string_value(json_object_get(ev, "entity_id"));
     const char *token = json_string_value(json_object_get(b, "client_token"));
     int64_t now_s = json_integer_value(json_object_get(ev, "time_ms")) / 1000;
@@ -92,21 +89,20 @@ static void shadow_notices(view_txn *t, const json_t *ev, const json_t *b, const
     shadow_view_patch(b, "reported", &reported);
     char topic[128];
     shadow_view_topic(device, "update/accepted", topic, sizeof topic);
-    add_delivery(out, tenant, device, topic,
-                 shadow_view_accepted(rec, desired, reported, token, now_s));
+    add_delivery(out, &tid, &did, topic, shadow_view_accepted(rec, desired, reported, token, now_s));
     shadow_view_topic(device, "update/documents", topic, sizeof topic);
-    add_delivery(out, tenant, device, topic, shadow_view_documents(before, rec, token, now_s));
+    add_delivery(out, &tid, &did, topic, shadow_view_documents(before, rec, token, now_s));
     json_t *delta = shadow_view_delta_message(rec, token, now_s);
     if (delta) {
         shadow_view_topic(device, "update/delta", topic, sizeof topic);
-        add_delivery(out, tenant, device, topic, delta);
+        add_delivery(out, &tid, &did, topic, delta);
     }
     json_decref(desired);
     json_decref(reported);
     json_decref(rec);
 }
 
-void notify_event(view_txn *t, const json_t *ev, const json_t *before, json_t *out)
+void notify_event(view_txn *t, const json_t *ev, const json_t *before, delivery_batch *out)
 {
     json_t *b = NULL;
     const char *kind = event_kind(ev, &b);

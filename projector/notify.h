@@ -9,6 +9,7 @@
 #ifndef REG_NOTIFY_H
 #define REG_NOTIFY_H
 
+#include "delivery.h"
 #include "projector/view.h"
 
 #include <jansson.h>
@@ -17,9 +18,9 @@
  * it was, for update/documents), or NULL. The caller owns it and hands it to notify_event. */
 json_t *notify_before(view_txn *t, const json_t *ev);
 
-/* Appends to `out` (a JSON array) the deliveries an applied event calls for, each
- * {"tenant_id", "device_id", "topic", "payload" (a JSON text)}; reads the view through t (the
- * event already applied). `before` is notify_before's result for the event (borrowed). */
-void notify_event(view_txn *t, const json_t *ev, const json_t *before, json_t *out);
+/* Appends to `out` the deliveries an applied event calls for (delivery.h; the payloads are JSON
+ * texts); reads the view through t (the event already applied). `before` is notify_before's
+ * result for the event (borrowed). */
+void notify_event(view_txn *t, const json_t *ev, const json_t *before, delivery_batch *out);
 
 #endif

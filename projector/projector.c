@@ -112,7 +112,7 @@ struct batch {
     view_txn *txn;
     json_t *outcomes; /* the outcome messages (JSON text) to publish after the commit */
     json_t *auth;     /* what the front ends' authentication caches must forget (see note_auth) */
-    json_t *deliver;  /* messages for devices (notify.h), published after the commit */
+    delivery_batch deliver; /* messages for devices (notify.h), published after the commit */
     codec_buf *enc;   /* the encoded events, back to back */
     struct encoded_event *events_out;
     size_t nevents, events_cap;
@@ -203,7 +203,7 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
             goto out_decision;
         }
         note_auth(bt, ev);
-        notify_event(bt->txn, ev, before, bt->deliver);
+        notify_event(bt->txn, ev, before, &bt->deliver);
         json_decref(before);
         if (already_logged) continue;
         if (bt->nevents == bt->events_cap) {
@@ -250,7 +250,8 @@ out:
 
 /* The commit notice goes first so that readers on secondaries start catching up before the
  * writers' callers get their answers and come to read. */
-static void publish_outcomes(projector *p, json_t *outcomes, json_t *auth, json_t *deliver)
+static void publish_outcomes(projector *p, json_t *outcomes, json_t *auth,
+                             const delivery_batch *deliver)
 {
     size_t i;
     json_t *o;
@@ -262,12 +263,7 @@ static void publish_outcomes(projector *p, json_t *outcomes, json_t *auth, json_
         bus_publish(p->bus, "auth", text, strlen(text));
         free(text);
     }
-    json_array_foreach(deliver, i, o)
-    {
-        char *text = json_dumps(o, JSON_COMPACT);
-        bus_publish(p->bus, "deliver", text, strlen(text));
-        free(text);
-    }
+    if (deliver->count) bus_publish(p->bus, "deliver", deliver->data, deliver->len);
     json_array_foreach(outcomes, i, o)
         bus_publish(p->bus, "outcome", json_string_value(o), json_string_length(o));
 }
@@ -293,7 +289,6 @@ static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *en
     enc->len = 0;
     struct batch bt = {.txn = view_txn_begin(p->view),
                        .outcomes = json_array(),
-                       .deliver = json_array(),
                        .enc = enc};
     atomic_store(&p->append_error, 0);
     int err = 0;
@@ -307,7 +302,7 @@ static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *en
         view_txn_abort(bt.txn);
         json_decref(bt.outcomes);
         json_decref(bt.auth);
-        json_decref(bt.deliver);
+        delivery_batch_clear(&bt.deliver);
         return err;
     }
     view_txn_meta_put(bt.txn, META_COMMANDS_NEXT, recs[n - 1].offset + 1);
@@ -316,13 +311,13 @@ static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *en
     if (err) {
         json_decref(bt.outcomes);
         json_decref(bt.auth);
-        json_decref(bt.deliver);
+        delivery_batch_clear(&bt.deliver);
         return err;
     }
-    publish_outcomes(p, bt.outcomes, bt.auth, bt.deliver);
+    publish_outcomes(p, bt.outcomes, bt.auth, &bt.deliver);
     json_decref(bt.outcomes);
     json_decref(bt.auth);
-    json_decref(bt.deliver);
+    delivery_batch_clear(&bt.deliver);
 
     pthread_mutex_lock(&p->stats_mu);
     p->stats.accepted += bt.accepted;

@@ -3,7 +3,9 @@
 #include "err.h"
 #include "projector/keys.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int record_json(view_src src, view_cf cf, const reg_key *k, json_t **out)
 {
@@ -63,4 +65,81 @@ int record_cert_by_id(view_src src, const reg_uuid *tenant, const char *cert_id,
     err = record_json(src, VIEW_CERTS, &fk, out);
     if (!err && fp_key) *fp_key = fk;
     return err;
+}
+
+/* The integer value of the top-level member `name` in the JSON object text: where its digits
+ * start and end. Strings are skipped whole (escapes included) and depth is counted, so a nested
+ * member of that name, or the name inside a string, is never taken. 0, or REG_ENOTFOUND. */
+static int top_level_integer(const char *json, size_t len, const char *name, size_t *start,
+                             size_t *end)
+{
+    size_t nlen = strlen(name);
+    int depth = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = json[i];
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == '"') {
+            size_t from = i + 1;
+            for (i = from; i < len && json[i] != '"'; i++)
+                if (json[i] == '\\') i++;
+            if (i >= len) return REG_ENOTFOUND;
+            if (depth != 1 || i - from != nlen || memcmp(json + from, name, nlen) ||
+                i + 1 >= len || json[i + 1] != ':')
+                continue;
+            size_t d = i + 2, e = d;
+            if (e < len && json[e] == '-') e++;
+            while (e < len && json[e] >= '0' && json[e] <= '9')
+                e++;
+            if (e == d || (e < len && json[e] != ',' && json[e] != '}')) return REG_ENOTFOUND;
+            *start = d;
+            *end = e;
+            return 0;
+        }
+    }
+    return REG_ENOTFOUND;
+}
+
+int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
+                                     int64_t version)
+{
+    reg_key k;
+    key_add(key_add(key_reset(&k), tenant->b, 16), device->b, 16);
+    char *val = NULL;
+    size_t len = 0, start = 0, end = 0;
+    int err = view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, &len);
+    if (err) return err;
+    if (top_level_integer(val, len, "shadow_version", &start, &end)) {
+        /* Not in the compact form this file stores: take the long way. */
+        json_t *dev = json_loadb(val, len, 0, NULL);
+        free(val);
+        if (!json_is_object(dev)) {
+            json_decref(dev);
+            return REG_EDECODE;
+        }
+        json_object_set_new(dev, "shadow_version", json_integer(version));
+        char *text = json_dumps(dev, JSON_COMPACT);
+        json_decref(dev);
+        if (!text) return REG_ENOMEM;
+        view_txn_put(t, VIEW_DEVICES, k.b, k.len, text, strlen(text));
+        free(text);
+        return 0;
+    }
+    char digits[24];
+    int n = snprintf(digits, sizeof digits, "%lld", (long long)version);
+    size_t out_len = len - (end - start) + (size_t)n;
+    char *out = malloc(out_len);
+    if (!out) {
+        free(val);
+        return REG_ENOMEM;
+    }
+    memcpy(out, val, start);
+    memcpy(out + start, digits, (size_t)n);
+    memcpy(out + start + (size_t)n, val + end, len - end);
+    view_txn_put(t, VIEW_DEVICES, k.b, k.len, out, out_len);
+    free(out);
+    free(val);
+    return 0;
 }

@@ -27,6 +27,12 @@ int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *dev
 /* A device's metadata as an object {key: value}. The caller owns *out. */
 int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
 
+/* Moves a device record's shadow_version to `version` in its stored text (the digits are
+ * replaced; the record is not decoded, since every shadow update moves it). 0, REG_ENOTFOUND or
+ * REG_E*. */
+int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
+                                     int64_t version);
+
 /* The stored tenant JSON. The caller owns *out. */
 int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out);
 

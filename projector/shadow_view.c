@@ -6,6 +6,7 @@
 #include "projector/records.h"
 #include "shadow.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,38 +27,88 @@ static json_t *object_member(json_t *obj, const char *name)
     return m;
 }
 
-int shadow_view_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
+/* A stored shadow with its four objects (each put in place when missing), or NULL. */
+static json_t *complete(json_t *rec)
 {
-    reg_key k;
-    shadow_key(&k, tenant, device);
-    json_t *rec = NULL;
-    int err = record_json(src, VIEW_SHADOWS, &k, &rec);
-    if (err == REG_ENOTFOUND) {
-        rec = json_pack("{s:i, s:i}", "version", 0, "last_updated_ms", 0);
-        err = rec ? 0 : REG_ENOMEM;
-    }
-    if (err) return err;
     if (!json_is_object(rec)) {
         json_decref(rec);
-        return REG_EDECODE;
+        return NULL;
     }
     object_member(rec, "desired");
     object_member(rec, "reported");
     json_t *meta = object_member(rec, "metadata");
     object_member(meta, "desired");
     object_member(meta, "reported");
-    *out = rec;
-    return 0;
+    return rec;
 }
 
-void shadow_view_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
-                       const json_t *rec)
+static void *shadow_decode(const char *val, size_t len)
+{
+    return complete(json_loadb(val, len, 0, NULL));
+}
+
+static char *shadow_encode(const void *obj, size_t *len)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    if (text) *len = strlen(text);
+    return text;
+}
+
+static void shadow_release(void *obj)
+{
+    json_decref(obj);
+}
+
+static const view_codec shadow_codec = {shadow_decode, shadow_encode, shadow_release};
+
+/* The stored record: a new one (owned), or through a transaction its parsed one (borrowed);
+ * the empty shadow (owned) when none is stored. *owned says which. */
+static int lookup(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out,
+                  bool *owned)
 {
     reg_key k;
     shadow_key(&k, tenant, device);
-    char *text = json_dumps(rec, JSON_COMPACT);
-    if (text) view_txn_put(t, VIEW_SHADOWS, k.b, k.len, text, strlen(text));
-    free(text);
+    json_t *rec = NULL;
+    int err;
+    *owned = !src.t;
+    if (src.t) {
+        const void *obj = NULL;
+        err = view_txn_get_decoded(src.t, VIEW_SHADOWS, k.b, k.len, &shadow_codec, &obj);
+        rec = (json_t *)obj;
+    } else {
+        err = record_json(src, VIEW_SHADOWS, &k, &rec);
+        if (!err && !(rec = complete(rec))) err = REG_EDECODE;
+    }
+    if (err == REG_ENOTFOUND) {
+        *owned = true;
+        rec = complete(json_pack("{s:i, s:i}", "version", 0, "last_updated_ms", 0));
+        err = rec ? 0 : REG_ENOMEM;
+    }
+    if (!err) *out = rec;
+    return err;
+}
+
+int shadow_view_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
+{
+    bool owned = false;
+    int err = lookup(src, tenant, device, out, &owned);
+    if (!err && !owned && !(*out = json_deep_copy(*out))) err = REG_ENOMEM;
+    return err;
+}
+
+int shadow_view_hold(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
+{
+    bool owned = false;
+    int err = lookup(src, tenant, device, out, &owned);
+    if (!err && !owned) json_incref(*out);
+    return err;
+}
+
+void shadow_view_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, json_t *rec)
+{
+    reg_key k;
+    shadow_key(&k, tenant, device);
+    view_txn_put_decoded(t, VIEW_SHADOWS, k.b, k.len, &shadow_codec, json_incref(rec));
 }
 
 int shadow_view_patch(const json_t *body, const char *field, json_t **out)

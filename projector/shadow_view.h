@@ -23,12 +23,17 @@
 #include <stdint.h>
 
 /* The stored shadow of a device, or the empty one (version 0) when none was written. The
- * caller owns *out. 0, REG_EDECODE or REG_E* (a storage failure). */
+ * caller owns *out and may change it. Through a transaction, the record is parsed once per
+ * transaction (view_txn_get_decoded) and *out is a copy. 0, REG_EDECODE or REG_E* (a storage
+ * failure). */
 int shadow_view_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
+/* The same, read-only: the caller owns a reference to *out but must not change it (through a
+ * transaction it is the transaction's parsed record, kept alive by the reference). */
+int shadow_view_hold(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
 
-/* Stores rec (borrowed) as the device's shadow in t. */
-void shadow_view_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
-                       const json_t *rec);
+/* Stores rec as the device's shadow in t; rec must not be changed after (the transaction keeps
+ * a reference and encodes it at the commit). */
+void shadow_view_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, json_t *rec);
 
 /* A patch as UpdateShadow and ShadowUpdated carry it, the JSON text under `field` of body: *out
  * NULL when absent, else the parsed object or JSON null (clear the section; the caller owns it).

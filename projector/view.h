@@ -102,12 +102,27 @@ int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **v
 void view_txn_put(view_txn *t, view_cf cf, const void *key, size_t klen, const void *val,
                   size_t vlen);
 void view_txn_delete(view_txn *t, view_cf cf, const void *key, size_t klen);
+/* A decoded form of stored values (a record's parsed JSON, say), kept by a transaction beside
+ * the bytes: a record read and written several times in a batch is decoded once and encoded
+ * once, at the commit. */
+typedef struct view_codec {
+    void *(*decode)(const char *val, size_t len); /* NULL when val is not one */
+    char *(*encode)(const void *obj, size_t *len); /* malloc'd bytes; NULL when out of memory */
+    void (*release)(void *obj);
+} view_codec;
+/* The value under key in codec's form, decoded at most once per transaction. *obj is borrowed
+ * and must not be changed: it stays valid until the transaction writes that key again or
+ * ends. 0, REG_ENOTFOUND, REG_EDECODE or REG_E*. */
+int view_txn_get_decoded(view_txn *t, view_cf cf, const void *key, size_t klen,
+                         const view_codec *codec, const void **obj);
+/* Writes obj (taken, and not to be changed after) as the key's value; it is encoded at the
+ * commit, or when read as bytes before. */
+void view_txn_put_decoded(view_txn *t, view_cf cf, const void *key, size_t klen,
+                          const view_codec *codec, void *obj);
 /* Writes everything in one atomic write and frees the txn. 0 or REG_ESTORE. */
 int view_txn_commit(view_txn *t);
 /* Frees the txn without writing. */
 void view_txn_abort(view_txn *t);
-/* Number of writes pending in the txn. */
-size_t view_txn_count(const view_txn *t);
 
 /* A read source: the committed state (t NULL) or a transaction's merged state. Lets code that
  * renders records serve both the query side and the projector. */

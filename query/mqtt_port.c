@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include "query/mqtt_port.h"
 #include "clock.h"
+#include "delivery.h"
 #include "err.h"
 #include "ids.h"
 #include "mqtt_codec.h"
@@ -504,18 +505,18 @@ static void deliver_to_device(mqtt_port *mp, const reg_uuid *t, const reg_uuid *
     }
 }
 
+/* A batch from the projector (delivery.h): each message to the device's connections here. */
 static void on_deliver(void *arg, const char *channel, const char *msg, size_t len)
 {
     mqtt_port *mp = arg;
-    json_t *j = json_loadb(msg, len, 0, NULL);
-    reg_uuid t, d;
-    const char *topic = json_string_value(json_object_get(j, "topic"));
-    const char *payload = json_string_value(json_object_get(j, "payload"));
-    if (topic && payload &&
-        !reg_uuid_parse(json_string_value(json_object_get(j, "tenant_id")), &t) &&
-        !reg_uuid_parse(json_string_value(json_object_get(j, "device_id")), &d))
-        deliver_to_device(mp, &t, &d, topic, payload, strlen(payload));
-    json_decref(j);
+    delivery d;
+    size_t pos = 0;
+    char topic[DELIVERY_MAX_TOPIC + 1];
+    while (delivery_next(msg, len, &pos, &d) == 1) {
+        memcpy(topic, d.topic, d.topic_len);
+        topic[d.topic_len] = 0;
+        deliver_to_device(mp, &d.tenant, &d.device, topic, d.payload, d.payload_len);
+    }
 }
 
 /* ---- the shadow topics ---- */

@@ -20,8 +20,9 @@
  * connection is closed at once, without DISCONNECT, and all are opened again as fast as this
  * process can, STORM_CONC attempts in flight (default: all of them; a load generator holding more
  * connections than it can hand-shake within the server's handshake timeout should bound it, or
- * the attempts time out together); those that fail are retried until all are back (at most
- * 600 s).
+ * the attempts time out together); those that fail are retried until all are back. -T bounds
+ * the opening and the storm, each (default 600 s): connections not opened by then are reported
+ * as `unopened` and fail the run.
  *
  * Prints connections/s, CONNACK latency P50/P99, and, given -p, the resident memory and CPU time
  * of those server processes (summed). Raises its own file-descriptor limit. The connection
@@ -82,11 +83,12 @@ static void hold(lg_pool *p, double seconds, bool wait_signal)
     }
 }
 
-static void print_open(const char *what, const lg_pool *p, size_t failed)
+static void print_open(const char *what, const lg_pool *p, size_t n, size_t failed)
 {
-    printf("%s=%zu failed=%zu resumed=%zu seconds=%.1f per_sec=%.0f connack_p50_ms=%.1f "
-           "connack_p99_ms=%.1f\n",
-           what, p->up, failed, p->resumed, p->seconds, (double)p->up / p->seconds,
+    size_t unopened = n > p->up + failed ? n - p->up - failed : 0;
+    printf("%s=%zu failed=%zu unopened=%zu resumed=%zu seconds=%.1f per_sec=%.0f "
+           "connack_p50_ms=%.1f connack_p99_ms=%.1f\n",
+           what, p->up, failed, unopened, p->resumed, p->seconds, (double)p->up / p->seconds,
            lg_quantile(p->lat, p->nlat, 0.5) * 1000, lg_quantile(p->lat, p->nlat, 0.99) * 1000);
     fflush(stdout);
 }
@@ -94,7 +96,7 @@ static void print_open(const char *what, const lg_pool *p, size_t failed)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench_mqtt [-p PID[,PID...]] [-c CONCURRENCY] [-f FIRST] [-s SOURCE] "
-                    "[-r [-C STORM_CONC]] [-w] HOST PORT SERVER_CA DEVICES_FILE N "
+                    "[-r [-C STORM_CONC]] [-w] [-T SECONDS] HOST PORT SERVER_CA DEVICES_FILE N "
                     "HOLD_SECONDS\n");
     return 2;
 }
@@ -106,8 +108,9 @@ int main(int argc, char **argv)
     size_t concurrency = 200, storm_concurrency = 0, first = 0;
     unsigned source = 0;
     bool storm = false, wait_signal = false;
+    double limit_s = 600;
     int opt;
-    while ((opt = getopt(argc, argv, "p:c:C:f:s:rw")) != -1) {
+    while ((opt = getopt(argc, argv, "p:c:C:f:s:rwT:")) != -1) {
         switch (opt) {
         case 'p':
             for (char *tok = strtok(optarg, ","); tok && npids < MAX_PIDS; tok = strtok(NULL, ","))
@@ -131,6 +134,9 @@ int main(int argc, char **argv)
         case 'w':
             wait_signal = true;
             break;
+        case 'T':
+            limit_s = strtod(optarg, NULL);
+            break;
         default:
             return usage();
         }
@@ -153,8 +159,8 @@ int main(int argc, char **argv)
     p.source_base = source;
     long rss0 = servers_rss_kib();
     double cpu0 = servers_cpu_s();
-    lg_pool_open(&p, host, port, concurrency, 600);
-    print_open("connected", &p, p.failed);
+    lg_pool_open(&p, host, port, concurrency, limit_s);
+    print_open("connected", &p, n, p.failed);
     double held_from = lg_now();
     hold(&p, hold_s, wait_signal);
     long rss1 = servers_rss_kib();
@@ -165,17 +171,17 @@ int main(int argc, char **argv)
                (double)rss1 / 1024, p.up ? (double)(rss1 - rss0) / (double)p.up : 0, cpu1 - cpu0);
     printf("\n");
     fflush(stdout);
-    bool failed = p.failed != 0;
+    bool failed = p.failed != 0 || p.up != n;
 
     if (storm && !failed) {
         lg_pool_drop(&p);
         double t0 = lg_now(), lat_p50 = 0, lat_p99 = 0;
         size_t attempts_failed = 0;
         /* Every connection at once; the ones refused or timed out (a full accept queue) again. */
-        while (p.up < n && lg_now() - t0 < 600) {
+        while (p.up < n && lg_now() - t0 < limit_s) {
             size_t before = p.failed;
             lg_pool_open(&p, host, port, storm_concurrency ? storm_concurrency : n,
-                         600 - (lg_now() - t0));
+                         limit_s - (lg_now() - t0));
             attempts_failed += p.failed - before;
             if (lat_p50 == 0) {
                 lat_p50 = lg_quantile(p.lat, p.nlat, 0.5);

@@ -84,7 +84,7 @@ echo "registry: $((per * fronts)) connections from $fronts load generators, $fro
 lpids=()
 t0=$(date +%s.%N)
 for f in $(seq "$fronts"); do
-  "$build/tests/bench_mqtt" -c 16 -C 64 -f $(( (f - 1) * per )) -s "$f" -r -w 127.0.0.1 "$mqtt_port" \
+  "$build/tests/bench_mqtt" -c 16 -C 64 -T 1800 -f $(( (f - 1) * per )) -s "$f" -r -w 127.0.0.1 "$mqtt_port" \
     "$work/data/server-ca.pem" "$work/devices.txt" "$per" "$hold" >"$work/lg$f.txt" 2>&1 &
   lpids+=($!)
 done
@@ -99,7 +99,7 @@ sum() {
     for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) s += a[2] } } END { print s + 0 }'
 }
 up=$(sum connected connected)
-echo "connected=$up failed=$(sum connected failed) seconds=$connect_s per_sec=$(python3 -c "print(round($up / $connect_s))")"
+echo "connected=$up failed=$(sum connected failed) unopened=$(sum connected unopened) seconds=$connect_s per_sec=$(python3 -c "print(round($up / $connect_s))")"
 echo "holding ${hold}s"
 sleep "$hold"
 rss2=$(rss_sum "${front_pids[@]}")

@@ -160,6 +160,7 @@ CONTEXT="metrics"; req GET "$API/metrics" ""
 echo "$BODY" | grep -q 'registry_mqtt_connack_refused_total' && pass || fail "no MQTT metrics"
 echo "$BODY" | grep -q 'registry_mqtt_handshake_failures_total{reason="certificate"} [1-9]' && pass || fail "handshake failures: $(echo "$BODY" | grep handshake_failures)"
 echo "$BODY" | grep -q 'registry_mqtt_handshake_failures_total{reason="protocol"} [1-9]' && pass || fail "handshake failures: $(echo "$BODY" | grep handshake_failures)"
+echo "$BODY" | grep -q 'registry_mqtt_tls_taken_over_total [1-9]' && pass || fail "no TLS 1.3 connection taken over from OpenSSL: $(echo "$BODY" | grep taken_over)"
 stop_role API
 
 CONTEXT="--max-mqtt-connections: connections beyond it are closed at once, the others kept"
