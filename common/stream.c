@@ -19,7 +19,9 @@
  * connections stay with OpenSSL.
  *
  * One timer per listener enforces handshake deadlines (a per-stream timer would cost every
- * connection a handle). A stream's memory is freed in its uv_close callback, after the
+ * connection a handle); it walks only the streams still in their handshake, which the listener
+ * keeps on a list apart from the opened ones (walking 16,000 idle connections four times a
+ * second took 3% of a front end). A stream's memory is freed in its uv_close callback, after the
  * application's on_close.
  */
 #define _GNU_SOURCE
@@ -51,7 +53,7 @@ enum { READ_BUF = 64 * 1024, PLAIN_BUF = 16 * 1024, SWEEP_MS = 250, LISTEN_BACKL
 struct stream {
     uv_tcp_t tcp;
     stream_listener *l;
-    struct stream *prev, *next; /* every open stream of the listener */
+    struct stream *prev, *next; /* the listener's list it is on: pending, or streams once opened */
     struct stream *ready_next;  /* queued for redelivery after stream_resume */
     SSL *ssl;                   /* and its BIO (stream_bio), which points back here */
     tls13 *tls;                 /* instead of ssl once the handshake is over (TLS 1.3) */
@@ -77,7 +79,8 @@ struct stream_listener {
     stream_limits lim;
     stream_callbacks cb;
     void *app;
-    stream *streams;
+    stream *pending; /* accepted, not opened yet (in their TLS handshake) */
+    stream *streams; /* opened */
     stream *ready;
     stream_stats stats;
     unsigned handles; /* listener + 2 timers + open streams: freed at zero when closing */
@@ -120,17 +123,33 @@ static void listener_maybe_free(stream_listener *l)
     free(l);
 }
 
+/* ---- the listener's lists ---- */
+
+static void list_push(stream **head, stream *s)
+{
+    s->prev = NULL;
+    s->next = *head;
+    if (*head) (*head)->prev = s;
+    *head = s;
+}
+
+static void list_remove(stream **head, stream *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next) s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
 /* ---- closing ---- */
 
 static void on_stream_closed(uv_handle_t *h)
 {
     stream *s = container_of((uv_tcp_t *)h, stream, tcp);
     stream_listener *l = s->l;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        l->streams = s->next;
-    if (s->next) s->next->prev = s->prev;
+    list_remove(s->opened ? &l->streams : &l->pending, s);
     if (s->ready_queued) { /* take it off the redelivery queue */
         stream **pp = &l->ready;
         while (*pp && *pp != s)
@@ -413,6 +432,8 @@ static void opened(stream *s)
             l->stats.handshakes_full++;
         }
     }
+    list_remove(&l->pending, s);
+    list_push(&l->streams, s);
     s->opened = true;
     l->cb.on_open(l->app, s);
 }
@@ -644,9 +665,7 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_init(l->loop, &s->tcp);
     l->handles++;
     l->stats.open++;
-    s->next = l->streams;
-    if (l->streams) l->streams->prev = s;
-    l->streams = s;
+    list_push(&l->pending, s);
     if (uv_accept(server, (uv_stream_t *)&s->tcp)) {
         close_now(s);
         return;
@@ -688,7 +707,7 @@ static void on_sweep(uv_timer_t *t)
 {
     stream_listener *l = t->data;
     uint64_t now = uv_now(l->loop);
-    for (stream *s = l->streams, *next; s; s = next) {
+    for (stream *s = l->pending, *next; s; s = next) { /* the open ones have no deadline */
         next = s->next;
         if (s->ssl && !s->opened && !s->closing && now >= s->deadline_ms) {
             l->stats.handshake_timeouts++;
@@ -790,6 +809,8 @@ void stream_listener_close(stream_listener *l)
 {
     if (!l || l->closing) return;
     l->closing = true;
+    for (stream *s = l->pending; s; s = s->next)
+        close_now(s);
     for (stream *s = l->streams; s; s = s->next)
         close_now(s);
     uv_close((uv_handle_t *)&l->tcp, on_listener_handle_closed);

@@ -100,6 +100,14 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
          * joined each time (RocksDB's default 16): on a front end catching up after every commit
          * notice, that thread churn took most of its CPU. */
         rocksdb_options_set_max_file_opening_threads(v->opts, 1);
+    } else {
+        /* The projector's reads mostly miss the memtables (a command id never seen, a device's
+         * record long flushed): a whole-key bloom filter per memtable answers those without
+         * searching the skip list. Its bits are allocated with each memtable (2% of 32 MiB per
+         * family), so only the primary has them: a secondary's replayed memtables would carry
+         * their own into every front end. */
+        rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->opts, 0.02);
+        rocksdb_options_set_memtable_whole_key_filtering(v->opts, 1);
     }
     v->topts = rocksdb_block_based_options_create();
     v->cache =
