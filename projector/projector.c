@@ -3,8 +3,9 @@
  *
  * One batch: read up to batch_max commands; for each, skip it if its id is already in the view
  * (re-publishing the stored outcome), else decide it, apply its events to the transaction and
- * queue the events for appending (unless recovery found them in the events log already); flush
- * the events log; store outcomes and offsets in the transaction; commit; publish outcomes.
+ * queue the events for appending (unless recovery found them in the events log already); then,
+ * on the committer thread while the next batch is decided (projector_main), flush the events
+ * log; write the transaction with the outcomes and offsets; publish outcomes.
  * Any failure before the commit (Kafka down, say) abandons the transaction, waits, rescans the
  * events log tail and redoes the batch: nothing is lost, nothing is applied twice.
  */
@@ -18,6 +19,7 @@
 #include "schemas/codec.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +44,15 @@ struct projector {
     json_t *in_events_log; /* set of command ids whose events are in the log beyond the view */
     atomic_int_fast64_t events_end; /* highest appended event offset + 1, from delivery reports */
     atomic_int append_error;
+
+    /* The committer thread: one batch at a time (commit_batch), handed over by the projector's
+     * thread, which waits for it before handing the next. */
+    pthread_t committer;
+    pthread_mutex_t commit_mu;
+    pthread_cond_t commit_cv;
+    struct batch *commit_todo; /* handed over, not committed yet */
+    int commit_err;            /* the last commit's result */
+    bool commit_stop;
 };
 
 static void on_event_appended(void *arg, int err, int64_t offset)
@@ -117,6 +128,7 @@ struct batch {
     struct encoded_event *events_out;
     size_t nevents, events_cap;
     uint64_t accepted, rejected, duplicates, malformed, events;
+    int64_t next_offset; /* the commands log offset after the batch's last record */
 };
 
 /* Notes what an event changes for device authentication, for the "auth" notice published after
@@ -283,61 +295,116 @@ static int append_events(projector *p, struct batch *bt)
     return 0;
 }
 
-/* Decides and commits one batch of records. 0, or an error after which nothing was committed. */
-static int run_batch(projector *p, const elog_record *recs, int n, codec_buf *enc)
+static void batch_free(struct batch *bt)
 {
+    if (!bt) return;
+    view_txn_free(bt->txn);
+    json_decref(bt->outcomes);
+    json_decref(bt->auth);
+    delivery_batch_clear(&bt->deliver);
+    free(bt->events_out);
+    free(bt);
+}
+
+/* Decides one batch of records into a new transaction that reads through base (the batch
+ * being committed, or NULL). *out is the batch, also on failure (the caller frees it). */
+static int decide_batch(projector *p, const elog_record *recs, int n, view_txn *base,
+                        codec_buf *enc, struct batch **out)
+{
+    struct batch *bt = calloc(1, sizeof *bt);
+    *out = bt;
+    if (!bt) return REG_ENOMEM;
     enc->len = 0;
-    struct batch bt = {.txn = view_txn_begin(p->view),
-                       .outcomes = json_array(),
-                       .enc = enc};
-    atomic_store(&p->append_error, 0);
+    bt->enc = enc;
+    bt->txn = view_txn_begin(p->view, base);
+    bt->outcomes = json_array();
+    bt->next_offset = recs[n - 1].offset + 1;
+    if (!bt->txn || !bt->outcomes) return REG_ENOMEM;
     int err = 0;
     for (int i = 0; i < n && !err; i++)
-        err = decide_one(p, &bt, &recs[i]);
-    if (!err) err = append_events(p, &bt);
-    free(bt.events_out);
-    if (!err && bt.events) err = elog_flush(p->events, 60000);
-    if (!err) err = atomic_load(&p->append_error);
-    if (err) {
-        view_txn_abort(bt.txn);
-        json_decref(bt.outcomes);
-        json_decref(bt.auth);
-        delivery_batch_clear(&bt.deliver);
-        return err;
-    }
-    view_txn_meta_put(bt.txn, META_COMMANDS_NEXT, recs[n - 1].offset + 1);
-    view_txn_meta_put(bt.txn, META_EVENTS_NEXT, atomic_load(&p->events_end));
-    err = view_txn_commit(bt.txn);
-    if (err) {
-        json_decref(bt.outcomes);
-        json_decref(bt.auth);
-        delivery_batch_clear(&bt.deliver);
-        return err;
-    }
-    publish_outcomes(p, bt.outcomes, bt.auth, &bt.deliver);
-    json_decref(bt.outcomes);
-    json_decref(bt.auth);
-    delivery_batch_clear(&bt.deliver);
+        err = decide_one(p, bt, &recs[i]);
+    return err;
+}
 
+/* The committer's part of a batch: waits until its events are in the log, then writes the
+ * view's changes with the consumed offsets, and publishes what the batch tells the rest. */
+static int commit_batch(projector *p, struct batch *bt)
+{
+    int err = bt->nevents ? elog_flush(p->events, 60000) : 0;
+    if (!err) err = atomic_load(&p->append_error);
+    if (err) return err;
+    view_meta_value meta[2] = {{META_COMMANDS_NEXT, bt->next_offset},
+                               {META_EVENTS_NEXT, atomic_load(&p->events_end)}};
+    if ((err = view_txn_write(bt->txn, meta, 2))) return err;
+    publish_outcomes(p, bt->outcomes, bt->auth, &bt->deliver);
     pthread_mutex_lock(&p->stats_mu);
-    p->stats.accepted += bt.accepted;
-    p->stats.rejected += bt.rejected;
-    p->stats.commands += bt.accepted + bt.rejected;
-    p->stats.duplicates += bt.duplicates;
-    p->stats.malformed += bt.malformed;
-    p->stats.events += bt.events;
+    p->stats.accepted += bt->accepted;
+    p->stats.rejected += bt->rejected;
+    p->stats.commands += bt->accepted + bt->rejected;
+    p->stats.duplicates += bt->duplicates;
+    p->stats.malformed += bt->malformed;
+    p->stats.events += bt->events;
     p->stats.batches++;
-    p->stats.next_offset = recs[n - 1].offset + 1;
+    p->stats.next_offset = bt->next_offset;
     pthread_mutex_unlock(&p->stats_mu);
     return 0;
 }
 
+static void *committer_main(void *arg)
+{
+    projector *p = arg;
+    pthread_mutex_lock(&p->commit_mu);
+    for (;;) {
+        while (!p->commit_todo && !p->commit_stop)
+            pthread_cond_wait(&p->commit_cv, &p->commit_mu);
+        if (!p->commit_todo) break;
+        struct batch *bt = p->commit_todo;
+        pthread_mutex_unlock(&p->commit_mu);
+        int err = commit_batch(p, bt);
+        pthread_mutex_lock(&p->commit_mu);
+        p->commit_todo = NULL;
+        p->commit_err = err;
+        pthread_cond_broadcast(&p->commit_cv);
+    }
+    pthread_mutex_unlock(&p->commit_mu);
+    return NULL;
+}
+
+static void commit_start(projector *p, struct batch *bt)
+{
+    pthread_mutex_lock(&p->commit_mu);
+    p->commit_todo = bt;
+    pthread_cond_broadcast(&p->commit_cv);
+    pthread_mutex_unlock(&p->commit_mu);
+}
+
+/* Waits for the batch handed to the committer and frees it: its commit's result. */
+static int commit_finish(projector *p, struct batch **inflight)
+{
+    if (!*inflight) return 0;
+    pthread_mutex_lock(&p->commit_mu);
+    while (p->commit_todo)
+        pthread_cond_wait(&p->commit_cv, &p->commit_mu);
+    int err = p->commit_err;
+    pthread_mutex_unlock(&p->commit_mu);
+    batch_free(*inflight);
+    *inflight = NULL;
+    return err;
+}
+
+/* The projector's thread. Batch N+1 is decided while the committer thread waits for batch N's
+ * events to be durable and writes N to the view (the log fsync and the view write took about a
+ * fifth of this thread); N+1 reads N's writes through N's sealed transaction. N+1's events are
+ * appended only once N is committed, so that the events log keeps the commands' order and N's
+ * recorded events offset covers exactly its own. A failed commit of N discards N+1 too (it
+ * was decided on N's writes): both are redone from the view's committed offset. */
 static void *projector_main(void *arg)
 {
     projector *p = arg;
     elog_record *recs = calloc((size_t)p->cfg.batch_max, sizeof *recs);
     codec_buf enc = {0};
     elog_reader *rd = NULL;
+    struct batch *inflight = NULL;
     int backoff_ms = 100;
     uint64_t next_end_check = 0;
     while (!atomic_load(&p->stopping)) {
@@ -355,7 +422,7 @@ static void *projector_main(void *arg)
             p->stats.next_offset = next;
             pthread_mutex_unlock(&p->stats_mu);
         }
-        int n = elog_reader_next(rd, recs, p->cfg.batch_max, 200);
+        int n = elog_reader_next(rd, recs, p->cfg.batch_max, inflight ? 0 : 200);
         /* The end of the log, for lag and readiness; a broker round trip with Kafka, so it is
          * asked here on the projector's thread, never on a loop, and at most twice a second. */
         if (clock_mono_ns() >= next_end_check) {
@@ -365,8 +432,23 @@ static void *projector_main(void *arg)
             pthread_mutex_unlock(&p->stats_mu);
             next_end_check = clock_mono_ns() + 500000000ull;
         }
-        if (n == 0) continue;
-        int err = n < 0 ? n : run_batch(p, recs, n, &enc);
+        struct batch *bt = NULL;
+        int err = n < 0 ? n : 0;
+        if (n > 0) err = decide_batch(p, recs, n, inflight ? inflight->txn : NULL, &enc, &bt);
+        int committed = commit_finish(p, &inflight);
+        if (bt) view_txn_drop_base(bt->txn);
+        if (!err) err = committed;
+        if (!err && bt) {
+            atomic_store(&p->append_error, 0);
+            err = append_events(p, bt);
+            if (!err) err = view_txn_seal(bt->txn);
+            if (!err) {
+                commit_start(p, bt);
+                inflight = bt;
+                bt = NULL;
+            }
+        }
+        batch_free(bt);
         if (err) {
             fprintf(stderr, "projector: batch failed (%s); redoing it\n", reg_strerror(err));
             elog_reader_close(rd);
@@ -375,8 +457,9 @@ static void *projector_main(void *arg)
             if (backoff_ms < 2000) backoff_ms *= 2;
             continue;
         }
-        backoff_ms = 100;
+        if (n > 0) backoff_ms = 100;
     }
+    commit_finish(p, &inflight);
     elog_reader_close(rd);
     free(enc.data);
     free(recs);
@@ -402,7 +485,19 @@ int projector_start(view *v, elog *commands, elog *events, bus *b, const project
         return err;
     }
     pthread_mutex_init(&p->stats_mu, NULL);
+    pthread_mutex_init(&p->commit_mu, NULL);
+    pthread_cond_init(&p->commit_cv, NULL);
+    if (pthread_create(&p->committer, NULL, committer_main, p) != 0) {
+        codec_registry_free(p->codec);
+        free(p);
+        return REG_ENOMEM;
+    }
     if (pthread_create(&p->thread, NULL, projector_main, p) != 0) {
+        pthread_mutex_lock(&p->commit_mu);
+        p->commit_stop = true;
+        pthread_cond_broadcast(&p->commit_cv);
+        pthread_mutex_unlock(&p->commit_mu);
+        pthread_join(p->committer, NULL);
         codec_registry_free(p->codec);
         free(p);
         return REG_ENOMEM;
@@ -415,7 +510,14 @@ void projector_stop(projector *p)
 {
     if (!p) return;
     atomic_store(&p->stopping, 1);
-    pthread_join(p->thread, NULL);
+    pthread_join(p->thread, NULL); /* it waited for its last batch's commit */
+    pthread_mutex_lock(&p->commit_mu);
+    p->commit_stop = true;
+    pthread_cond_broadcast(&p->commit_cv);
+    pthread_mutex_unlock(&p->commit_mu);
+    pthread_join(p->committer, NULL);
+    pthread_mutex_destroy(&p->commit_mu);
+    pthread_cond_destroy(&p->commit_cv);
     codec_registry_free(p->codec);
     json_decref(p->in_events_log);
     pthread_mutex_destroy(&p->stats_mu);

@@ -25,7 +25,7 @@ int rebuild_view(elog *events, view *into, int64_t until_ms, uint64_t *applied)
             err = n < 0 ? n : REG_ETIMEOUT;
             break;
         }
-        view_txn *t = view_txn_begin(into);
+        view_txn *t = view_txn_begin(into, NULL);
         for (int i = 0; i < n && !err; i++) {
             json_t *ev = NULL;
             err = codec_decode(codec, "registry.Event", recs[i].value, recs[i].value_len, &ev);
@@ -48,11 +48,10 @@ int rebuild_view(elog *events, view *into, int64_t until_ms, uint64_t *applied)
             next = recs[i].offset + 1;
         }
         if (!err) {
-            view_txn_meta_put(t, "events.next", next);
-            err = view_txn_commit(t);
-        } else {
-            view_txn_abort(t);
+            view_meta_value meta = {"events.next", next};
+            err = view_txn_write(t, &meta, 1);
         }
+        view_txn_free(t);
     }
     elog_reader_close(rd);
     codec_registry_free(codec);

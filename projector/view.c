@@ -62,6 +62,7 @@ struct overlay_entry {
 
 struct view_txn {
     view *v;
+    view_txn *base; /* sealed, being committed: its writes are read through until dropped */
     struct overlay_entry *slots;
     size_t cap, used;
 };
@@ -386,11 +387,12 @@ static int entry_encode(struct overlay_entry *e)
     return 0;
 }
 
-view_txn *view_txn_begin(view *v)
+view_txn *view_txn_begin(view *v, view_txn *base)
 {
     view_txn *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->v = v;
+    t->base = base;
     if (overlay_grow(t)) {
         free(t);
         return NULL;
@@ -400,7 +402,10 @@ view_txn *view_txn_begin(view *v)
 
 int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **val, size_t *len)
 {
-    struct overlay_entry *e = overlay_find(t, cf, key, klen, overlay_hash(cf, key, klen));
+    uint32_t h = overlay_hash(cf, key, klen);
+    struct overlay_entry *e = overlay_find(t, cf, key, klen, h);
+    if ((!e->data || e->state == ENTRY_READ) && t->base)
+        e = overlay_find(t->base, cf, key, klen, h); /* sealed: every value has its bytes */
     if (!e->data || e->state == ENTRY_READ) return view_get(t->v, cf, key, klen, val, len);
     if (e->state == ENTRY_DELETE) return REG_ENOTFOUND;
     if (entry_encode(e)) return REG_ENOMEM;
@@ -487,23 +492,33 @@ static int entry_order(const void *a, const void *b)
     return x->klen < y->klen ? -1 : x->klen > y->klen;
 }
 
-int view_txn_commit(view_txn *t)
+int view_txn_seal(view_txn *t)
 {
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i].data && entry_encode(&t->slots[i])) return REG_ENOMEM;
+    return 0;
+}
+
+void view_txn_drop_base(view_txn *t)
+{
+    t->base = NULL;
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+int view_txn_write(view_txn *t, const view_meta_value *meta, size_t nmeta)
+{
+    if (view_txn_seal(t)) return REG_ENOMEM; /* a no-op when sealed already */
     struct overlay_entry **sorted = malloc((t->used ? t->used : 1) * sizeof *sorted);
-    if (!sorted) {
-        txn_free(t);
-        return REG_ENOMEM;
-    }
+    if (!sorted) return REG_ENOMEM;
     size_t n = 0;
     for (size_t i = 0; i < t->cap; i++) {
         struct overlay_entry *e = &t->slots[i];
-        if (!e->data || e->state == ENTRY_READ) continue;
-        if (entry_encode(e)) {
-            free(sorted);
-            txn_free(t);
-            return REG_ENOMEM;
-        }
-        sorted[n++] = e;
+        if (e->data && e->state != ENTRY_READ) sorted[n++] = e;
     }
     qsort(sorted, n, sizeof *sorted, entry_order);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
@@ -516,10 +531,15 @@ int view_txn_commit(view_txn *t)
                                       e->vlen);
     }
     free(sorted);
+    for (size_t i = 0; i < nmeta; i++) {
+        unsigned char b[8];
+        put_be64(b, (uint64_t)meta[i].value);
+        rocksdb_writebatch_put_cf(wb, t->v->cf[VIEW_META], meta[i].name, strlen(meta[i].name),
+                                  (const char *)b, 8);
+    }
     char *errptr = NULL;
     rocksdb_write(t->v->db, t->v->wopts, wb, &errptr);
     rocksdb_writebatch_destroy(wb);
-    txn_free(t);
     if (errptr) {
         fprintf(stderr, "view: commit failed: %s\n", errptr);
         free(errptr);
@@ -528,15 +548,9 @@ int view_txn_commit(view_txn *t)
     return 0;
 }
 
-void view_txn_abort(view_txn *t)
+void view_txn_free(view_txn *t)
 {
     if (t) txn_free(t);
-}
-
-static void put_be64(unsigned char *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (unsigned char)v;
 }
 
 int64_t view_meta_get(view *v, const char *name, int64_t dflt)
@@ -553,13 +567,6 @@ int64_t view_meta_get(view *v, const char *name, int64_t dflt)
     }
     free(val);
     return out;
-}
-
-void view_txn_meta_put(view_txn *t, const char *name, int64_t value)
-{
-    unsigned char b[8];
-    put_be64(b, (uint64_t)value);
-    view_txn_put(t, VIEW_META, name, strlen(name), b, 8);
 }
 
 int64_t view_property(view *v, view_cf cf, const char *name)

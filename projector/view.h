@@ -96,8 +96,12 @@ view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen
 int view_iter_next(view_iter *it, const char **key, size_t *klen, const char **val, size_t *vlen);
 void view_iter_free(view_iter *it);
 
-/* A transaction of the projector: reads see committed state plus the txn's own writes. */
-view_txn *view_txn_begin(view *v);
+/* A transaction of the projector: reads see committed state plus the txn's own writes, and,
+ * given a base, the base's writes: base is an earlier transaction, sealed, whose write is under
+ * way on another thread (the projector decides its next batch meanwhile). The base must not be
+ * freed before view_txn_drop_base, called once its write is done. NULL when out of memory. */
+view_txn *view_txn_begin(view *v, view_txn *base);
+void view_txn_drop_base(view_txn *t);
 int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **val, size_t *len);
 void view_txn_put(view_txn *t, view_cf cf, const void *key, size_t klen, const void *val,
                   size_t vlen);
@@ -119,10 +123,19 @@ int view_txn_get_decoded(view_txn *t, view_cf cf, const void *key, size_t klen,
  * commit, or when read as bytes before. */
 void view_txn_put_decoded(view_txn *t, view_cf cf, const void *key, size_t klen,
                           const view_codec *codec, void *obj);
-/* Writes everything in one atomic write and frees the txn. 0 or REG_ESTORE. */
-int view_txn_commit(view_txn *t);
-/* Frees the txn without writing. */
-void view_txn_abort(view_txn *t);
+/* Gives every value written decoded its bytes: from then on the txn takes no more writes and
+ * view_txn_write does not change it, so another transaction may read through it meanwhile. */
+int view_txn_seal(view_txn *t);
+/* Meta values written with a transaction's writes (8-byte big-endian integers). */
+typedef struct view_meta_value {
+    const char *name;
+    int64_t value;
+} view_meta_value;
+/* Writes the txn's writes and the meta values in one atomic write (sealing it first); the txn
+ * stays readable until freed. 0, REG_ENOMEM or REG_ESTORE. */
+int view_txn_write(view_txn *t, const view_meta_value *meta, size_t nmeta);
+/* Frees the txn; what it did not write is dropped. */
+void view_txn_free(view_txn *t);
 
 /* A read source: the committed state (t NULL) or a transaction's merged state. Lets code that
  * renders records serve both the query side and the projector. */
@@ -133,9 +146,8 @@ typedef struct view_src {
 
 int view_src_get(view_src src, view_cf cf, const void *key, size_t klen, char **val, size_t *len);
 
-/* Meta values are 8-byte big-endian integers; absent reads as `dflt`. */
+/* A meta value; absent reads as `dflt`. */
 int64_t view_meta_get(view *v, const char *name, int64_t dflt);
-void view_txn_meta_put(view_txn *t, const char *name, int64_t value);
 
 /* A RocksDB property of the view (e.g. "rocksdb.estimate-num-keys") for a column family, as a
  * number; -1 when unavailable. */

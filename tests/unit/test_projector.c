@@ -107,14 +107,14 @@ static void test_exactly_once(void **state)
     json_t *patch = command("aaaaaaaa-0000-4000-8000-000000000003", "PatchMetadata",
                             json_pack("{s:s, s:{s:s, s:n}, s:b}", "device_id", DEVICE, "changes",
                                       "owner", "ops", "site", "require_existing", 0));
-    view_txn *t = view_txn_begin(v);
+    view_txn *t = view_txn_begin(v, NULL);
     decision d;
     decide_config dc = {.region = "t", .max_metadata_keys = 100};
     assert_int_equal(decide_command(t, patch, &dc, &d), 0);
     assert_int_equal(json_array_size(d.events), 1);
     append_json(events, codec, "registry.Event", json_array_get(d.events, 0));
     decision_clear(&d);
-    view_txn_abort(t);
+    view_txn_free(t);
     assert_int_equal(elog_end_offset(events), 4);
     append_json(commands, codec, "registry.Command", patch);
 

@@ -28,7 +28,7 @@ static json_t *stored_after(const char *text, int64_t version, int expect)
 {
     reg_key k;
     key_add(key_add(key_reset(&k), tenant.b, 16), device.b, 16);
-    view_txn *t = view_txn_begin(v);
+    view_txn *t = view_txn_begin(v, NULL);
     if (text) view_txn_put(t, VIEW_DEVICES, k.b, k.len, text, strlen(text));
     assert_int_equal(record_device_set_shadow_version(t, &tenant, &device, version), expect);
     json_t *dev = NULL;
@@ -36,7 +36,7 @@ static json_t *stored_after(const char *text, int64_t version, int expect)
         view_src src = {NULL, t};
         assert_int_equal(record_device_load(src, &tenant, &device, &dev), 0);
     }
-    view_txn_abort(t);
+    view_txn_free(t);
     return dev;
 }
 
