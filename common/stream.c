@@ -8,8 +8,8 @@
  * whole life, buffers grown to the largest handshake flight: about 2 KiB of an idle connection.)
  * Buffers are the listener's (socket reads, decrypted plaintext, TLS output); a stream owns
  * memory only for plaintext the application has not consumed yet and for writes in flight, so
- * an idle stream costs its structs and OpenSSL's SSL object (SSL_MODE_RELEASE_BUFFERS drops its
- * record buffers).
+ * an idle stream costs its structs and its record state: tls13's, or under TLS 1.2 OpenSSL's
+ * SSL object (SSL_MODE_RELEASE_BUFFERS drops its record buffers).
  *
  * After a TLS 1.3 handshake, the connection's records are this file's through tls13.h and the SSL
  * object is freed: OpenSSL keeps about 15 KiB per connection for as long as it lives (the SSL,
