@@ -129,6 +129,7 @@ struct batch {
     size_t nevents, events_cap;
     uint64_t accepted, rejected, duplicates, malformed, events;
     int64_t next_offset; /* the commands log offset after the batch's last record */
+    int ncommands;
 };
 
 /* Notes what an event changes for device authentication, for the "auth" notice published after
@@ -306,10 +307,9 @@ static void batch_free(struct batch *bt)
     free(bt);
 }
 
-/* Decides one batch of records into a new transaction that reads through base (the batch
- * being committed, or NULL). *out is the batch, also on failure (the caller frees it). */
-static int decide_batch(projector *p, const elog_record *recs, int n, view_txn *base,
-                        codec_buf *enc, struct batch **out)
+/* A new batch whose transaction reads through base (the batch being committed, or NULL). *out
+ * is the batch, also on failure (the caller frees it). */
+static int batch_new(projector *p, view_txn *base, codec_buf *enc, struct batch **out)
 {
     struct batch *bt = calloc(1, sizeof *bt);
     *out = bt;
@@ -318,11 +318,17 @@ static int decide_batch(projector *p, const elog_record *recs, int n, view_txn *
     bt->enc = enc;
     bt->txn = view_txn_begin(p->view, base);
     bt->outcomes = json_array();
-    bt->next_offset = recs[n - 1].offset + 1;
-    if (!bt->txn || !bt->outcomes) return REG_ENOMEM;
+    return bt->txn && bt->outcomes ? 0 : REG_ENOMEM;
+}
+
+/* Decides n records into the batch. */
+static int decide_records(projector *p, struct batch *bt, const elog_record *recs, int n)
+{
     int err = 0;
     for (int i = 0; i < n && !err; i++)
         err = decide_one(p, bt, &recs[i]);
+    bt->next_offset = recs[n - 1].offset + 1;
+    bt->ncommands += n;
     return err;
 }
 
@@ -434,10 +440,21 @@ static void *projector_main(void *arg)
         }
         struct batch *bt = NULL;
         int err = n < 0 ? n : 0;
-        if (n > 0) err = decide_batch(p, recs, n, inflight ? inflight->txn : NULL, &enc, &bt);
+        if (n > 0) err = batch_new(p, inflight ? inflight->txn : NULL, &enc, &bt);
+        if (n > 0 && !err) err = decide_records(p, bt, recs, n);
         int committed = commit_finish(p, &inflight);
         if (bt) view_txn_drop_base(bt->txn);
         if (!err) err = committed;
+        /* What arrived while the last batch committed joins this one, which is written next,
+         * rather than waiting a commit longer in the batch after it. */
+        while (!err && bt && bt->ncommands < p->cfg.batch_max) {
+            int more = elog_reader_next(rd, recs, p->cfg.batch_max - bt->ncommands, 0);
+            if (more <= 0) {
+                err = more;
+                break;
+            }
+            err = decide_records(p, bt, recs, more);
+        }
         if (!err && bt) {
             atomic_store(&p->append_error, 0);
             err = append_events(p, bt);
