@@ -10,6 +10,7 @@
  */
 #include "tls13.h"
 #include "err.h"
+#include "ids.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -322,14 +323,6 @@ static void make_index(void)
     captured_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, captured_free);
 }
 
-static int hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Key log lines are "LABEL <client random hex> <secret hex>" (the NSS key log format). */
 static void on_keylog(const SSL *ssl, const char *line)
 {
@@ -349,14 +342,8 @@ static void on_keylog(const SSL *ssl, const char *line)
     }
     const char *hex = strchr(line + sizeof client - 1, ' ');
     if (!hex) return;
-    hex++;
-    size_t n = 0;
-    for (; hex[0] && hex[1] && n < SECRET_MAX; hex += 2) {
-        int hi = hex_nibble(hex[0]), lo = hex_nibble(hex[1]);
-        if (hi < 0 || lo < 0) return;
-        dst[n++] = (uint8_t)(hi << 4 | lo);
-    }
-    if (!hex[0]) *dst_len = n;
+    size_t n = strlen(++hex) / 2;
+    if (n <= SECRET_MAX && !reg_hex_decode(hex, dst, n)) *dst_len = n;
 }
 
 int tls13_watch_ctx(SSL_CTX *ctx)

@@ -376,6 +376,18 @@ static void *committer_main(void *arg)
     return NULL;
 }
 
+/* Ends the committer thread (after the projector's thread, which waits for its last batch). */
+static void committer_stop(projector *p)
+{
+    pthread_mutex_lock(&p->commit_mu);
+    p->commit_stop = true;
+    pthread_cond_broadcast(&p->commit_cv);
+    pthread_mutex_unlock(&p->commit_mu);
+    pthread_join(p->committer, NULL);
+    pthread_mutex_destroy(&p->commit_mu);
+    pthread_cond_destroy(&p->commit_cv);
+}
+
 static void commit_start(projector *p, struct batch *bt)
 {
     pthread_mutex_lock(&p->commit_mu);
@@ -510,11 +522,7 @@ int projector_start(view *v, elog *commands, elog *events, bus *b, const project
         return REG_ENOMEM;
     }
     if (pthread_create(&p->thread, NULL, projector_main, p) != 0) {
-        pthread_mutex_lock(&p->commit_mu);
-        p->commit_stop = true;
-        pthread_cond_broadcast(&p->commit_cv);
-        pthread_mutex_unlock(&p->commit_mu);
-        pthread_join(p->committer, NULL);
+        committer_stop(p);
         codec_registry_free(p->codec);
         free(p);
         return REG_ENOMEM;
@@ -528,13 +536,7 @@ void projector_stop(projector *p)
     if (!p) return;
     atomic_store(&p->stopping, 1);
     pthread_join(p->thread, NULL); /* it waited for its last batch's commit */
-    pthread_mutex_lock(&p->commit_mu);
-    p->commit_stop = true;
-    pthread_cond_broadcast(&p->commit_cv);
-    pthread_mutex_unlock(&p->commit_mu);
-    pthread_join(p->committer, NULL);
-    pthread_mutex_destroy(&p->commit_mu);
-    pthread_cond_destroy(&p->commit_cv);
+    committer_stop(p);
     codec_registry_free(p->codec);
     json_decref(p->in_events_log);
     pthread_mutex_destroy(&p->stats_mu);

@@ -20,7 +20,7 @@ case "$name" in
   shadow) clang "${flags[@]}" "$top/tests/fuzz/fuzz_shadow.c" "$top/common/shadow.c" \
            "$top/common/err.c" $(pkg-config --cflags --libs jansson) -o "$out/fuzz_$name" ;;
   tls13) clang "${flags[@]}" "$top/tests/fuzz/fuzz_tls13.c" "$top/common/tls13.c" \
-           "$top/common/err.c" $(pkg-config --cflags --libs openssl) -o "$out/fuzz_$name" ;;
+           "$top/common/ids.c" "$top/common/err.c" $(pkg-config --cflags --libs openssl) -o "$out/fuzz_$name" ;;
   *) echo "unknown fuzzer $name" >&2; exit 2 ;;
 esac
 "$out/fuzz_$name" -max_total_time="$seconds" -print_final_stats=1 "$out/corpus_$name" \
