@@ -71,13 +71,6 @@ static void device_attr_index(view_txn *t, const reg_uuid *tid, const reg_uuid *
     }
 }
 
-static void store_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, json_t *dev)
-{
-    reg_key k;
-    key_add(key_add(key_reset(&k), tid->b, 16), did->b, 16);
-    apply_put_json(t, VIEW_DEVICES, &k, dev);
-}
-
 /* Sets (value non-NULL) or deletes one metadata key of a device (its stored JSON, borrowed) and
  * keeps the metadata index in step. */
 static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, json_t *dev,
@@ -119,9 +112,8 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     json_t *mv;
     json_object_foreach(json_object_get(b, "metadata"), mk, mv)
         set_metadata(t, tid, did, dev, mk, json_string_value(mv));
-    store_device(t, tid, did, dev);
     device_attr_index(t, tid, did, dev, 1);
-    json_decref(dev);
+    record_device_store(t, tid, did, dev);
 
     reg_key k;
     key_str(key_add(key_reset(&k), tid->b, 16), str_or(b, "serial_number", ""));
@@ -142,8 +134,7 @@ int apply_update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, c
     change(dev, body, t, tid, did);
     json_object_set(dev, "version", json_object_get(ev, "version"));
     device_attr_index(t, tid, did, dev, 1);
-    store_device(t, tid, did, dev);
-    json_decref(dev);
+    record_device_store(t, tid, did, dev);
     return 0;
 }
 

@@ -68,7 +68,7 @@ json_t *decide_load_device(view_txn *t, const json_t *cmd, const json_t *b, deci
         return NULL;
     }
     view_src src = {NULL, t};
-    int e = record_device_load(src, &tid, &did, &dev);
+    int e = record_device_hold(src, &tid, &did, &dev);
     if (e == REG_ENOTFOUND) {
         decide_reject(d, 404, "Not Found", "no such device");
         return NULL;
@@ -345,15 +345,16 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
         reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid);
         reg_uuid_parse(decide_str(b, "device_id"), &did);
         if (d->reply_kind == REPLY_DEVICE) {
-            err = record_device_load(src, &tid, &did, &d->reply);
+            err = record_device_hold(src, &tid, &did, &d->reply);
         } else {
-            json_t *dev = NULL, *md = NULL;
-            err = record_device_load(src, &tid, &did, &dev);
-            if (!err) err = record_metadata(src, &tid, &did, &md);
+            json_t *dev = NULL;
+            err = record_device_hold(src, &tid, &did, &dev);
+            json_t *md = json_object_get(dev, "metadata");
             if (!err)
-                d->reply =
-                    json_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
-                              "metadata", md, "version", json_object_get(dev, "version"));
+                d->reply = json_pack("{s:O, s:o, s:O}", "device_id",
+                                     json_object_get(b, "device_id"), "metadata",
+                                     json_is_object(md) ? json_incref(md) : json_object(),
+                                     "version", json_object_get(dev, "version"));
             json_decref(dev);
         }
         break;

@@ -21,7 +21,8 @@ void decide_emit(decision *d, const json_t *cmd, const decide_config *cfg, const
                  json_int_t version, const char *kind, json_t *body);
 
 /* The device named by b's "device_id" within the command's tenant, or NULL after rejecting with
- * 404 (or setting *err on a storage failure). The caller owns the result. */
+ * 404 (or setting *err on a storage failure). The result is a reference to the batch's parsed
+ * record (record_device_hold): the caller releases it and does not change it. */
 json_t *decide_load_device(view_txn *t, const json_t *cmd, const json_t *b, decision *d, int *err);
 
 /* The rules for credentials (decide_pki.c): returns 1 and decides when kind is one of its

@@ -26,7 +26,7 @@ static void rotation_notice(view_txn *t, const json_t *ev, const json_t *b, deli
     const char *tenant = json_string_value(json_object_get(ev, "tenant_id"));
     const char *device = json_string_value(json_object_get(ev, "entity_id"));
     if (reg_uuid_parse(tenant, &tid) || reg_uuid_parse(device, &did) ||
-        record_device_load(src, &tid, &did, &dev))
+        record_device_hold(src, &tid, &did, &dev))
         return;
     const char *cert_id = json_string_value(json_object_get(b, "cert_id"));
     json_t *expires = NULL;

@@ -20,11 +20,64 @@ int record_json(view_src src, view_cf cf, const reg_key *k, json_t **out)
     return 0;
 }
 
-int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
+/* The device codec of transactions: a record read or written several times in a batch (decided,
+ * applied, rendered in the reply) is parsed once and rendered once, at the commit. */
+static void *device_decode(const char *val, size_t len)
+{
+    json_t *j = json_loadb(val, len, 0, NULL);
+    if (json_is_object(j)) return j;
+    json_decref(j);
+    return NULL;
+}
+
+static char *device_encode(const void *obj, size_t *len)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    if (text) *len = strlen(text);
+    return text;
+}
+
+static void device_release(void *obj)
+{
+    json_decref(obj);
+}
+
+static const view_codec device_codec = {device_decode, device_encode, device_release};
+
+static reg_key *device_key(reg_key *k, const reg_uuid *tenant, const reg_uuid *device)
+{
+    return key_add(key_add(key_reset(k), tenant->b, 16), device->b, 16);
+}
+
+int record_device_hold(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
 {
     reg_key k;
-    key_add(key_add(key_reset(&k), tenant->b, 16), device->b, 16);
-    return record_json(src, VIEW_DEVICES, &k, out);
+    device_key(&k, tenant, device);
+    if (!src.t) return record_json(src, VIEW_DEVICES, &k, out);
+    const void *obj = NULL;
+    int err = view_txn_get_decoded(src.t, VIEW_DEVICES, k.b, k.len, &device_codec, &obj);
+    if (!err) *out = json_incref((json_t *)obj);
+    return err;
+}
+
+int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out)
+{
+    json_t *held = NULL;
+    int err = record_device_hold(src, tenant, device, &held);
+    if (err || !src.t) {
+        if (!err) *out = held;
+        return err;
+    }
+    *out = json_deep_copy(held);
+    json_decref(held);
+    return *out ? 0 : REG_ENOMEM;
+}
+
+void record_device_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, json_t *dev)
+{
+    reg_key k;
+    device_key(&k, tenant, device);
+    view_txn_put_decoded(t, VIEW_DEVICES, k.b, k.len, &device_codec, dev);
 }
 
 int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out)
@@ -106,7 +159,7 @@ int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const 
                                      int64_t version)
 {
     reg_key k;
-    key_add(key_add(key_reset(&k), tenant->b, 16), device->b, 16);
+    device_key(&k, tenant, device);
     char *val = NULL;
     size_t len = 0, start = 0, end = 0;
     int err = view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, &len);

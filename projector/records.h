@@ -24,6 +24,14 @@ int record_json(view_src src, view_cf cf, const struct reg_key *k, json_t **out)
  * REG_E*. */
 int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
 
+/* The same record for reading only: through a transaction it is parsed at most once per
+ * transaction and *out is a reference to that parsed record, which the caller releases
+ * (json_decref) and must not change. */
+int record_device_hold(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
+
+/* Writes the device record (taken; not to be changed after), rendered at the commit. */
+void record_device_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, json_t *dev);
+
 /* A device's metadata as an object {key: value}. The caller owns *out. */
 int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
 
