@@ -6,11 +6,21 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <string.h>
+#include <time.h>
 
-int reg_uuid_random(reg_uuid *out)
+int reg_uuid_new(reg_uuid *out)
 {
-    if (RAND_bytes(out->b, 16) != 1) return REG_EIO;
-    out->b[6] = (uint8_t)((out->b[6] & 0x0f) | 0x40);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    /* RFC 9562 section 6.2, method 3: the 12 bits after the version are the sub-millisecond
+     * fraction, so that ids made one after another sort in that order. */
+    uint32_t frac = (uint32_t)(((uint64_t)(ts.tv_nsec % 1000000) << 12) / 1000000u);
+    if (RAND_bytes(out->b + 8, 8) != 1) return REG_EIO;
+    for (int i = 5; i >= 0; i--, ms >>= 8)
+        out->b[i] = (uint8_t)ms;
+    out->b[6] = (uint8_t)(0x70 | (frac >> 8));
+    out->b[7] = (uint8_t)frac;
     out->b[8] = (uint8_t)((out->b[8] & 0x3f) | 0x80);
     return 0;
 }

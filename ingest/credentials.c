@@ -153,7 +153,7 @@ static void create_claim(ingest *in, http_req *req, const http_request *r,
     }
     reg_uuid cid;
     char cid_s[37], token[64], hash[65];
-    reg_uuid_random(&cid);
+    reg_uuid_new(&cid);
     reg_uuid_format(&cid, cid_s);
     reg_token_new(token, sizeof token);
     reg_token_hash(token, hash);
@@ -434,7 +434,7 @@ static void submit_manifest(uv_work_t *w, int status)
         goto out;
     }
     reg_uuid mid;
-    reg_uuid_random(&mid);
+    reg_uuid_new(&mid);
     reg_uuid_format(&mid, u->manifest_id);
     u->in = in;
     u->req = j->req;

@@ -398,7 +398,7 @@ json_t *ingest_command(const char *actor, const char *tenant_s, const char *kind
 {
     reg_uuid cid;
     char cid_s[37];
-    reg_uuid_random(&cid);
+    reg_uuid_new(&cid);
     reg_uuid_format(&cid, cid_s);
     return json_pack("{s:s, s:s, s:I, s:s, s:{s:o}}", "command_id", cid_s, "tenant_id", tenant_s,
                      "time_ms", (json_int_t)clock_now_ms(), "actor", actor, "body", kind, body);
@@ -565,8 +565,8 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
             goto bad;
         reg_uuid tid, token_id;
         char tid_s[37], token_id_s[37], token[64], hash[65];
-        reg_uuid_random(&tid);
-        reg_uuid_random(&token_id);
+        reg_uuid_new(&tid);
+        reg_uuid_new(&token_id);
         reg_uuid_format(&tid, tid_s);
         reg_uuid_format(&token_id, token_id_s);
         reg_token_new(token, sizeof token);
@@ -601,7 +601,7 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         }
         reg_uuid token_id;
         char token_id_s[37], token[64], hash[65];
-        reg_uuid_random(&token_id);
+        reg_uuid_new(&token_id);
         reg_uuid_format(&token_id, token_id_s);
         reg_token_new(token, sizeof token);
         reg_token_hash(token, hash);
@@ -630,7 +630,7 @@ void ingest_handle(ingest *in, http_req *req, const http_request *r, const auth_
         if (md && check_metadata_object(in, md, 0, &e)) goto bad;
         reg_uuid did;
         char did_s[37];
-        reg_uuid_random(&did);
+        reg_uuid_new(&did);
         reg_uuid_format(&did, did_s);
         cmd = ingest_command(who->actor, who->tenant_s, "RegisterDevice",
                              json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:o}", "device_id", did_s,

@@ -270,7 +270,7 @@ static int sign_device_cert(device_port *dp, const reg_uuid *tenant, const char 
     if (!err) err = pki_cert_to_pem(cert, &pem);
     if (!err) {
         reg_uuid cid;
-        reg_uuid_random(&cid);
+        reg_uuid_new(&cid);
         reg_uuid_format(&cid, cid_s);
         pki_cert_fingerprint(cert, fp);
         pki_cert_serial_hex(cert, serial_hex);
@@ -513,7 +513,7 @@ static void claim(device_port *dp, http_req *req, const http_request *r)
             goto out;
         }
     } else {
-        reg_uuid_random(&did);
+        reg_uuid_new(&did);
         reg_uuid_format(&did, did_s);
         serial = did_s; /* a device without a serial number goes by its id */
     }
