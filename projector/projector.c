@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define META_COMMANDS_NEXT "commands.next"
@@ -130,6 +131,7 @@ struct batch {
     uint64_t accepted, rejected, duplicates, malformed, events;
     int64_t next_offset; /* the commands log offset after the batch's last record */
     int ncommands;
+    uint64_t decide_cpu_ns; /* the projector thread's CPU time when the batch was handed over */
 };
 
 /* Notes what an event changes for device authentication, for the "auth" notice published after
@@ -334,6 +336,13 @@ static int decide_records(projector *p, struct batch *bt, const elog_record *rec
 
 /* The committer's part of a batch: waits until its events are in the log, then writes the
  * view's changes with the consumed offsets, and publishes what the batch tells the rest. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static int commit_batch(projector *p, struct batch *bt)
 {
     int err = bt->nevents ? elog_flush(p->events, 60000) : 0;
@@ -352,6 +361,8 @@ static int commit_batch(projector *p, struct batch *bt)
     p->stats.events += bt->events;
     p->stats.batches++;
     p->stats.next_offset = bt->next_offset;
+    p->stats.commit_cpu_ns = thread_cpu_ns();
+    p->stats.decide_cpu_ns = bt->decide_cpu_ns;
     pthread_mutex_unlock(&p->stats_mu);
     return 0;
 }
@@ -472,6 +483,7 @@ static void *projector_main(void *arg)
             err = append_events(p, bt);
             if (!err) err = view_txn_seal(bt->txn);
             if (!err) {
+                bt->decide_cpu_ns = thread_cpu_ns();
                 commit_start(p, bt);
                 inflight = bt;
                 bt = NULL;

@@ -39,6 +39,9 @@ typedef struct projector_stats {
     uint64_t batches;    /* view commits */
     int64_t next_offset; /* the next command offset to decide */
     int64_t log_end;     /* the commands log's end, as last seen (refreshed twice a second) */
+    /* CPU time of the projector's thread (deciding) and of its committer thread (writing the
+     * view), as of their last batch */
+    uint64_t decide_cpu_ns, commit_cpu_ns;
 } projector_stats;
 
 /* Starts the projector thread. Borrows everything it is given; they must outlive
