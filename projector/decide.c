@@ -11,6 +11,7 @@
 #include "projector/keys.h"
 #include "projector/decide_util.h"
 #include "projector/records.h"
+#include "jsontext.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -372,8 +373,48 @@ void decision_clear(decision *d)
     memset(d, 0, sizeof *d);
 }
 
-json_t *decision_outcome(const json_t *cmd, const decision *d)
+/* The stored text of the device an accepted device command answers with, or NULL. */
+static char *stored_device_reply(view_txn *t, const json_t *cmd, const decision *d, size_t *len)
 {
-    return json_pack("{s:O, s:i, s:O}", "command_id", json_object_get(cmd, "command_id"), "status",
-                     d->status, "body", d->reply ? d->reply : json_null());
+    if (d->reply_kind != REPLY_DEVICE || d->status >= 400) return NULL;
+    const char *kind = NULL;
+    json_t *b = NULL;
+    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
+    reg_uuid tid, did;
+    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) ||
+        reg_uuid_parse(decide_str(b, "device_id"), &did))
+        return NULL;
+    reg_key k;
+    key_add(key_add(key_reset(&k), tid.b, 16), did.b, 16);
+    char *val = NULL;
+    return view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, len) ? NULL : val;
+}
+
+char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len)
+{
+    reg_uuid cid;
+    size_t dev_len = 0;
+    char *dev = reg_uuid_parse(decide_str(cmd, "command_id"), &cid)
+                    ? NULL
+                    : stored_device_reply(t, cmd, d, &dev_len);
+    if (dev) {
+        char head[96], cid_s[REG_UUID_STRLEN + 1];
+        reg_uuid_format(&cid, cid_s);
+        int n = snprintf(head, sizeof head, "{\"command_id\":\"%s\",\"status\":%d,\"body\":", cid_s,
+                         d->status);
+        char *text = malloc((size_t)n + dev_len + 2);
+        if (text) {
+            memcpy(text, head, (size_t)n);
+            memcpy(text + n, dev, dev_len);
+            memcpy(text + n + dev_len, "}", 2);
+            *len = (size_t)n + dev_len + 1;
+        }
+        free(dev);
+        return text;
+    }
+    json_t *outcome = json_pack("{s:O, s:i, s:O}", "command_id", json_object_get(cmd, "command_id"),
+                                "status", d->status, "body", d->reply ? d->reply : json_null());
+    char *text = outcome ? jsontext_dump(outcome, len) : NULL;
+    json_decref(outcome);
+    return text;
 }

@@ -32,7 +32,10 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d);
 
 void decision_clear(decision *d);
 
-/* The outcome message for the bus: {"command_id", "status", "body"} (new value). */
-json_t *decision_outcome(const json_t *cmd, const decision *d);
+/* The outcome message for the bus and the commands family, as JSON text: {"command_id",
+ * "status", "body"}. A device answered as stored is not rendered again: its text is the one the
+ * view will store (t encodes it once for both). The caller frees the text; NULL when out of
+ * memory. */
+char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len);
 
 #endif

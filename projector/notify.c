@@ -3,6 +3,7 @@
 #include "ids.h"
 #include "projector/records.h"
 #include "projector/shadow_view.h"
+#include "jsontext.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,9 @@
 static void add_delivery(delivery_batch *out, const reg_uuid *tenant, const reg_uuid *device,
                          const char *topic, json_t *payload /* taken */)
 {
-    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-    if (text) delivery_append(out, tenant, device, topic, text, strlen(text));
+    size_t len = 0;
+    char *text = payload ? jsontext_dump(payload, &len) : NULL;
+    if (text) delivery_append(out, tenant, device, topic, text, len);
     free(text);
     json_decref(payload);
 }

@@ -249,10 +249,12 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
         bt->rejected++;
     else
         bt->accepted++;
-    json_t *outcome = decision_outcome(cmd, &d);
-    char *text = json_dumps(outcome, JSON_COMPACT);
-    json_decref(outcome);
-    size_t text_len = strlen(text);
+    size_t text_len = 0;
+    char *text = decision_outcome(bt->txn, cmd, &d, &text_len);
+    if (!text) {
+        err = REG_ENOMEM;
+        goto out_decision;
+    }
     view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, text, text_len);
     json_array_append_new(bt->outcomes, json_stringn_nocheck(text, text_len));
     free(text);

@@ -2,6 +2,7 @@
 #include "projector/records.h"
 #include "err.h"
 #include "projector/keys.h"
+#include "jsontext.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +33,7 @@ static void *device_decode(const char *val, size_t len)
 
 static char *device_encode(const void *obj, size_t *len)
 {
-    char *text = json_dumps(obj, JSON_COMPACT);
-    if (text) *len = strlen(text);
-    return text;
+    return jsontext_dump(obj, len);
 }
 
 static void device_release(void *obj)

@@ -5,6 +5,7 @@
 #include "projector/keys.h"
 #include "projector/records.h"
 #include "shadow.h"
+#include "jsontext.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -49,9 +50,7 @@ static void *shadow_decode(const char *val, size_t len)
 
 static char *shadow_encode(const void *obj, size_t *len)
 {
-    char *text = json_dumps(obj, JSON_COMPACT);
-    if (text) *len = strlen(text);
-    return text;
+    return jsontext_dump(obj, len);
 }
 
 static void shadow_release(void *obj)

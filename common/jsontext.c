@@ -1,0 +1,194 @@
+/*
+ * jsontext.c - compact JSON text (jsontext.h): one growing buffer, runs of plain characters
+ * copied at once, UTF-8 checked as jansson checks it. Reals are rare in what the registry
+ * stores (shadow values): they are rendered by jansson itself, so that their digits match.
+ */
+#include "jsontext.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct text {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+static bool reserve(struct text *t, size_t n)
+{
+    if (t->failed) return false;
+    if (t->cap - t->len > n) return true; /* one byte stays for the NUL */
+    size_t cap = t->cap ? t->cap : 256;
+    while (cap - t->len <= n)
+        cap *= 2;
+    char *p = realloc(t->p, cap);
+    if (!p) {
+        t->failed = true;
+        return false;
+    }
+    t->p = p;
+    t->cap = cap;
+    return true;
+}
+
+static void put(struct text *t, const void *s, size_t n)
+{
+    if (!reserve(t, n)) return;
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+}
+
+static void put_char(struct text *t, char c)
+{
+    if (!reserve(t, 1)) return;
+    t->p[t->len++] = c;
+}
+
+/* The length of the valid UTF-8 sequence at s (of at most n bytes) that starts with a byte
+ * >= 0x80, or 0: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_sequence(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+static void put_string(struct text *t, const char *str, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *s = (const unsigned char *)str;
+    put_char(t, '"');
+    size_t run = 0; /* s[run..i) is copied as it is */
+    for (size_t i = 0; i < n && !t->failed;) {
+        unsigned c = s[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t len = utf8_sequence(s + i, n - i);
+            if (!len) {
+                t->failed = true;
+                return;
+            }
+            i += len;
+            continue;
+        }
+        put(t, s + run, i - run);
+        char esc[6] = {'\\', 0};
+        size_t elen = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+        }
+        put(t, esc, elen);
+        run = ++i;
+    }
+    put(t, s + run, n - run);
+    put_char(t, '"');
+}
+
+static void put_value(struct text *t, const json_t *v, int depth)
+{
+    if (depth > JSONTEXT_MAX_DEPTH) {
+        t->failed = true;
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        put_char(t, '{');
+        bool first = true;
+        for (void *it = json_object_iter((json_t *)v); it && !t->failed;
+             it = json_object_iter_next((json_t *)v, it)) {
+            if (!first) put_char(t, ',');
+            first = false;
+            put_string(t, json_object_iter_key(it), json_object_iter_key_len(it));
+            put_char(t, ':');
+            put_value(t, json_object_iter_value(it), depth + 1);
+        }
+        put_char(t, '}');
+        break;
+    }
+    case JSON_ARRAY: {
+        put_char(t, '[');
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n && !t->failed; i++) {
+            if (i) put_char(t, ',');
+            put_value(t, json_array_get(v, i), depth + 1);
+        }
+        put_char(t, ']');
+        break;
+    }
+    case JSON_STRING:
+        put_string(t, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER: {
+        char digits[24];
+        int n = snprintf(digits, sizeof digits, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        put(t, digits, (size_t)n);
+        break;
+    }
+    case JSON_REAL: {
+        char *real = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!real) {
+            t->failed = true;
+            return;
+        }
+        put(t, real, strlen(real));
+        free(real);
+        break;
+    }
+    case JSON_TRUE: put(t, "true", 4); break;
+    case JSON_FALSE: put(t, "false", 5); break;
+    case JSON_NULL: put(t, "null", 4); break;
+    }
+}
+
+char *jsontext_dump(const json_t *v, size_t *len)
+{
+    struct text t = {0};
+    if (!v) return NULL;
+    put_value(&t, v, 0);
+    if (!t.failed && !reserve(&t, 0)) t.failed = true;
+    if (t.failed) {
+        free(t.p);
+        return NULL;
+    }
+    t.p[t.len] = 0;
+    if (len) *len = t.len;
+    return t.p;
+}

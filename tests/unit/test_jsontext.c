@@ -1,0 +1,163 @@
+/*
+ * test_jsontext.c - unit tests of common/jsontext.c: the text is byte for byte jansson's
+ * json_dumps(JSON_COMPACT | JSON_ENCODE_ANY), on chosen cases (every escape, multi-byte UTF-8,
+ * NUL inside strings and keys, reals, empty containers) and on thousands of random documents;
+ * invalid UTF-8 and nesting beyond the limit are refused as jansson refuses them.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "jsontext.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void assert_same_as_jansson(const json_t *v)
+{
+    char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t len = 0;
+    char *got = jsontext_dump(v, &len);
+    if (!want) {
+        assert_null(got);
+        return;
+    }
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    assert_int_equal(len, strlen(want));
+    free(got);
+    free(want);
+}
+
+static void test_chosen_values(void **state)
+{
+    (void)state;
+    const char *docs[] = {
+        "{}", "[]", "null", "true", "false", "0", "-9223372036854775808", "9223372036854775807",
+        "\"\"", "1.5", "-0.0", "1e300", "3.141592653589793", "[1,2.25,\"x\",null,{}]",
+        "{\"a\":{\"b\":[{\"c\":[]}]},\"z\":1,\"m\":\"\\\" \\\\ / \\b\\f\\n\\r\\t \\u0001\\u001f\"}",
+        "\"\\u00e9\\u20ac\\ud83d\\ude00 caf\\u00e9\"", "{\"\\u00fcber\":\"\\u007f\"}",
+        "\"tab\\there\"",
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        json_t *v = json_loads(docs[i], JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        assert_non_null(v);
+        assert_same_as_jansson(v);
+        json_decref(v);
+    }
+    json_t *nul = json_stringn("a\0b", 3);
+    assert_same_as_jansson(nul);
+    json_t *obj = json_object();
+    json_object_setn_new(obj, "k\0ey", 4, json_integer(1));
+    assert_same_as_jansson(obj);
+    json_decref(obj);
+    json_decref(nul);
+}
+
+static void test_invalid_utf8_refused(void **state)
+{
+    (void)state;
+    const char *bad[] = {"\x80", "\xc0\xaf", "\xc1\xbf", "\xe0\x80\xaf", "\xed\xa0\x80",
+                         "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "ab\xe2\x82", "\xff"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *s = json_stringn_nocheck(bad[i], strlen(bad[i]));
+        assert_null(jsontext_dump(s, NULL));
+        assert_null(json_dumps(s, JSON_COMPACT | JSON_ENCODE_ANY));
+        json_decref(s);
+    }
+}
+
+static void test_depth_limit(void **state)
+{
+    (void)state;
+    json_t *root = json_array(), *at = root;
+    for (int i = 0; i < JSONTEXT_MAX_DEPTH; i++) {
+        json_t *inner = json_array();
+        json_array_append_new(at, inner);
+        at = inner;
+    }
+    char *text = jsontext_dump(root, NULL);
+    assert_non_null(text); /* JSONTEXT_MAX_DEPTH + 1 levels of arrays: the limit itself */
+    free(text);
+    json_array_append_new(at, json_array());
+    assert_null(jsontext_dump(root, NULL));
+    json_decref(root);
+}
+
+static uint32_t rng = 12345;
+static uint32_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return rng;
+}
+
+static json_t *random_string(void)
+{
+    static const char *const pieces[] = {"a", "Z", " ", "\"", "\\", "/", "\n", "\x01", "\x1f",
+                                         "\x7f", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                         "key", "0"};
+    char buf[64] = {0};
+    size_t len = 0, n = next_rand() % 8;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = pieces[next_rand() % (sizeof pieces / sizeof pieces[0])];
+        size_t pl = strlen(p);
+        if (len + pl >= sizeof buf) break;
+        memcpy(buf + len, p, pl);
+        len += pl;
+    }
+    return json_stringn(buf, len);
+}
+
+static json_t *random_value(int depth)
+{
+    switch (next_rand() % (depth > 4 ? 6 : 8)) {
+    case 0: return json_null();
+    case 1: return json_boolean(next_rand() & 1);
+    case 2: return json_integer((json_int_t)next_rand() - (json_int_t)(next_rand() % 3) * 2147483648);
+    case 3: return json_real((double)(int32_t)next_rand() / 1024.0);
+    case 4:
+    case 5: return random_string();
+    case 6: {
+        json_t *a = json_array();
+        for (uint32_t i = next_rand() % 5; i > 0; i--)
+            json_array_append_new(a, random_value(depth + 1));
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        for (uint32_t i = next_rand() % 5; i > 0; i--) {
+            json_t *k = random_string();
+            json_object_setn_new(o, json_string_value(k), json_string_length(k),
+                                 random_value(depth + 1));
+            json_decref(k);
+        }
+        return o;
+    }
+    }
+}
+
+static void test_random_documents(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 5000; i++) {
+        json_t *v = random_value(0);
+        assert_same_as_jansson(v);
+        json_decref(v);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_chosen_values),
+        cmocka_unit_test(test_invalid_utf8_refused),
+        cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_random_documents),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
