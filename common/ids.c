@@ -39,30 +39,41 @@ void reg_uuid_derive(const reg_uuid *ns, const void *name, size_t len, reg_uuid 
     out->b[8] = (uint8_t)((out->b[8] & 0x3f) | 0x80);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
+/* Each byte's hex digit value, or 0xff: the projector parses a dozen ids per command. */
+#define X 0xff
+static const uint8_t hex_value[256] = {
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, X, X, X, X, X, X,
+    X, 10, 11, 12, 13, 14, 15, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, 10, 11, 12, 13, 14, 15, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+};
+#undef X
 
 int reg_uuid_parse(const char *s, reg_uuid *out)
 {
-    if (!s || strlen(s) != REG_UUID_STRLEN) return REG_EINVAL;
-    int j = 0;
-    for (int i = 0; i < REG_UUID_STRLEN;) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') return REG_EINVAL;
-            i++;
-            continue;
-        }
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-        if (hi < 0 || lo < 0) return REG_EINVAL;
-        out->b[j++] = (uint8_t)(hi << 4 | lo);
-        i += 2;
+    static const uint8_t at[16] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
+    if (!s || strnlen(s, REG_UUID_STRLEN + 1) != REG_UUID_STRLEN || s[8] != '-' || s[13] != '-' ||
+        s[18] != '-' || s[23] != '-')
+        return REG_EINVAL;
+    uint8_t bad = 0;
+    for (int j = 0; j < 16; j++) {
+        uint8_t hi = hex_value[(unsigned char)s[at[j]]], lo = hex_value[(unsigned char)s[at[j] + 1]];
+        bad |= (hi | lo) & 0xf0;
+        out->b[j] = (uint8_t)(hi << 4 | (lo & 15));
     }
-    return 0;
+    return bad ? REG_EINVAL : 0;
 }
 
 void reg_uuid_format(const reg_uuid *u, char *out)
@@ -123,8 +134,9 @@ int reg_hex_decode(const char *hex, uint8_t *out, size_t n)
 {
     if (!hex || strlen(hex) != 2 * n) return REG_EINVAL;
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) return REG_EINVAL;
+        uint8_t hi = hex_value[(unsigned char)hex[2 * i]];
+        uint8_t lo = hex_value[(unsigned char)hex[2 * i + 1]];
+        if ((hi | lo) & 0xf0) return REG_EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);
     }
     return 0;

@@ -52,6 +52,7 @@ struct projector {
     pthread_mutex_t commit_mu;
     pthread_cond_t commit_cv;
     struct batch *commit_todo; /* handed over, not committed yet */
+    struct batch *free_todo;   /* committed and no longer read: the committer frees it */
     int commit_err;            /* the last commit's result */
     bool commit_stop;
 };
@@ -377,9 +378,11 @@ static void *committer_main(void *arg)
         while (!p->commit_todo && !p->commit_stop)
             pthread_cond_wait(&p->commit_cv, &p->commit_mu);
         if (!p->commit_todo) break;
-        struct batch *bt = p->commit_todo;
+        struct batch *bt = p->commit_todo, *done = p->free_todo;
+        p->free_todo = NULL;
         pthread_mutex_unlock(&p->commit_mu);
         int err = commit_batch(p, bt);
+        batch_free(done); /* after the commit, which the projector's thread waits for */
         pthread_mutex_lock(&p->commit_mu);
         p->commit_todo = NULL;
         p->commit_err = err;
@@ -401,24 +404,29 @@ static void committer_stop(projector *p)
     pthread_cond_destroy(&p->commit_cv);
 }
 
-static void commit_start(projector *p, struct batch *bt)
+/* Hands bt to the committer, with the batch committed before it (done, or NULL), which nothing
+ * reads any more: freeing a batch (its records' parsed JSON) took ~12% of this thread. */
+static void commit_start(projector *p, struct batch *bt, struct batch *done)
 {
     pthread_mutex_lock(&p->commit_mu);
     p->commit_todo = bt;
+    p->free_todo = done;
     pthread_cond_broadcast(&p->commit_cv);
     pthread_mutex_unlock(&p->commit_mu);
 }
 
-/* Waits for the batch handed to the committer and frees it: its commit's result. */
-static int commit_finish(projector *p, struct batch **inflight)
+/* Waits for the batch handed to the committer: its commit's result. The batch moves to *done,
+ * for the caller to free, or hand to the committer to free, once nothing reads through it. */
+static int commit_finish(projector *p, struct batch **inflight, struct batch **done)
 {
+    *done = NULL;
     if (!*inflight) return 0;
     pthread_mutex_lock(&p->commit_mu);
     while (p->commit_todo)
         pthread_cond_wait(&p->commit_cv, &p->commit_mu);
     int err = p->commit_err;
     pthread_mutex_unlock(&p->commit_mu);
-    batch_free(*inflight);
+    *done = *inflight;
     *inflight = NULL;
     return err;
 }
@@ -467,7 +475,8 @@ static void *projector_main(void *arg)
         int err = n < 0 ? n : 0;
         if (n > 0) err = batch_new(p, inflight ? inflight->txn : NULL, &enc, &bt);
         if (n > 0 && !err) err = decide_records(p, bt, recs, n);
-        int committed = commit_finish(p, &inflight);
+        struct batch *done = NULL;
+        int committed = commit_finish(p, &inflight, &done);
         if (bt) view_txn_drop_base(bt->txn);
         if (!err) err = committed;
         /* What arrived while the last batch committed joins this one, which is written next,
@@ -486,11 +495,12 @@ static void *projector_main(void *arg)
             if (!err) err = view_txn_seal(bt->txn);
             if (!err) {
                 bt->decide_cpu_ns = thread_cpu_ns();
-                commit_start(p, bt);
+                commit_start(p, bt, done);
                 inflight = bt;
-                bt = NULL;
+                bt = done = NULL;
             }
         }
+        batch_free(done);
         batch_free(bt);
         if (err) {
             fprintf(stderr, "projector: batch failed (%s); redoing it\n", reg_strerror(err));
@@ -502,7 +512,9 @@ static void *projector_main(void *arg)
         }
         if (n > 0) backoff_ms = 100;
     }
-    commit_finish(p, &inflight);
+    struct batch *done = NULL;
+    commit_finish(p, &inflight, &done);
+    batch_free(done);
     elog_reader_close(rd);
     free(enc.data);
     free(recs);
