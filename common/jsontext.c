@@ -156,10 +156,15 @@ static void put_value(struct text *t, const json_t *v, int depth)
     case JSON_STRING:
         put_string(t, json_string_value(v), json_string_length(v));
         break;
-    case JSON_INTEGER: {
-        char digits[24];
-        int n = snprintf(digits, sizeof digits, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        put(t, digits, (size_t)n);
+    case JSON_INTEGER: { /* shadows are full of timestamps: snprintf showed in profiles */
+        char digits[24], *at = digits + sizeof digits;
+        json_int_t i = json_integer_value(v);
+        uint64_t u = i < 0 ? 0 - (uint64_t)i : (uint64_t)i;
+        do
+            *--at = (char)('0' + u % 10);
+        while (u /= 10);
+        if (i < 0) *--at = '-';
+        put(t, at, (size_t)(digits + sizeof digits - at));
         break;
     }
     case JSON_REAL: {

@@ -228,11 +228,18 @@ static int apply_token_revoked(view_txn *t, const reg_uuid *tid, const json_t *b
 /* The shadow document, and the device record's shadow_version (GET /devices/{id} stays one
  * point read). Connectivity-free: the device's own version does not move. */
 static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                                const json_t *ev, const json_t *b)
+                                const json_t *ev, const json_t *b, json_t **decided)
 {
     json_t *desired = NULL, *reported = NULL, *rec = NULL;
     view_src src = {NULL, t};
     json_int_t version = json_integer_value(json_object_get(ev, "version"));
+    if (decided && *decided) {
+        shadow_view_store(t, tid, did, *decided);
+        json_decref(*decided);
+        *decided = NULL;
+        record_device_set_shadow_version(t, tid, did, version);
+        return 0;
+    }
     int err = shadow_view_patch(b, "desired", &desired);
     if (!err) err = shadow_view_patch(b, "reported", &reported);
     if (!err) err = shadow_view_load(src, tid, did, &rec);
@@ -248,7 +255,7 @@ static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid
     return err;
 }
 
-int apply_event(view_txn *t, const json_t *ev)
+int apply_event(view_txn *t, const json_t *ev, json_t **shadow)
 {
     reg_uuid tid, eid;
     if (reg_uuid_parse(str_or(ev, "tenant_id", ""), &tid) ||
@@ -270,7 +277,7 @@ int apply_event(view_txn *t, const json_t *ev)
         return apply_update_device(t, &tid, &eid, ev, change_attributes, b);
     if (!strcmp(kind, "MetadataChanged"))
         return apply_update_device(t, &tid, &eid, ev, change_metadata, b);
-    if (!strcmp(kind, "ShadowUpdated")) return apply_shadow_updated(t, &tid, &eid, ev, b);
+    if (!strcmp(kind, "ShadowUpdated")) return apply_shadow_updated(t, &tid, &eid, ev, b, shadow);
     int err = 0;
     if (apply_pki(t, &tid, &eid, kind, ev, b, &err)) return err;
     return REG_EDECODE;

@@ -370,6 +370,7 @@ void decision_clear(decision *d)
 {
     json_decref(d->events);
     json_decref(d->reply);
+    json_decref(d->shadow);
     memset(d, 0, sizeof *d);
 }
 

@@ -21,6 +21,7 @@ typedef struct decision {
     int status;     /* the HTTP status the caller answers with */
     json_t *reply;  /* owned: a problem document when rejected, else set by decide_reply */
     int reply_kind; /* internal: what decide_reply renders */
+    json_t *shadow; /* owned: an accepted shadow update's merged document, for apply_event */
 } decision;
 
 /* Decides cmd (borrowed; registry.Command JSON) against t. Always fills d (the caller clears it

@@ -39,7 +39,7 @@ int rebuild_view(elog *events, view *into, int64_t until_ms, uint64_t *applied)
                 json_decref(ev);
                 break;
             }
-            err = apply_event(t, ev);
+            err = apply_event(t, ev, NULL);
             if (err)
                 fprintf(stderr, "rebuild: event at offset %lld does not apply: %s\n",
                         (long long)recs[i].offset, reg_strerror(err));
