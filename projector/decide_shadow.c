@@ -12,6 +12,7 @@
 #include "err.h"
 #include "projector/decide_util.h"
 #include "projector/keys.h"
+#include "projector/records.h"
 #include "projector/shadow_view.h"
 #include "shadow.h"
 
@@ -21,21 +22,19 @@
 #include <string.h>
 
 /* Whether the device exists in the tenant (REG_ENOTFOUND otherwise) and is decommissioned, from
- * its key and the status index: the record itself is not decoded (updates are frequent). */
+ * its stored text: the record is not decoded (updates are frequent), and applying the update
+ * reads the same text again from the batch (record_device_set_shadow_version). */
 static int device_state(view_txn *t, const reg_uuid *tid, const reg_uuid *did, bool *decommissioned)
 {
     reg_key k;
     char *val = NULL;
+    size_t len = 0;
     key_add(key_add(key_reset(&k), tid->b, 16), did->b, 16);
-    int err = view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, NULL);
-    free(val);
-    val = NULL;
+    int err = view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, &len);
     if (err) return err;
-    key_add(key_str0(key_add(key_reset(&k), tid->b, 16), "decommissioned"), did->b, 16);
-    err = view_txn_get(t, VIEW_IDX_STATUS, k.b, k.len, &val, NULL);
+    *decommissioned = record_device_status_is(val, len, "decommissioned");
     free(val);
-    *decommissioned = err == 0;
-    return err == REG_ENOTFOUND ? 0 : err;
+    return 0;
 }
 
 int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,

@@ -119,11 +119,12 @@ int record_cert_by_id(view_src src, const reg_uuid *tenant, const char *cert_id,
     return err;
 }
 
-/* The integer value of the top-level member `name` in the JSON object text: where its digits
- * start and end. Strings are skipped whole (escapes included) and depth is counted, so a nested
- * member of that name, or the name inside a string, is never taken. 0, or REG_ENOTFOUND. */
-static int top_level_integer(const char *json, size_t len, const char *name, size_t *start,
-                             size_t *end)
+/* The value of the top-level member `name` in the JSON object text, when it is a string (quotes
+ * included) or a number: where it starts and ends. Strings are skipped whole (escapes included)
+ * and depth is counted, so a nested member of that name, or the name inside a string, is never
+ * taken. 0, or REG_ENOTFOUND. */
+static int top_level_scalar(const char *json, size_t len, const char *name, size_t *start,
+                            size_t *end)
 {
     size_t nlen = strlen(name);
     int depth = 0;
@@ -142,16 +143,30 @@ static int top_level_integer(const char *json, size_t len, const char *name, siz
                 i + 1 >= len || json[i + 1] != ':')
                 continue;
             size_t d = i + 2, e = d;
-            if (e < len && json[e] == '-') e++;
-            while (e < len && json[e] >= '0' && json[e] <= '9')
+            if (e < len && json[e] == '"') {
+                for (e++; e < len && json[e] != '"'; e++)
+                    if (json[e] == '\\') e++;
+                if (e >= len) return REG_ENOTFOUND;
                 e++;
-            if (e == d || (e < len && json[e] != ',' && json[e] != '}')) return REG_ENOTFOUND;
+            } else {
+                if (e < len && json[e] == '-') e++;
+                while (e < len && json[e] >= '0' && json[e] <= '9')
+                    e++;
+                if (e == d || (e < len && json[e] != ',' && json[e] != '}')) return REG_ENOTFOUND;
+            }
             *start = d;
             *end = e;
             return 0;
         }
     }
     return REG_ENOTFOUND;
+}
+
+int record_device_status_is(const char *json, size_t len, const char *status)
+{
+    size_t start = 0, end = 0, n = strlen(status);
+    return !top_level_scalar(json, len, "status", &start, &end) && end - start == n + 2 &&
+           json[start] == '"' && !memcmp(json + start + 1, status, n);
 }
 
 int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
@@ -163,7 +178,7 @@ int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const 
     size_t len = 0, start = 0, end = 0;
     int err = view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, &len);
     if (err) return err;
-    if (top_level_integer(val, len, "shadow_version", &start, &end)) {
+    if (top_level_scalar(val, len, "shadow_version", &start, &end) || val[start] == '"') {
         /* Not in the compact form this file stores: take the long way. */
         json_t *dev = json_loadb(val, len, 0, NULL);
         free(val);

@@ -41,6 +41,10 @@ int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device
 int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                                      int64_t version);
 
+/* Whether the device record's stored text (as the view keeps it) has this status, read from the
+ * text without decoding it. */
+int record_device_status_is(const char *json, size_t len, const char *status);
+
 /* The stored tenant JSON. The caller owns *out. */
 int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out);
 

@@ -2,7 +2,8 @@
  * test_records.c - unit tests of projector/records.c on a real view in a temporary directory:
  * moving a device record's shadow_version in its stored text. Only the top-level member moves,
  * whatever the metadata holds (a key of that name, the name inside a string, escaped quotes);
- * a record without the member gets it the long way; a missing device says so.
+ * a record without the member gets it the long way; a missing device says so. A device's status
+ * is read from its text the same way.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -96,12 +97,32 @@ static int teardown(void **state)
     return system(cmd);
 }
 
+static void test_status_from_text(void **state)
+{
+    (void)state;
+    const char *decommissioned =
+        "{\"note\":\"\\\"status\\\":\\\"active\\\"\",\"metadata\":{\"status\":\"active\"},"
+        "\"status\":\"decommissioned\",\"version\":4}";
+    assert_true(record_device_status_is(decommissioned, strlen(decommissioned), "decommissioned"));
+    assert_false(record_device_status_is(decommissioned, strlen(decommissioned), "active"));
+    const char *active = "{\"metadata\":{\"status\":\"decommissioned\"},\"status\":\"active\"}";
+    assert_false(record_device_status_is(active, strlen(active), "decommissioned"));
+    assert_true(record_device_status_is(active, strlen(active), "active"));
+    const char *prefix = "{\"status\":\"decommissioned-soon\"}";
+    assert_false(record_device_status_is(prefix, strlen(prefix), "decommissioned"));
+    const char *none = "{\"statuses\":\"decommissioned\"}";
+    assert_false(record_device_status_is(none, strlen(none), "decommissioned"));
+    const char *cut = "{\"status\":\"decommiss";
+    assert_false(record_device_status_is(cut, strlen(cut), "decommissioned"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_top_level_only),
         cmocka_unit_test(test_long_way),
         cmocka_unit_test(test_missing_device),
+        cmocka_unit_test(test_status_from_text),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
