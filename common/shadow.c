@@ -33,6 +33,7 @@
 #include "shadow.h"
 
 #include "err.h"
+#include "jsonfast.h"
 
 #include <string.h>
 
@@ -252,7 +253,7 @@ static int merge_into(json_t *s, json_t *m, const json_t *patch, int64_t timesta
             continue;
         }
         if (!json_is_object(p)) {
-            if (json_object_setn_new(s, k, klen, json_deep_copy(p)) ||
+            if (json_object_setn_new(s, k, klen, jsonfast_copy(p)) ||
                 json_object_setn_new(m, k, klen, stamp(timestamp)))
                 return REG_ENOMEM;
             continue;
@@ -296,8 +297,8 @@ int shadow_merge(json_t **state, json_t **meta, const json_t *patch, int64_t tim
     if (!patch) return 0;
     if (!json_is_object(patch) && !json_is_null(patch)) return REG_EINVAL;
     int keep = json_is_object(patch);
-    json_t *s = keep && json_is_object(*state) ? json_deep_copy(*state) : json_object();
-    json_t *m = keep && json_is_object(*meta) ? json_deep_copy(*meta) : json_object();
+    json_t *s = keep && json_is_object(*state) ? jsonfast_copy(*state) : json_object();
+    json_t *m = keep && json_is_object(*meta) ? jsonfast_copy(*meta) : json_object();
     if (!s || !m || merge_into(s, m, patch, timestamp)) {
         json_decref(s);
         json_decref(m);
@@ -374,7 +375,7 @@ static int delta_into(json_t *out, const json_t *desired, const json_t *reported
         } else if (r && values_equal(d, r)) {
             continue;
         } else {
-            piece = json_deep_copy(d);
+            piece = jsonfast_copy(d);
         }
         if (json_object_setn_new(out, k, klen, piece)) return REG_ENOMEM;
     }
@@ -412,7 +413,7 @@ static int meta_into(json_t *out, const json_t *meta, const json_t *shape)
                 continue;
             }
         } else {
-            piece = json_deep_copy(mv);
+            piece = jsonfast_copy(mv);
         }
         if (json_object_setn_new(out, k, klen, piece)) return REG_ENOMEM;
     }

@@ -11,7 +11,7 @@
 #include "projector/keys.h"
 #include "projector/records.h"
 #include "projector/shadow_view.h"
-#include "jsontext.h"
+#include "jsonfast.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +25,7 @@ static const char *str_or(const json_t *obj, const char *field, const char *dflt
 void apply_put_json(view_txn *t, view_cf cf, const reg_key *k, json_t *value)
 {
     size_t len = 0;
-    char *text = jsontext_dump(value, &len);
+    char *text = jsonfast_dump(value, &len);
     if (text) view_txn_put(t, cf, k->b, k->len, text, len);
     free(text);
 }

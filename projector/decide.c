@@ -11,7 +11,7 @@
 #include "projector/keys.h"
 #include "projector/decide_util.h"
 #include "projector/records.h"
-#include "jsontext.h"
+#include "jsonfast.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -415,7 +415,7 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
     }
     json_t *outcome = json_pack("{s:O, s:i, s:O}", "command_id", json_object_get(cmd, "command_id"),
                                 "status", d->status, "body", d->reply ? d->reply : json_null());
-    char *text = outcome ? jsontext_dump(outcome, len) : NULL;
+    char *text = outcome ? jsonfast_dump(outcome, len) : NULL;
     json_decref(outcome);
     return text;
 }

@@ -3,7 +3,7 @@
 #include "ids.h"
 #include "projector/records.h"
 #include "projector/shadow_view.h"
-#include "jsontext.h"
+#include "jsonfast.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +13,7 @@ static void add_delivery(delivery_batch *out, const reg_uuid *tenant, const reg_
                          const char *topic, json_t *payload /* taken */)
 {
     size_t len = 0;
-    char *text = payload ? jsontext_dump(payload, &len) : NULL;
+    char *text = payload ? jsonfast_dump(payload, &len) : NULL;
     if (text) delivery_append(out, tenant, device, topic, text, len);
     free(text);
     json_decref(payload);

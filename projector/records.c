@@ -2,7 +2,7 @@
 #include "projector/records.h"
 #include "err.h"
 #include "projector/keys.h"
-#include "jsontext.h"
+#include "jsonfast.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +33,7 @@ static void *device_decode(const char *val, size_t len)
 
 static char *device_encode(const void *obj, size_t *len)
 {
-    return jsontext_dump(obj, len);
+    return jsonfast_dump(obj, len);
 }
 
 static void device_release(void *obj)
@@ -67,7 +67,7 @@ int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *dev
         if (!err) *out = held;
         return err;
     }
-    *out = json_deep_copy(held);
+    *out = jsonfast_copy(held);
     json_decref(held);
     return *out ? 0 : REG_ENOMEM;
 }

@@ -5,7 +5,7 @@
 #include "projector/keys.h"
 #include "projector/records.h"
 #include "shadow.h"
-#include "jsontext.h"
+#include "jsonfast.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -50,7 +50,7 @@ static void *shadow_decode(const char *val, size_t len)
 
 static char *shadow_encode(const void *obj, size_t *len)
 {
-    return jsontext_dump(obj, len);
+    return jsonfast_dump(obj, len);
 }
 
 static void shadow_release(void *obj)
@@ -91,7 +91,7 @@ int shadow_view_load(view_src src, const reg_uuid *tenant, const reg_uuid *devic
 {
     bool owned = false;
     int err = lookup(src, tenant, device, out, &owned);
-    if (!err && !owned && !(*out = json_deep_copy(*out))) err = REG_ENOMEM;
+    if (!err && !owned && !(*out = jsonfast_copy(*out))) err = REG_ENOMEM;
     return err;
 }
 

@@ -24,10 +24,14 @@
  * compares numbers by value. The delta's metadata mirrors the delta, and shadow_state_size is
  * the compact JSON length of both sections.
  *
+ * Every input document also goes through common/jsonfast.c: its text must be json_dumps's, byte
+ * for byte, and its copy must equal it.
+ *
  * Build: tests/fuzz/run.sh shadow SECONDS OUT_DIR SCHEMAS_EMBEDDED_C (the last is not used here)
  * Run:   ./fuzz_shadow -max_total_time=60 tests/fuzz/corpus_shadow
  */
 #include "err.h"
+#include "jsonfast.h"
 #include "shadow.h"
 
 #include <stdio.h>
@@ -294,6 +298,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     shadow_limits_default(&lim);
     json_t *msg = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
     if (!msg) return 0;
+    char *fast = jsonfast_dump(msg, NULL), *slow = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
+    CHECK((!fast && !slow) || (fast && slow && !strcmp(fast, slow)));
+    free(fast);
+    free(slow);
+    json_t *copy = jsonfast_copy(msg);
+    CHECK(copy && json_equal(copy, msg));
+    json_decref(copy);
 
     const char *why = NULL;
     int rc = shadow_check_patch(msg, &lim, &why);

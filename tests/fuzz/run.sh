@@ -17,7 +17,7 @@ case "$name" in
            $(pkg-config --cflags --libs openssl) -o "$out/fuzz_$name" ;;
   mqtt)  clang "${flags[@]}" "$top/tests/fuzz/fuzz_mqtt.c" "$top/common/mqtt_codec.c" \
            "$top/common/err.c" -o "$out/fuzz_$name" ;;
-  shadow) clang "${flags[@]}" "$top/tests/fuzz/fuzz_shadow.c" "$top/common/shadow.c" \
+  shadow) clang "${flags[@]}" "$top/tests/fuzz/fuzz_shadow.c" "$top/common/shadow.c" "$top/common/jsonfast.c" \
            "$top/common/err.c" $(pkg-config --cflags --libs jansson) -o "$out/fuzz_$name" ;;
   tls13) clang "${flags[@]}" "$top/tests/fuzz/fuzz_tls13.c" "$top/common/tls13.c" \
            "$top/common/ids.c" "$top/common/err.c" $(pkg-config --cflags --libs openssl) -o "$out/fuzz_$name" ;;

@@ -1,13 +1,13 @@
 /*
- * jsontext.c - compact JSON text (jsontext.h): one growing buffer, runs of plain characters
- * copied at once, UTF-8 checked as jansson checks it. Reals are rare in what the registry
- * stores (shadow values): they are rendered by jansson itself, so that their digits match.
+ * jsonfast.c - compact JSON text and deep copies (jsonfast.h). The text goes into one growing
+ * buffer, runs of plain characters copied at once, UTF-8 checked as jansson checks it. Reals
+ * are rare in what the registry stores (shadow values): they are rendered by jansson itself, so
+ * that their digits match.
  */
-#include "jsontext.h"
+#include "jsonfast.h"
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,7 +124,7 @@ static void put_string(struct text *t, const char *str, size_t n)
 
 static void put_value(struct text *t, const json_t *v, int depth)
 {
-    if (depth > JSONTEXT_MAX_DEPTH) {
+    if (depth > JSONFAST_MAX_DEPTH) {
         t->failed = true;
         return;
     }
@@ -183,7 +183,7 @@ static void put_value(struct text *t, const json_t *v, int depth)
     }
 }
 
-char *jsontext_dump(const json_t *v, size_t *len)
+char *jsonfast_dump(const json_t *v, size_t *len)
 {
     struct text t = {0};
     if (!v) return NULL;
@@ -196,4 +196,45 @@ char *jsontext_dump(const json_t *v, size_t *len)
     t.p[t.len] = 0;
     if (len) *len = t.len;
     return t.p;
+}
+
+static json_t *copy_value(const json_t *v, int depth)
+{
+    if (depth > JSONFAST_MAX_DEPTH) return NULL;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        json_t *o = json_object();
+        for (void *it = json_object_iter((json_t *)v); it && o;
+             it = json_object_iter_next((json_t *)v, it)) {
+            json_t *c = copy_value(json_object_iter_value(it), depth + 1);
+            if (!c || json_object_setn_new_nocheck(o, json_object_iter_key(it),
+                                                   json_object_iter_key_len(it), c)) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
+        return o;
+    }
+    case JSON_ARRAY: {
+        size_t n = json_array_size(v);
+        json_t *a = json_array();
+        for (size_t i = 0; i < n && a; i++) {
+            json_t *c = copy_value(json_array_get(v, i), depth + 1);
+            if (!c || json_array_append_new(a, c)) {
+                json_decref(a);
+                a = NULL;
+            }
+        }
+        return a;
+    }
+    case JSON_STRING: return json_stringn_nocheck(json_string_value(v), json_string_length(v));
+    case JSON_INTEGER: return json_integer(json_integer_value(v));
+    case JSON_REAL: return json_real(json_real_value(v));
+    default: return json_incref((json_t *)v); /* true, false and null: jansson's singletons */
+    }
+}
+
+json_t *jsonfast_copy(const json_t *v)
+{
+    return v ? copy_value(v, 0) : NULL;
 }

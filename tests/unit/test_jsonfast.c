@@ -1,8 +1,10 @@
 /*
- * test_jsontext.c - unit tests of common/jsontext.c: the text is byte for byte jansson's
+ * test_jsonfast.c - unit tests of common/jsonfast.c: the text is byte for byte jansson's
  * json_dumps(JSON_COMPACT | JSON_ENCODE_ANY), on chosen cases (every escape, multi-byte UTF-8,
  * NUL inside strings and keys, reals, empty containers) and on thousands of random documents;
- * invalid UTF-8 and nesting beyond the limit are refused as jansson refuses them.
+ * invalid UTF-8 and nesting beyond the limit are refused as jansson refuses them. A copy equals
+ * its original (json_equal, and the same text), shares nothing with it, and keeps the order of
+ * members.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -11,7 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "jsontext.h"
+#include "jsonfast.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@ static void assert_same_as_jansson(const json_t *v)
 {
     char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     size_t len = 0;
-    char *got = jsontext_dump(v, &len);
+    char *got = jsonfast_dump(v, &len);
     if (!want) {
         assert_null(got);
         return;
@@ -64,7 +66,7 @@ static void test_invalid_utf8_refused(void **state)
                          "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "ab\xe2\x82", "\xff"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *s = json_stringn_nocheck(bad[i], strlen(bad[i]));
-        assert_null(jsontext_dump(s, NULL));
+        assert_null(jsonfast_dump(s, NULL));
         assert_null(json_dumps(s, JSON_COMPACT | JSON_ENCODE_ANY));
         json_decref(s);
     }
@@ -74,16 +76,16 @@ static void test_depth_limit(void **state)
 {
     (void)state;
     json_t *root = json_array(), *at = root;
-    for (int i = 0; i < JSONTEXT_MAX_DEPTH; i++) {
+    for (int i = 0; i < JSONFAST_MAX_DEPTH; i++) {
         json_t *inner = json_array();
         json_array_append_new(at, inner);
         at = inner;
     }
-    char *text = jsontext_dump(root, NULL);
-    assert_non_null(text); /* JSONTEXT_MAX_DEPTH + 1 levels of arrays: the limit itself */
+    char *text = jsonfast_dump(root, NULL);
+    assert_non_null(text); /* JSONFAST_MAX_DEPTH + 1 levels of arrays: the limit itself */
     free(text);
     json_array_append_new(at, json_array());
-    assert_null(jsontext_dump(root, NULL));
+    assert_null(jsonfast_dump(root, NULL));
     json_decref(root);
 }
 
@@ -151,6 +153,39 @@ static void test_random_documents(void **state)
     }
 }
 
+static void test_copies(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3000; i++) {
+        json_t *v = random_value(0);
+        json_t *c = jsonfast_copy(v);
+        assert_non_null(c);
+        assert_true(json_equal(v, c));
+        char *a = jsonfast_dump(v, NULL), *b = jsonfast_dump(c, NULL);
+        if (a || b) assert_string_equal(a, b);
+        free(a);
+        free(b);
+        if (json_is_object(c) || json_is_array(c)) assert_ptr_not_equal(c, v);
+        json_decref(c);
+        json_decref(v);
+    }
+    json_t *v = json_pack("{s:{s:[i]}}", "a", "b", 1), *c = jsonfast_copy(v);
+    json_array_append_new(json_object_get(json_object_get(c, "a"), "b"), json_integer(2));
+    json_object_set_new(c, "z", json_true());
+    assert_int_equal(json_array_size(json_object_get(json_object_get(v, "a"), "b")), 1);
+    assert_null(json_object_get(v, "z"));
+    json_decref(c);
+    json_decref(v);
+    json_t *deep = json_array(), *at = deep;
+    for (int i = 0; i <= JSONFAST_MAX_DEPTH; i++) {
+        json_t *inner = json_array();
+        json_array_append_new(at, inner);
+        at = inner;
+    }
+    assert_null(jsonfast_copy(deep));
+    json_decref(deep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8_refused),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_random_documents),
+        cmocka_unit_test(test_copies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
