@@ -16,7 +16,7 @@
 #include "jsonbody.h"
 #include "pki.h"
 #include "schemas/codec.h"
-#include "jsontext.h"
+#include "jsonfast.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -407,7 +407,7 @@ json_t *ingest_command(const char *actor, const char *tenant_s, const char *kind
 
 static char *patch_text(const json_t *patch)
 {
-    return patch ? jsontext_dump(patch, NULL) : NULL;
+    return patch ? jsonfast_dump(patch, NULL) : NULL;
 }
 
 json_t *ingest_shadow_command(const char *actor, const char *tenant_s, const char *device_s,

@@ -23,7 +23,7 @@
 #include "jsonbody.h"
 #include "projector/shadow_view.h"
 #include "shadow.h"
-#include "jsontext.h"
+#include "jsonfast.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -541,7 +541,7 @@ static void send_shadow(mconn *c, const char *suffix, json_t *msg)
     char topic[128];
     shadow_view_topic(c->st.device_s, suffix, topic, sizeof topic);
     size_t len = 0;
-    char *text = msg ? jsontext_dump(msg, &len) : NULL;
+    char *text = msg ? jsonfast_dump(msg, &len) : NULL;
     if (text) deliver_to_device(c->mp, &c->st.tenant, &c->st.device, topic, text, len);
     free(text);
     json_decref(msg);
@@ -648,7 +648,7 @@ static char *shadow_pending_delta(mconn *c)
                             &c->st.device, &rec))
         return NULL;
     json_t *m = shadow_view_delta_message(rec, NULL, now_s());
-    char *text = m ? jsontext_dump(m, NULL) : NULL;
+    char *text = m ? jsonfast_dump(m, NULL) : NULL;
     json_decref(m);
     json_decref(rec);
     return text;
