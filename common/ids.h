@@ -15,11 +15,12 @@ typedef struct reg_uuid {
 #define REG_UUID_STRLEN 36 /* without the NUL */
 
 /* A new time-ordered (version 7, RFC 9562) UUID: the Unix time in milliseconds and its
- * sub-millisecond fraction, then 62 bits from the OpenSSL CSPRNG. Every id the registry makes
- * is one: the view's keys start with them (commands, devices, certificates), and ids that grow
- * with time are written at the end of their key range, where RocksDB's memtable inserts them
- * cheaply, instead of at random places. They reveal when they were made, as the records they
- * name do anyway. 0 or REG_EIO. */
+ * sub-millisecond fraction, then 62 bits from the OpenSSL CSPRNG (counted up from the last id
+ * within one fraction, so that the ids one thread makes always increase). Every id the registry
+ * makes is one: the view's keys start with them (commands, devices, certificates), and ids that
+ * grow with time are written at the end of their key range, where RocksDB's memtable inserts
+ * them cheaply, instead of at random places. They reveal when they were made, as the records
+ * they name do anyway. 0 or REG_EIO. */
 int reg_uuid_new(reg_uuid *out);
 
 /* A name-based UUID (version 5 layout, SHA-256 instead of SHA-1): the same (namespace, name)

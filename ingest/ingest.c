@@ -38,6 +38,7 @@ struct pending {
     ingest_outcome_cb cb;
     void *cb_arg;
     json_t *extra; /* members added to a successful answer (a token shown once); owned */
+    bool status_only; /* cb takes an accepted outcome without its body (ingest_submit_cb_status) */
     const char *label;
     uint64_t start_ns, deadline_ns;
 };
@@ -135,9 +136,43 @@ static void respond_json(http_req *req, int status, json_t *body)
     free(text);
 }
 
+/* The command id and status at the head of an outcome's text, which the projector writes as
+ * {"command_id":"<id>","status":<status>,"body":...}. 0, or REG_EINVAL for another text. */
+static int outcome_head(const char *msg, size_t len, reg_uuid *cid, int *status)
+{
+    static const char id_key[] = "{\"command_id\":\"", status_key[] = "\",\"status\":";
+    size_t at = sizeof id_key - 1;
+    char id[REG_UUID_STRLEN + 1];
+    if (len < at + REG_UUID_STRLEN + sizeof status_key || memcmp(msg, id_key, at)) return REG_EINVAL;
+    memcpy(id, msg + at, REG_UUID_STRLEN);
+    id[REG_UUID_STRLEN] = 0;
+    at += REG_UUID_STRLEN;
+    if (reg_uuid_parse(id, cid) || memcmp(msg + at, status_key, sizeof status_key - 1))
+        return REG_EINVAL;
+    at += sizeof status_key - 1;
+    int n = 0, digits = 0;
+    for (; at < len && msg[at] >= '0' && msg[at] <= '9' && digits < 4; at++, digits++)
+        n = n * 10 + (msg[at] - '0');
+    if (!digits || at >= len || msg[at] != ',') return REG_EINVAL;
+    *status = n;
+    return 0;
+}
+
 static void on_outcome(void *arg, const char *channel, const char *msg, size_t len)
 {
     ingest *in = arg;
+    reg_uuid head_cid;
+    int head_status = 0;
+    if (!outcome_head(msg, len, &head_cid, &head_status) && head_status < 400) {
+        struct pending *p = pending_find(in, &head_cid);
+        if (!p) return; /* another ingest's command */
+        if (p->status_only) {
+            pending_remove(in, p);
+            p->cb(p->cb_arg, head_status, NULL);
+            free(p);
+            return;
+        }
+    }
     json_t *o = json_loadb(msg, len, 0, NULL);
     if (!o) return;
     reg_uuid cid;
@@ -318,8 +353,8 @@ size_t ingest_pending(const ingest *in)
 
 /* Sends the command and registers it as pending: answered through req (with label, from
  * start_ns) or cb. Takes cmd and extra. */
-static void submit(ingest *in, http_req *req, ingest_outcome_cb cb, void *cb_arg, uint64_t start_ns,
-                   json_t *cmd, json_t *extra, const char *label)
+static void submit(ingest *in, http_req *req, ingest_outcome_cb cb, void *cb_arg, bool status_only,
+                   uint64_t start_ns, json_t *cmd, json_t *extra, const char *label)
 {
     struct pending *p = calloc(1, sizeof *p);
     struct append_failure *f = malloc(sizeof *f);
@@ -342,6 +377,7 @@ static void submit(ingest *in, http_req *req, ingest_outcome_cb cb, void *cb_arg
     p->cb = cb;
     p->cb_arg = cb_arg;
     p->extra = extra;
+    p->status_only = status_only;
     p->label = label;
     p->start_ns = start_ns ? start_ns : clock_mono_ns();
     p->deadline_ns = clock_mono_ns() + (uint64_t)in->limits.request_timeout_ms * 1000000ull;
@@ -387,12 +423,17 @@ static void submit(ingest *in, http_req *req, ingest_outcome_cb cb, void *cb_arg
 void ingest_submit(ingest *in, http_req *req, uint64_t start_ns, json_t *cmd, json_t *extra,
                    const char *label)
 {
-    submit(in, req, NULL, NULL, start_ns, cmd, extra, label);
+    submit(in, req, NULL, NULL, false, start_ns, cmd, extra, label);
 }
 
 void ingest_submit_cb(ingest *in, json_t *cmd, ingest_outcome_cb cb, void *arg)
 {
-    submit(in, NULL, cb, arg, 0, cmd, NULL, NULL);
+    submit(in, NULL, cb, arg, false, 0, cmd, NULL, NULL);
+}
+
+void ingest_submit_cb_status(ingest *in, json_t *cmd, ingest_outcome_cb cb, void *arg)
+{
+    submit(in, NULL, cb, arg, true, 0, cmd, NULL, NULL);
 }
 
 json_t *ingest_command(const char *actor, const char *tenant_s, const char *kind, json_t *body)

@@ -609,7 +609,7 @@ static void report_shadow(struct authreq *ar)
         authreq_free(ar);
         return;
     }
-    device_port_update_shadow(dp, &ar->st, &u, on_reported, ar);
+    device_port_update_shadow(dp, &ar->st, &u, true, on_reported, ar);
     json_decref(body);
 }
 
@@ -801,12 +801,15 @@ const shadow_limits *device_port_shadow_limits(const device_port *dp)
 }
 
 void device_port_update_shadow(device_port *dp, const devauth_status *st, const shadow_update *u,
-                               ingest_outcome_cb cb, void *arg)
+                               bool with_body, ingest_outcome_cb cb, void *arg)
 {
     char actor[48];
     snprintf(actor, sizeof actor, "device:%s", st->device_s);
-    ingest_submit_cb(dp->deps.ingest, ingest_shadow_command(actor, st->tenant_s, st->device_s, u),
-                     cb, arg);
+    json_t *cmd = ingest_shadow_command(actor, st->tenant_s, st->device_s, u);
+    if (with_body)
+        ingest_submit_cb(dp->deps.ingest, cmd, cb, arg);
+    else
+        ingest_submit_cb_status(dp->deps.ingest, cmd, cb, arg);
 }
 
 /* Revocations close live connections; every notice updates the authentication caches. */

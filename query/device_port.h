@@ -62,12 +62,14 @@ void device_port_activate(device_port *dp, const struct devauth_status *st, cons
 void device_port_touch(device_port *dp, const struct devauth_status *st);
 /* For the MQTT port's shadow topics: the view (a secondary caught up first when a commit was
  * announced since the last read; borrowed), the limits, and a device's own shadow update (u
- * checked; cb gets the decided outcome; needs a port with writes). */
+ * checked; cb gets the decided outcome, with its body only when refused unless with_body;
+ * needs a port with writes). */
 view *device_port_view(device_port *dp);
 bool device_port_view_is_secondary(const device_port *dp);
 const shadow_limits *device_port_shadow_limits(const device_port *dp);
 void device_port_update_shadow(device_port *dp, const struct devauth_status *st,
-                               const shadow_update *u, ingest_outcome_cb cb, void *arg);
+                               const shadow_update *u, bool with_body, ingest_outcome_cb cb,
+                               void *arg);
 
 /* Whether the port can send commands (bootstraps, activations). */
 bool device_port_writes(const device_port *dp);

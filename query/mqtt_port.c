@@ -565,6 +565,7 @@ static const char *token_of(const json_t *msg, const shadow_limits *l)
     return t && strlen(t) <= l->max_client_token ? t : NULL;
 }
 
+/* body: only when refused (device_port_update_shadow without it). */
 static void on_shadow_outcome(void *arg, int status, json_t *body)
 {
     struct shadow_req *r = arg;
@@ -610,7 +611,7 @@ static void shadow_update_msg(mconn *c, const mqtt_publish *p)
         r->c = c;
         c->updating++;
         c->mp->shadow_updates++;
-        device_port_update_shadow(dp, &c->st, &u, on_shadow_outcome, r);
+        device_port_update_shadow(dp, &c->st, &u, false, on_shadow_outcome, r);
     }
     json_decref(msg);
 }
