@@ -6,7 +6,6 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -65,21 +64,11 @@ int reg_uuid_new(reg_uuid *out)
     return 0;
 }
 
-/* SHA-256 fetched once: EVP_sha256() makes every EVP_DigestInit_ex look the algorithm up again,
- * and the projector derives an id for every event. */
-static EVP_MD *sha256;
-static void sha256_fetch(void)
-{
-    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
 void reg_uuid_derive(const reg_uuid *ns, const void *name, size_t len, reg_uuid *out)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, sha256_fetch);
     unsigned char md[SHA256_DIGEST_LENGTH];
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, sha256 ? sha256 : EVP_sha256(), NULL);
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     EVP_DigestUpdate(ctx, ns->b, 16);
     EVP_DigestUpdate(ctx, name, len);
     EVP_DigestFinal_ex(ctx, md, NULL);

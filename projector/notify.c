@@ -75,40 +75,14 @@ json_t *notify_before(view_txn *t, const json_t *ev)
     return rec;
 }
 
-struct notify_shadow {
-    json_t *ev, *before, *after; /* references */
-};
-
-/* Keeps what a shadow update's notices need: the event, the shadow before and after it. */
-static void shadow_notices_later(view_txn *t, const json_t *ev, const json_t *before,
-                                 notify_list *later)
+/* update/accepted, update/documents and, when desired and reported differ, update/delta. */
+static void shadow_notices(view_txn *t, const json_t *ev, const json_t *b, const json_t *before,
+                           delivery_batch *out)
 {
     reg_uuid tid, did;
     json_t *rec = NULL;
     view_src src = {NULL, t};
     if (!before || event_device(ev, &tid, &did) || shadow_view_hold(src, &tid, &did, &rec)) return;
-    if (later->count == later->cap) {
-        size_t cap = later->cap ? later->cap * 2 : 256;
-        struct notify_shadow *grown = realloc(later->items, cap * sizeof *grown);
-        if (!grown) {
-            json_decref(rec);
-            return;
-        }
-        later->items = grown;
-        later->cap = cap;
-    }
-    later->items[later->count++] = (struct notify_shadow){
-        json_incref((json_t *)ev), json_incref((json_t *)before), rec};
-}
-
-/* update/accepted, update/documents and, when desired and reported differ, update/delta. */
-static void shadow_notices(const json_t *ev, const json_t *before, const json_t *rec,
-                           delivery_batch *out)
-{
-    reg_uuid tid, did;
-    json_t *b = NULL;
-    event_kind(ev, &b);
-    if (event_device(ev, &tid, &did)) return;
     const char *device = json_string_value(json_object_get(ev, "entity_id"));
     const char *token = json_string_value(json_object_get(b, "client_token"));
     int64_t now_s = json_integer_value(json_object_get(ev, "time_ms")) / 1000;
@@ -127,34 +101,14 @@ static void shadow_notices(const json_t *ev, const json_t *before, const json_t 
     }
     json_decref(desired);
     json_decref(reported);
+    json_decref(rec);
 }
 
-void notify_event(view_txn *t, const json_t *ev, const json_t *before, delivery_batch *out,
-                  notify_list *later)
+void notify_event(view_txn *t, const json_t *ev, const json_t *before, delivery_batch *out)
 {
     json_t *b = NULL;
     const char *kind = event_kind(ev, &b);
     if (!kind) return;
     if (!strcmp(kind, "CertificateRotationDue")) rotation_notice(t, ev, b, out);
-    if (!strcmp(kind, "ShadowUpdated")) shadow_notices_later(t, ev, before, later);
-}
-
-void notify_render(notify_list *later, delivery_batch *out)
-{
-    for (size_t i = 0; i < later->count; i++) {
-        struct notify_shadow *n = &later->items[i];
-        shadow_notices(n->ev, n->before, n->after, out);
-    }
-    notify_list_clear(later);
-}
-
-void notify_list_clear(notify_list *later)
-{
-    for (size_t i = 0; i < later->count; i++) {
-        json_decref(later->items[i].ev);
-        json_decref(later->items[i].before);
-        json_decref(later->items[i].after);
-    }
-    free(later->items);
-    *later = (notify_list){0};
+    if (!strcmp(kind, "ShadowUpdated")) shadow_notices(t, ev, b, before, out);
 }

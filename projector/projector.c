@@ -126,7 +126,6 @@ struct batch {
     json_t *outcomes; /* the outcome messages (JSON text) to publish after the commit */
     json_t *auth;     /* what the front ends' authentication caches must forget (see note_auth) */
     delivery_batch deliver; /* messages for devices (notify.h), published after the commit */
-    notify_list notices;    /* shadow notices, rendered into deliver by the committer */
     codec_buf *enc;   /* the encoded events, back to back */
     struct encoded_event *events_out;
     size_t nevents, events_cap;
@@ -220,7 +219,7 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
             goto out_decision;
         }
         note_auth(bt, ev);
-        notify_event(bt->txn, ev, before, &bt->deliver, &bt->notices);
+        notify_event(bt->txn, ev, before, &bt->deliver);
         json_decref(before);
         if (already_logged) continue;
         if (bt->nevents == bt->events_cap) {
@@ -309,7 +308,6 @@ static void batch_free(struct batch *bt)
     json_decref(bt->outcomes);
     json_decref(bt->auth);
     delivery_batch_clear(&bt->deliver);
-    notify_list_clear(&bt->notices);
     free(bt->events_out);
     free(bt);
 }
@@ -356,7 +354,6 @@ static int commit_batch(projector *p, struct batch *bt)
     view_meta_value meta[2] = {{META_COMMANDS_NEXT, bt->next_offset},
                                {META_EVENTS_NEXT, atomic_load(&p->events_end)}};
     if ((err = view_txn_write(bt->txn, meta, 2))) return err;
-    notify_render(&bt->notices, &bt->deliver);
     publish_outcomes(p, bt->outcomes, bt->auth, &bt->deliver);
     pthread_mutex_lock(&p->stats_mu);
     p->stats.accepted += bt->accepted;

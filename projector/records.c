@@ -123,22 +123,6 @@ int record_cert_by_id(view_src src, const reg_uuid *tenant, const char *cert_id,
  * included) or a number: where it starts and ends. Strings are skipped whole (escapes included)
  * and depth is counted, so a nested member of that name, or the name inside a string, is never
  * taken. 0, or REG_ENOTFOUND. */
-/* The closing quote of the string whose contents start at from (or len): memchr finds each
- * quote, and one after an odd run of backslashes is escaped. */
-static size_t string_end(const char *json, size_t len, size_t from)
-{
-    for (size_t i = from; i < len;) {
-        const char *q = memchr(json + i, '"', len - i);
-        if (!q) return len;
-        size_t at = (size_t)(q - json), backslashes = 0;
-        while (at - backslashes > from && json[at - backslashes - 1] == '\\')
-            backslashes++;
-        if (backslashes % 2 == 0) return at;
-        i = at + 1;
-    }
-    return len;
-}
-
 static int top_level_scalar(const char *json, size_t len, const char *name, size_t *start,
                             size_t *end)
 {
@@ -152,14 +136,16 @@ static int top_level_scalar(const char *json, size_t len, const char *name, size
             depth--;
         } else if (c == '"') {
             size_t from = i + 1;
-            i = string_end(json, len, from);
+            for (i = from; i < len && json[i] != '"'; i++)
+                if (json[i] == '\\') i++;
             if (i >= len) return REG_ENOTFOUND;
             if (depth != 1 || i - from != nlen || memcmp(json + from, name, nlen) ||
                 i + 1 >= len || json[i + 1] != ':')
                 continue;
             size_t d = i + 2, e = d;
             if (e < len && json[e] == '"') {
-                e = string_end(json, len, e + 1);
+                for (e++; e < len && json[e] != '"'; e++)
+                    if (json[e] == '\\') e++;
                 if (e >= len) return REG_ENOTFOUND;
                 e++;
             } else {
