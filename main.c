@@ -55,6 +55,7 @@ struct options {
     unsigned seen_interval_ms;
     unsigned max_mqtt_connections;
     unsigned view_cache_mb;
+    long shadow_cache;
     shadow_limits shadow;
     int no_fsync;
 };
@@ -80,6 +81,8 @@ static void usage(FILE *f)
            "  --max-mqtt-connections N  MQTT connections held at once (default 200000, within the\n"
            "                          file-descriptor limit)\n"
            "  --view-cache-mb N       the view's block cache in this process (default 256)\n"
+           "  --shadow-cache N        shadows the projector keeps decoded between batches "
+           "(default 65536; 0: none)\n"
            "  --shadow-max-bytes N    desired + reported of a shadow after a merge (default 8192)\n"
            "  --shadow-max-depth N    levels of a shadow's desired or reported (default 6)\n"
            "  --shadow-max-client-token N  bytes of a shadow update's client token (default 64)\n"
@@ -121,6 +124,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"seen-interval-ms", required_argument, NULL, 's'},
         {"max-mqtt-connections", required_argument, NULL, 'C'},
         {"view-cache-mb", required_argument, NULL, 'V'},
+        {"shadow-cache", required_argument, NULL, 'H'},
         {"shadow-max-bytes", required_argument, NULL, 'B'},
         {"shadow-max-depth", required_argument, NULL, 'P'},
         {"shadow-max-client-token", required_argument, NULL, 'T'},
@@ -186,6 +190,10 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'V':
             if (number_option("--view-cache-mb", optarg, 8, 1u << 20, &n)) return -1;
             o->view_cache_mb = (unsigned)n;
+            break;
+        case 'H':
+            if (number_option("--shadow-cache", optarg, 0, 10000000, &n)) return -1;
+            o->shadow_cache = n ? (long)n : -1;
             break;
         case 'B':
             if (number_option("--shadow-max-bytes", optarg, 64, 1u << 24, &n)) return -1;
@@ -454,7 +462,8 @@ int main(int argc, char **argv)
     }
     if (serve || project) {
         projector_config pc = {
-            .decide = {.region = o.region, .shadow_max_bytes = o.shadow.max_bytes}};
+            .decide = {.region = o.region, .shadow_max_bytes = o.shadow.max_bytes},
+            .shadow_cache = o.shadow_cache};
         if ((err = projector_start(v, commands, events, b, &pc, &proj))) {
             fprintf(stderr, "registry: cannot start the projector: %s\n", reg_strerror(err));
             goto out;

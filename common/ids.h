@@ -1,6 +1,6 @@
 /*
- * ids.h - identifiers and secrets: UUIDs (time-ordered v7, and name-based ones derived with SHA-256 so
- * that a re-decided command yields the same event ids), bearer tokens and their hashes.
+ * ids.h - identifiers and secrets: UUIDs (time-ordered v7, and name-based ones derived with SHA-256
+ * so that a re-decided command yields the same event ids), bearer tokens and their hashes.
  */
 #ifndef REG_IDS_H
 #define REG_IDS_H

@@ -102,13 +102,27 @@ static void put_string(struct text *t, const char *str, size_t n)
         char esc[6] = {'\\', 0};
         size_t elen = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
         default:
             memcpy(esc + 1, "u00", 3);
             esc[4] = hex[c >> 4];
@@ -177,9 +191,15 @@ static void put_value(struct text *t, const json_t *v, int depth)
         free(real);
         break;
     }
-    case JSON_TRUE: put(t, "true", 4); break;
-    case JSON_FALSE: put(t, "false", 5); break;
-    case JSON_NULL: put(t, "null", 4); break;
+    case JSON_TRUE:
+        put(t, "true", 4);
+        break;
+    case JSON_FALSE:
+        put(t, "false", 5);
+        break;
+    case JSON_NULL:
+        put(t, "null", 4);
+        break;
     }
 }
 
@@ -227,10 +247,14 @@ static json_t *copy_value(const json_t *v, int depth)
         }
         return a;
     }
-    case JSON_STRING: return json_stringn_nocheck(json_string_value(v), json_string_length(v));
-    case JSON_INTEGER: return json_integer(json_integer_value(v));
-    case JSON_REAL: return json_real(json_real_value(v));
-    default: return json_incref((json_t *)v); /* true, false and null: jansson's singletons */
+    case JSON_STRING:
+        return json_stringn_nocheck(json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        return json_integer(json_integer_value(v));
+    case JSON_REAL:
+        return json_real(json_real_value(v));
+    default:
+        return json_incref((json_t *)v); /* true, false and null: jansson's singletons */
     }
 }
 

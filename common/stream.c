@@ -68,11 +68,11 @@ struct stream {
     void *data;
     char *in; /* unconsumed plaintext */
     size_t in_len, in_cap;
-    size_t pending_out;     /* queued (outq) and in flight */
-    char *outq;             /* plaintext written this turn of the loop, sent at its end */
+    size_t pending_out; /* queued (outq) and in flight */
+    char *outq;         /* plaintext written this turn of the loop, sent at its end */
     size_t outq_len, outq_cap;
     struct stream *flush_prev, *flush_next; /* on the listener's flush list while outq has data */
-    uint64_t deadline_ms; /* handshake deadline (TLS, before on_open) */
+    uint64_t deadline_ms;                   /* handshake deadline (TLS, before on_open) */
     char fp[65];
     char addr[64];
     bool opened, closing, paused, ready_queued, shut, resumed, flush_queued;
@@ -281,7 +281,7 @@ static int flush_queued(stream *s)
     size_t n = s->outq_len;
     if (!n) return 0;
     s->outq_len = 0;
-    s->pending_out -= n; /* counted again as the write's length */
+    s->pending_out -= n;      /* counted again as the write's length */
     if (s->closing) return 0; /* closed at once: what it had queued goes with it */
     int err = s->tls ? send_sealed(s, s->outq, n) : send_raw(s, s->outq, n);
     free(s->outq); /* an idle stream keeps no buffer */

@@ -37,7 +37,7 @@ struct pending {
     http_req *req; /* answered with the outcome; or NULL, and cb gets it */
     ingest_outcome_cb cb;
     void *cb_arg;
-    json_t *extra; /* members added to a successful answer (a token shown once); owned */
+    json_t *extra;    /* members added to a successful answer (a token shown once); owned */
     bool status_only; /* cb takes an accepted outcome without its body (ingest_submit_cb_status) */
     const char *label;
     uint64_t start_ns, deadline_ns;
@@ -143,7 +143,8 @@ static int outcome_head(const char *msg, size_t len, reg_uuid *cid, int *status)
     static const char id_key[] = "{\"command_id\":\"", status_key[] = "\",\"status\":";
     size_t at = sizeof id_key - 1;
     char id[REG_UUID_STRLEN + 1];
-    if (len < at + REG_UUID_STRLEN + sizeof status_key || memcmp(msg, id_key, at)) return REG_EINVAL;
+    if (len < at + REG_UUID_STRLEN + sizeof status_key || memcmp(msg, id_key, at))
+        return REG_EINVAL;
     memcpy(id, msg + at, REG_UUID_STRLEN);
     id[REG_UUID_STRLEN] = 0;
     at += REG_UUID_STRLEN;

@@ -352,10 +352,10 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
             err = record_device_hold(src, &tid, &did, &dev);
             json_t *md = json_object_get(dev, "metadata");
             if (!err)
-                d->reply = json_pack("{s:O, s:o, s:O}", "device_id",
-                                     json_object_get(b, "device_id"), "metadata",
-                                     json_is_object(md) ? json_incref(md) : json_object(),
-                                     "version", json_object_get(dev, "version"));
+                d->reply =
+                    json_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
+                              "metadata", json_is_object(md) ? json_incref(md) : json_object(),
+                              "version", json_object_get(dev, "version"));
             json_decref(dev);
         }
         break;

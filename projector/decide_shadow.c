@@ -97,7 +97,8 @@ int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const 
         json_pack("{s:I, s:O, s:o}", "version", (json_int_t)(current + 1), "desired",
                   json_object_get(rec, "desired"), "delta",
                   shadow_delta(json_object_get(rec, "desired"), json_object_get(rec, "reported")));
-    d->shadow = json_incref(rec); /* the document applying the event gives: it is not merged twice */
+    d->shadow =
+        json_incref(rec); /* the document applying the event gives: it is not merged twice */
 done:
     json_decref(desired);
     json_decref(reported);

@@ -91,7 +91,8 @@ static void shadow_notices(view_txn *t, const json_t *ev, const json_t *b, const
     shadow_view_patch(b, "reported", &reported);
     char topic[128];
     shadow_view_topic(device, "update/accepted", topic, sizeof topic);
-    add_delivery(out, &tid, &did, topic, shadow_view_accepted(rec, desired, reported, token, now_s));
+    add_delivery(out, &tid, &did, topic,
+                 shadow_view_accepted(rec, desired, reported, token, now_s));
     shadow_view_topic(device, "update/documents", topic, sizeof topic);
     add_delivery(out, &tid, &did, topic, shadow_view_documents(before, rec, token, now_s));
     json_t *delta = shadow_view_delta_message(rec, token, now_s);

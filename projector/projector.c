@@ -42,6 +42,11 @@ struct projector {
     projector_stats stats;
 
     codec_registry *codec; /* the thread's own */
+    /* No command id above this one has an outcome in the view (or in the batches decided since
+     * it was read): a command whose id is greater is new without a lookup, which is nearly
+     * every command, since the ingest's UUIDv7s increase. valid: read from the view yet. */
+    reg_uuid max_cid;
+    bool max_cid_valid;
     json_t *in_events_log; /* set of command ids whose events are in the log beyond the view */
     atomic_int_fast64_t events_end; /* highest appended event offset + 1, from delivery reports */
     atomic_int append_error;
@@ -113,6 +118,18 @@ static int scan_events_tail(projector *p)
     return err;
 }
 
+/* The greatest command id with an outcome in the view (all zeros when there is none). */
+static int read_max_cid(projector *p)
+{
+    size_t len = 0;
+    memset(&p->max_cid, 0, sizeof p->max_cid);
+    int err = view_last_key(p->view, VIEW_COMMANDS, p->max_cid.b, 16, &len);
+    if (err == REG_ENOTFOUND) err = 0;
+    if (!err && len != 16) memset(p->max_cid.b, 0xff, 16); /* not an id: look every one up */
+    if (!err) p->max_cid_valid = true;
+    return err;
+}
+
 /* An event encoded during a batch, appended after the batch's last decision: appending them in
  * one burst lets the log's writer take them as one group instead of waking per event. */
 struct encoded_event {
@@ -126,7 +143,7 @@ struct batch {
     json_t *outcomes; /* the outcome messages (JSON text) to publish after the commit */
     json_t *auth;     /* what the front ends' authentication caches must forget (see note_auth) */
     delivery_batch deliver; /* messages for devices (notify.h), published after the commit */
-    codec_buf *enc;   /* the encoded events, back to back */
+    codec_buf *enc;         /* the encoded events, back to back */
     struct encoded_event *events_out;
     size_t nevents, events_cap;
     uint64_t accepted, rejected, duplicates, malformed, events;
@@ -192,7 +209,9 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
     }
     char *stored = NULL;
     size_t stored_len = 0;
-    err = view_txn_get(bt->txn, VIEW_COMMANDS, cid.b, 16, &stored, &stored_len);
+    bool above = p->max_cid_valid && memcmp(cid.b, p->max_cid.b, 16) > 0;
+    err = above ? REG_ENOTFOUND
+                : view_txn_get(bt->txn, VIEW_COMMANDS, cid.b, 16, &stored, &stored_len);
     if (err == 0) {
         json_array_append_new(bt->outcomes, json_stringn_nocheck(stored, stored_len));
         free(stored);
@@ -257,6 +276,7 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
         goto out_decision;
     }
     view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, text, text_len);
+    if (above) p->max_cid = cid;
     json_array_append_new(bt->outcomes, json_stringn_nocheck(text, text_len));
     free(text);
 out_decision:
@@ -450,6 +470,7 @@ static void *projector_main(void *arg)
         if (!rd) {
             int err = scan_events_tail(p);
             int64_t next = view_meta_get(p->view, META_COMMANDS_NEXT, 0);
+            if (!err && !p->max_cid_valid) err = read_max_cid(p);
             if (!err) err = elog_reader_open(p->commands, next, &rd);
             if (err) {
                 fprintf(stderr, "projector: cannot start reading (%s); retrying\n",
@@ -534,6 +555,9 @@ int projector_start(view *v, elog *commands, elog *events, bus *b, const project
     if (p->cfg.batch_max <= 0) p->cfg.batch_max = 1000;
     if (!p->cfg.decide.max_metadata_keys) p->cfg.decide.max_metadata_keys = 100;
     if (!p->cfg.decide.shadow_max_bytes) p->cfg.decide.shadow_max_bytes = 8192;
+    if (!p->cfg.shadow_cache) p->cfg.shadow_cache = 65536;
+    view_set_record_cache(v, 1u << VIEW_SHADOWS,
+                          p->cfg.shadow_cache < 0 ? 0 : (size_t)p->cfg.shadow_cache);
     int err = codec_registry_new(&p->codec);
     if (err) {
         free(p);
@@ -563,6 +587,7 @@ void projector_stop(projector *p)
     atomic_store(&p->stopping, 1);
     pthread_join(p->thread, NULL); /* it waited for its last batch's commit */
     committer_stop(p);
+    view_set_record_cache(p->view, 0, 0);
     codec_registry_free(p->codec);
     json_decref(p->in_events_log);
     pthread_mutex_destroy(&p->stats_mu);

@@ -41,7 +41,13 @@ static void device_release(void *obj)
     json_decref(obj);
 }
 
-static const view_codec device_codec = {device_decode, device_encode, device_release};
+static void *device_retain(void *obj)
+{
+    return json_incref(obj);
+}
+
+static const view_codec device_codec = {device_decode, device_encode, device_release,
+                                        device_retain};
 
 static reg_key *device_key(reg_key *k, const reg_uuid *tenant, const reg_uuid *device)
 {
@@ -139,8 +145,8 @@ static int top_level_scalar(const char *json, size_t len, const char *name, size
             for (i = from; i < len && json[i] != '"'; i++)
                 if (json[i] == '\\') i++;
             if (i >= len) return REG_ENOTFOUND;
-            if (depth != 1 || i - from != nlen || memcmp(json + from, name, nlen) ||
-                i + 1 >= len || json[i + 1] != ':')
+            if (depth != 1 || i - from != nlen || memcmp(json + from, name, nlen) || i + 1 >= len ||
+                json[i + 1] != ':')
                 continue;
             size_t d = i + 2, e = d;
             if (e < len && json[e] == '"') {

@@ -58,7 +58,13 @@ static void shadow_release(void *obj)
     json_decref(obj);
 }
 
-static const view_codec shadow_codec = {shadow_decode, shadow_encode, shadow_release};
+static void *shadow_retain(void *obj)
+{
+    return json_incref(obj);
+}
+
+static const view_codec shadow_codec = {shadow_decode, shadow_encode, shadow_release,
+                                        shadow_retain};
 
 /* The stored record: a new one (owned), or through a transaction its parsed one (borrowed);
  * the empty shadow (owned) when none is stored. *owned says which. */

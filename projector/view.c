@@ -46,6 +46,14 @@ struct view {
     struct overlay_entry *spare_slots[2]; /* two batches are in flight */
     size_t spare_cap[2];
     size_t slots_hint; /* the largest table a transaction needed */
+    /* The record cache (view_set_record_cache): decoded committed values, a hash table of
+     * entries on a list in recency order; updated by view_txn_write (the committer's thread),
+     * read by transactions (the projector's). */
+    pthread_mutex_t rc_mu;
+    unsigned rc_cf_mask;
+    size_t rc_max, rc_count, rc_nbuckets;
+    struct rc_entry **rc_buckets;
+    struct rc_entry *rc_newest, *rc_oldest;
     enum view_mode mode;
 };
 
@@ -55,10 +63,10 @@ struct view {
  * view_codec's object), for a key written that way or only read that way (ENTRY_READ: nothing
  * to write), so that a record touched several times in a batch is decoded once and encoded
  * once, at the commit; a committed value read through the txn stays in its ENTRY_READ entry
- * too, so that it is looked up in RocksDB once per batch. Why not RocksDB's WriteBatchWithIndex: measured here it
- * cost ~15 us per read or write, the overlay a hash and a memcmp. Why key order: the memtable
- * inserts a sorted batch about 4x faster than the same keys in arrival order (random UUIDs),
- * and a key rewritten several times in a batch (a device's record) is written once. */
+ * too, so that it is looked up in RocksDB once per batch. Why not RocksDB's WriteBatchWithIndex:
+ * measured here it cost ~15 us per read or write, the overlay a hash and a memcmp. Why key order:
+ * the memtable inserts a sorted batch about 4x faster than the same keys in arrival order (random
+ * UUIDs), and a key rewritten several times in a batch (a device's record) is written once. */
 enum entry_state { ENTRY_PUT, ENTRY_DELETE, ENTRY_READ };
 
 struct overlay_entry {
@@ -70,6 +78,18 @@ struct overlay_entry {
     char *data; /* key (then value); NULL for an empty slot */
     void *obj;  /* the value decoded by codec, or NULL */
     const view_codec *codec;
+};
+
+/* A cached decoded value (the view holds one reference to obj). */
+struct rc_entry {
+    struct rc_entry *hash_next;
+    struct rc_entry *newer, *older;
+    uint32_t hash;
+    uint8_t cf;
+    uint32_t klen;
+    void *obj;
+    const view_codec *codec;
+    unsigned char key[];
 };
 
 /* The entries' keys and values live in chunks owned by their transaction, freed with it: an
@@ -106,6 +126,7 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     view *v = calloc(1, sizeof *v);
     if (!v) return REG_ENOMEM;
     pthread_mutex_init(&v->spare_mu, NULL);
+    pthread_mutex_init(&v->rc_mu, NULL);
     v->mode = mode;
     v->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(v->opts, 1);
@@ -200,6 +221,8 @@ void view_close(view *v)
     free(v->spare_slots[0]);
     free(v->spare_slots[1]);
     pthread_mutex_destroy(&v->spare_mu);
+    view_set_record_cache(v, 0, 0);
+    pthread_mutex_destroy(&v->rc_mu);
     free(v);
 }
 
@@ -303,6 +326,30 @@ view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen
     return iter_new(make_db_iter, &m, prefix, plen, start, slen);
 }
 
+int view_last_key(view *v, view_cf cf, void *key, size_t cap, size_t *len)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(v->db, v->ropts, v->cf[cf]);
+    if (!it) return REG_ENOMEM;
+    rocksdb_iter_seek_to_last(it);
+    int err = REG_ENOTFOUND;
+    if (rocksdb_iter_valid(it)) {
+        size_t n = 0;
+        const char *k = rocksdb_iter_key(it, &n);
+        memcpy(key, k, n < cap ? n : cap);
+        *len = n;
+        err = 0;
+    } else {
+        char *errptr = NULL;
+        rocksdb_iter_get_error(it, &errptr);
+        if (errptr) {
+            free(errptr);
+            err = REG_ESTORE;
+        }
+    }
+    rocksdb_iter_destroy(it);
+    return err;
+}
+
 int view_iter_next(view_iter *vi, const char **key, size_t *klen, const char **val, size_t *vlen)
 {
     if (vi->started) rocksdb_iter_next(vi->it);
@@ -398,7 +445,10 @@ static struct overlay_entry *slots_new(view *v, size_t cap)
 static void slots_free(view *v, struct overlay_entry *slots, size_t cap)
 {
     pthread_mutex_lock(&v->spare_mu);
-    int i = !v->spare_slots[0] ? 0 : !v->spare_slots[1] ? 1 : v->spare_cap[0] <= v->spare_cap[1] ? 0 : 1;
+    int i = !v->spare_slots[0]                   ? 0
+            : !v->spare_slots[1]                 ? 1
+            : v->spare_cap[0] <= v->spare_cap[1] ? 0
+                                                 : 1;
     if (!v->spare_slots[i] || v->spare_cap[i] < cap) {
         struct overlay_entry *old = v->spare_slots[i];
         v->spare_slots[i] = slots;
@@ -576,24 +626,167 @@ void view_txn_delete(view_txn *t, view_cf cf, const void *key, size_t klen)
     overlay_set(t, cf, key, klen, NULL, 0, ENTRY_DELETE);
 }
 
+/* ---- the record cache (v->rc_mu held) ---- */
+
+static struct rc_entry **rc_slot(view *v, view_cf cf, const void *key, size_t klen, uint32_t h)
+{
+    struct rc_entry **pp = &v->rc_buckets[h & (v->rc_nbuckets - 1)];
+    while (*pp && ((*pp)->hash != h || (*pp)->cf != cf || (*pp)->klen != klen ||
+                   memcmp((*pp)->key, key, klen)))
+        pp = &(*pp)->hash_next;
+    return pp;
+}
+
+static void rc_unlink(view *v, struct rc_entry *r)
+{
+    if (r->newer)
+        r->newer->older = r->older;
+    else
+        v->rc_newest = r->older;
+    if (r->older)
+        r->older->newer = r->newer;
+    else
+        v->rc_oldest = r->newer;
+    r->newer = r->older = NULL;
+}
+
+static void rc_push_newest(view *v, struct rc_entry *r)
+{
+    r->newer = NULL;
+    r->older = v->rc_newest;
+    if (v->rc_newest) v->rc_newest->newer = r;
+    v->rc_newest = r;
+    if (!v->rc_oldest) v->rc_oldest = r;
+}
+
+static void rc_remove(view *v, struct rc_entry **slot)
+{
+    struct rc_entry *r = *slot;
+    *slot = r->hash_next;
+    rc_unlink(v, r);
+    r->codec->release(r->obj);
+    free(r);
+    v->rc_count--;
+}
+
+/* Sets (obj: a reference, taken) or forgets (obj NULL) the cached value of a key. */
+static void rc_set(view *v, view_cf cf, const void *key, size_t klen, uint32_t h,
+                   const view_codec *codec, void *obj)
+{
+    struct rc_entry **slot = rc_slot(v, cf, key, klen, h);
+    if (*slot) rc_remove(v, slot);
+    if (!obj) return;
+    struct rc_entry *r = malloc(sizeof *r + klen);
+    if (!r) {
+        codec->release(obj);
+        return;
+    }
+    *r = (struct rc_entry){
+        .hash = h, .cf = (uint8_t)cf, .klen = (uint32_t)klen, .obj = obj, .codec = codec};
+    memcpy(r->key, key, klen);
+    slot = rc_slot(v, cf, key, klen, h);
+    r->hash_next = *slot;
+    *slot = r;
+    rc_push_newest(v, r);
+    if (++v->rc_count > v->rc_max) {
+        struct rc_entry *old = v->rc_oldest;
+        rc_remove(v, rc_slot(v, (view_cf)old->cf, old->key, old->klen, old->hash));
+    }
+}
+
+void view_set_record_cache(view *v, unsigned cf_mask, size_t max_entries)
+{
+    pthread_mutex_lock(&v->rc_mu);
+    while (v->rc_oldest) {
+        struct rc_entry *old = v->rc_oldest;
+        rc_remove(v, rc_slot(v, (view_cf)old->cf, old->key, old->klen, old->hash));
+    }
+    free(v->rc_buckets);
+    v->rc_buckets = NULL;
+    v->rc_cf_mask = 0;
+    v->rc_max = v->rc_nbuckets = 0;
+    size_t n = 1024;
+    while (n < max_entries)
+        n *= 2;
+    if (cf_mask && max_entries && (v->rc_buckets = calloc(n, sizeof *v->rc_buckets))) {
+        v->rc_cf_mask = cf_mask;
+        v->rc_max = max_entries;
+        v->rc_nbuckets = n;
+    }
+    pthread_mutex_unlock(&v->rc_mu);
+}
+
+/* A reference to a decoded value of a key t has not written, or NULL: the one t's base (being
+ * committed) wrote, else the record cache's. *absent when the base deleted the key. */
+static void *decoded_elsewhere(view_txn *t, view_cf cf, const void *key, size_t klen, uint32_t h,
+                               const view_codec *codec, bool *absent)
+{
+    *absent = false;
+    if (!codec->retain) return NULL;
+    if (t->base) {
+        struct overlay_entry *b = overlay_find(t->base, cf, key, klen, h);
+        if (b->data && b->state != ENTRY_READ) {
+            *absent = b->state == ENTRY_DELETE;
+            return b->obj && b->codec == codec ? codec->retain(b->obj) : NULL;
+        }
+    }
+    view *v = t->v;
+    void *obj = NULL;
+    if (!(v->rc_cf_mask & 1u << cf)) return NULL;
+    pthread_mutex_lock(&v->rc_mu);
+    struct rc_entry *r = v->rc_buckets ? *rc_slot(v, cf, key, klen, h) : NULL;
+    if (r && r->codec == codec) {
+        obj = codec->retain(r->obj);
+        rc_unlink(v, r);
+        rc_push_newest(v, r);
+    }
+    pthread_mutex_unlock(&v->rc_mu);
+    return obj;
+}
+
+/* Brings the record cache up to what t wrote (t was just written to RocksDB). */
+static void rc_commit(view_txn *t)
+{
+    view *v = t->v;
+    if (!v->rc_cf_mask) return;
+    pthread_mutex_lock(&v->rc_mu);
+    for (size_t i = 0; i < t->cap && v->rc_buckets; i++) {
+        struct overlay_entry *e = &t->slots[i];
+        if (!e->data || e->state == ENTRY_READ || !(v->rc_cf_mask & 1u << e->cf)) continue;
+        void *obj =
+            e->state == ENTRY_PUT && e->obj && e->codec->retain ? e->codec->retain(e->obj) : NULL;
+        rc_set(v, (view_cf)e->cf, e->data, e->klen, e->hash, e->obj ? e->codec : NULL, obj);
+    }
+    pthread_mutex_unlock(&v->rc_mu);
+}
+
 int view_txn_get_decoded(view_txn *t, view_cf cf, const void *key, size_t klen,
                          const view_codec *codec, const void **obj)
 {
-    struct overlay_entry *e = overlay_find(t, cf, key, klen, overlay_hash(cf, key, klen));
+    uint32_t h = overlay_hash(cf, key, klen);
+    struct overlay_entry *e = overlay_find(t, cf, key, klen, h);
     if (e->data && e->state == ENTRY_DELETE) return REG_ENOTFOUND;
     if (e->data && e->obj && e->codec == codec) {
         *obj = e->obj;
         return 0;
     }
-    char *val = NULL;
-    size_t len = 0;
-    int err = view_txn_get(t, cf, key, klen, &val, &len);
-    if (err) return err;
-    void *decoded = codec->decode(val, len);
-    free(val);
-    if (!decoded) return REG_EDECODE;
-    e = overlay_find(t, cf, key, klen, overlay_hash(cf, key, klen)); /* the read may have grown t */
-    if (!e->data) { /* first touch: remember the decoded committed value */
+    void *decoded = NULL;
+    if (!e->data || e->state == ENTRY_READ) {
+        bool absent = false;
+        decoded = decoded_elsewhere(t, cf, key, klen, h, codec, &absent);
+        if (absent) return REG_ENOTFOUND;
+    }
+    if (!decoded) {
+        char *val = NULL;
+        size_t len = 0;
+        int err = view_txn_get(t, cf, key, klen, &val, &len);
+        if (err) return err;
+        decoded = codec->decode(val, len);
+        free(val);
+        if (!decoded) return REG_EDECODE;
+    }
+    e = overlay_find(t, cf, key, klen, h); /* the read may have grown t */
+    if (!e->data) {                        /* first touch: remember the decoded committed value */
         e = overlay_set(t, cf, key, klen, NULL, 0, ENTRY_READ);
         if (!e) {
             codec->release(decoded);
@@ -704,6 +897,7 @@ int view_txn_write(view_txn *t, const view_meta_value *meta, size_t nmeta)
         free(errptr);
         return REG_ESTORE;
     }
+    rc_commit(t);
     return 0;
 }
 

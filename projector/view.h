@@ -92,6 +92,10 @@ int view_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size
  * prefix; NULL for the prefix itself). The caller owns the iterator. */
 view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen, const void *start,
                             size_t slen);
+/* The greatest committed key of cf: its first cap bytes in key, its length in *len. 0,
+ * REG_ENOTFOUND (cf is empty) or REG_ESTORE. */
+int view_last_key(view *v, view_cf cf, void *key, size_t cap, size_t *len);
+
 /* Advances to the next entry: 1 and the entry (valid until the next call), or 0 at the end. */
 int view_iter_next(view_iter *it, const char **key, size_t *klen, const char **val, size_t *vlen);
 void view_iter_free(view_iter *it);
@@ -110,9 +114,10 @@ void view_txn_delete(view_txn *t, view_cf cf, const void *key, size_t klen);
  * the bytes: a record read and written several times in a batch is decoded once and encoded
  * once, at the commit. */
 typedef struct view_codec {
-    void *(*decode)(const char *val, size_t len); /* NULL when val is not one */
+    void *(*decode)(const char *val, size_t len);  /* NULL when val is not one */
     char *(*encode)(const void *obj, size_t *len); /* malloc'd bytes; NULL when out of memory */
     void (*release)(void *obj);
+    void *(*retain)(void *obj); /* another reference to obj (objects are shared, never changed) */
 } view_codec;
 /* The value under key in codec's form, decoded at most once per transaction. *obj is borrowed
  * and must not be changed: it stays valid until the transaction writes that key again or
@@ -123,6 +128,13 @@ int view_txn_get_decoded(view_txn *t, view_cf cf, const void *key, size_t klen,
  * commit, or when read as bytes before. */
 void view_txn_put_decoded(view_txn *t, view_cf cf, const void *key, size_t klen,
                           const view_codec *codec, void *obj);
+/* Keeps, beside the committed view, the decoded values of up to max_entries committed keys of
+ * the column families in cf_mask (1 << cf), most recently written or read first: a transaction's
+ * view_txn_get_decoded then takes a record written by an earlier batch without reading and
+ * decoding it again (a device's shadow, which the device reports many times a second). Only the
+ * primary's writer should ask for it; it is kept exact by view_txn_write. 0 turns it off. */
+void view_set_record_cache(view *v, unsigned cf_mask, size_t max_entries);
+
 /* Gives every value written decoded its bytes: from then on the txn takes no more writes and
  * view_txn_write does not change it, so another transaction may read through it meanwhile. */
 int view_txn_seal(view_txn *t);

@@ -89,8 +89,8 @@ int main(int argc, char **argv)
     view *v = NULL;
     bus *b = NULL;
     codec_registry *codec = NULL;
-    if (elog_open(&cc, &commands) || elog_open(&ec, &events) || view_open(dir, VIEW_PRIMARY, 0, &v) ||
-        bus_open(NULL, &b) || codec_registry_new(&codec)) {
+    if (elog_open(&cc, &commands) || elog_open(&ec, &events) ||
+        view_open(dir, VIEW_PRIMARY, 0, &v) || bus_open(NULL, &b) || codec_registry_new(&codec)) {
         fprintf(stderr, "cannot open %s\n", dir);
         return 1;
     }
@@ -148,9 +148,9 @@ int main(int argc, char **argv)
         char patch[64];
         snprintf(patch, sizeof patch, "{\"seq\":%ld,\"temp\":%ld}", i, 180 + i % 60);
         append(commands, codec,
-               command("UpdateShadow", json_pack("{s:s, s:s, s:n, s:n, s:n}", "device_id",
-                                                 dev[i % n], "reported", patch, "desired",
-                                                 "version", "client_token")),
+               command("UpdateShadow",
+                       json_pack("{s:s, s:s, s:n, s:n, s:n}", "device_id", dev[i % n], "reported",
+                                 patch, "desired", "version", "client_token")),
                &buf);
     }
     if (elog_flush(commands, 600000)) {

@@ -38,10 +38,23 @@ static void test_chosen_values(void **state)
 {
     (void)state;
     const char *docs[] = {
-        "{}", "[]", "null", "true", "false", "0", "-9223372036854775808", "9223372036854775807",
-        "\"\"", "1.5", "-0.0", "1e300", "3.141592653589793", "[1,2.25,\"x\",null,{}]",
+        "{}",
+        "[]",
+        "null",
+        "true",
+        "false",
+        "0",
+        "-9223372036854775808",
+        "9223372036854775807",
+        "\"\"",
+        "1.5",
+        "-0.0",
+        "1e300",
+        "3.141592653589793",
+        "[1,2.25,\"x\",null,{}]",
         "{\"a\":{\"b\":[{\"c\":[]}]},\"z\":1,\"m\":\"\\\" \\\\ / \\b\\f\\n\\r\\t \\u0001\\u001f\"}",
-        "\"\\u00e9\\u20ac\\ud83d\\ude00 caf\\u00e9\"", "{\"\\u00fcber\":\"\\u007f\"}",
+        "\"\\u00e9\\u20ac\\ud83d\\ude00 caf\\u00e9\"",
+        "{\"\\u00fcber\":\"\\u007f\"}",
         "\"tab\\there\"",
     };
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
@@ -62,8 +75,9 @@ static void test_chosen_values(void **state)
 static void test_invalid_utf8_refused(void **state)
 {
     (void)state;
-    const char *bad[] = {"\x80", "\xc0\xaf", "\xc1\xbf", "\xe0\x80\xaf", "\xed\xa0\x80",
-                         "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "ab\xe2\x82", "\xff"};
+    const char *bad[] = {"\x80",         "\xc0\xaf",         "\xc1\xbf",         "\xe0\x80\xaf",
+                         "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "ab\xe2\x82",
+                         "\xff"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *s = json_stringn_nocheck(bad[i], strlen(bad[i]));
         assert_null(jsonfast_dump(s, NULL));
@@ -100,9 +114,21 @@ static uint32_t next_rand(void)
 
 static json_t *random_string(void)
 {
-    static const char *const pieces[] = {"a", "Z", " ", "\"", "\\", "/", "\n", "\x01", "\x1f",
-                                         "\x7f", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
-                                         "key", "0"};
+    static const char *const pieces[] = {"a",
+                                         "Z",
+                                         " ",
+                                         "\"",
+                                         "\\",
+                                         "/",
+                                         "\n",
+                                         "\x01",
+                                         "\x1f",
+                                         "\x7f",
+                                         "\xc3\xa9",
+                                         "\xe2\x82\xac",
+                                         "\xf0\x9f\x98\x80",
+                                         "key",
+                                         "0"};
     char buf[64] = {0};
     size_t len = 0, n = next_rand() % 8;
     for (size_t i = 0; i < n; i++) {
@@ -118,12 +144,17 @@ static json_t *random_string(void)
 static json_t *random_value(int depth)
 {
     switch (next_rand() % (depth > 4 ? 6 : 8)) {
-    case 0: return json_null();
-    case 1: return json_boolean(next_rand() & 1);
-    case 2: return json_integer((json_int_t)next_rand() - (json_int_t)(next_rand() % 3) * 2147483648);
-    case 3: return json_real((double)(int32_t)next_rand() / 1024.0);
+    case 0:
+        return json_null();
+    case 1:
+        return json_boolean(next_rand() & 1);
+    case 2:
+        return json_integer((json_int_t)next_rand() - (json_int_t)(next_rand() % 3) * 2147483648);
+    case 3:
+        return json_real((double)(int32_t)next_rand() / 1024.0);
     case 4:
-    case 5: return random_string();
+    case 5:
+        return random_string();
     case 6: {
         json_t *a = json_array();
         for (uint32_t i = next_rand() % 5; i > 0; i--)
@@ -189,10 +220,8 @@ static void test_copies(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chosen_values),
-        cmocka_unit_test(test_invalid_utf8_refused),
-        cmocka_unit_test(test_depth_limit),
-        cmocka_unit_test(test_random_documents),
+        cmocka_unit_test(test_chosen_values), cmocka_unit_test(test_invalid_utf8_refused),
+        cmocka_unit_test(test_depth_limit),   cmocka_unit_test(test_random_documents),
         cmocka_unit_test(test_copies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
