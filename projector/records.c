@@ -31,23 +31,23 @@ static void *device_decode(const char *val, size_t len)
     return NULL;
 }
 
-static char *device_encode(const void *obj, size_t *len)
+char *record_codec_encode(const void *obj, size_t *len)
 {
     return jsonfast_dump(obj, len);
 }
 
-static void device_release(void *obj)
+void record_codec_release(void *obj)
 {
     json_decref(obj);
 }
 
-static void *device_retain(void *obj)
+void *record_codec_retain(void *obj)
 {
     return json_incref(obj);
 }
 
-static const view_codec device_codec = {device_decode, device_encode, device_release,
-                                        device_retain};
+static const view_codec device_codec = {device_decode, record_codec_encode, record_codec_release,
+                                        record_codec_retain};
 
 static reg_key *device_key(reg_key *k, const reg_uuid *tenant, const reg_uuid *device)
 {

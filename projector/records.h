@@ -15,6 +15,12 @@
 
 #include <jansson.h>
 
+/* The parts every JSON record's view_codec shares: compact text (jsonfast), and jansson's
+ * reference counting. */
+char *record_codec_encode(const void *obj, size_t *len);
+void record_codec_release(void *obj);
+void *record_codec_retain(void *obj);
+
 /* Any JSON value of the view under k (committed, or through a transaction). The caller owns
  * *out. 0, REG_ENOTFOUND, REG_EDECODE (not JSON) or REG_E*. */
 struct reg_key;

@@ -48,23 +48,8 @@ static void *shadow_decode(const char *val, size_t len)
     return complete(json_loadb(val, len, 0, NULL));
 }
 
-static char *shadow_encode(const void *obj, size_t *len)
-{
-    return jsonfast_dump(obj, len);
-}
-
-static void shadow_release(void *obj)
-{
-    json_decref(obj);
-}
-
-static void *shadow_retain(void *obj)
-{
-    return json_incref(obj);
-}
-
-static const view_codec shadow_codec = {shadow_decode, shadow_encode, shadow_release,
-                                        shadow_retain};
+static const view_codec shadow_codec = {shadow_decode, record_codec_encode, record_codec_release,
+                                        record_codec_retain};
 
 /* The stored record: a new one (owned), or through a transaction its parsed one (borrowed);
  * the empty shadow (owned) when none is stored. *owned says which. */
