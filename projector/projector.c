@@ -357,14 +357,15 @@ static int decide_records(projector *p, struct batch *bt, const elog_record *rec
     return err;
 }
 
-/* The committer's part of a batch: waits until its events are in the log, then writes the
- * view's changes with the consumed offsets, and publishes what the batch tells the rest. */
 static uint64_t thread_cpu_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+/* The committer's part of a batch: waits until its events are in the log, then writes the
+ * view's changes with the consumed offsets, and publishes what the batch tells the rest. */
 
 static int commit_batch(projector *p, struct batch *bt)
 {
@@ -402,11 +403,15 @@ static void *committer_main(void *arg)
         p->free_todo = NULL;
         pthread_mutex_unlock(&p->commit_mu);
         int err = commit_batch(p, bt);
-        batch_free(done); /* after the commit, which the projector's thread waits for */
         pthread_mutex_lock(&p->commit_mu);
         p->commit_todo = NULL;
         p->commit_err = err;
         pthread_cond_broadcast(&p->commit_cv);
+        if (done) { /* once the projector's thread, which waits for the commit, has gone on */
+            pthread_mutex_unlock(&p->commit_mu);
+            batch_free(done);
+            pthread_mutex_lock(&p->commit_mu);
+        }
     }
     pthread_mutex_unlock(&p->commit_mu);
     return NULL;
