@@ -56,6 +56,7 @@ struct options {
     unsigned max_mqtt_connections;
     unsigned view_cache_mb;
     long shadow_cache;
+    int batch_max;
     shadow_limits shadow;
     int no_fsync;
 };
@@ -81,6 +82,8 @@ static void usage(FILE *f)
            "  --max-mqtt-connections N  MQTT connections held at once (default 200000, within the\n"
            "                          file-descriptor limit)\n"
            "  --view-cache-mb N       the view's block cache in this process (default 256)\n"
+           "  --batch-max N           commands the projector decides per view commit (default "
+           "4000)\n"
            "  --shadow-cache N        shadows the projector keeps decoded between batches "
            "(default 65536; 0: none)\n"
            "  --shadow-max-bytes N    desired + reported of a shadow after a merge (default 8192)\n"
@@ -125,6 +128,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"max-mqtt-connections", required_argument, NULL, 'C'},
         {"view-cache-mb", required_argument, NULL, 'V'},
         {"shadow-cache", required_argument, NULL, 'H'},
+        {"batch-max", required_argument, NULL, 'X'},
         {"shadow-max-bytes", required_argument, NULL, 'B'},
         {"shadow-max-depth", required_argument, NULL, 'P'},
         {"shadow-max-client-token", required_argument, NULL, 'T'},
@@ -190,6 +194,10 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'V':
             if (number_option("--view-cache-mb", optarg, 8, 1u << 20, &n)) return -1;
             o->view_cache_mb = (unsigned)n;
+            break;
+        case 'X':
+            if (number_option("--batch-max", optarg, 1, 100000, &n)) return -1;
+            o->batch_max = (int)n;
             break;
         case 'H':
             if (number_option("--shadow-cache", optarg, 0, 10000000, &n)) return -1;
@@ -463,6 +471,7 @@ int main(int argc, char **argv)
     if (serve || project) {
         projector_config pc = {
             .decide = {.region = o.region, .shadow_max_bytes = o.shadow.max_bytes},
+            .batch_max = o.batch_max,
             .shadow_cache = o.shadow_cache};
         if ((err = projector_start(v, commands, events, b, &pc, &proj))) {
             fprintf(stderr, "registry: cannot start the projector: %s\n", reg_strerror(err));

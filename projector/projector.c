@@ -557,7 +557,7 @@ int projector_start(view *v, elog *commands, elog *events, bus *b, const project
     p->events = events;
     p->bus = b;
     p->cfg = *cfg;
-    if (p->cfg.batch_max <= 0) p->cfg.batch_max = 1000;
+    if (p->cfg.batch_max <= 0) p->cfg.batch_max = 4000;
     if (!p->cfg.decide.max_metadata_keys) p->cfg.decide.max_metadata_keys = 100;
     if (!p->cfg.decide.shadow_max_bytes) p->cfg.decide.shadow_max_bytes = 8192;
     if (!p->cfg.shadow_cache) p->cfg.shadow_cache = 65536;

@@ -26,7 +26,7 @@ typedef struct projector projector;
 
 typedef struct projector_config {
     decide_config decide;
-    int batch_max; /* commands per view commit (default 1000) */
+    int batch_max; /* commands per view commit (default 4000) */
     /* Shadows kept decoded between batches (view_set_record_cache; default 65536, -1 none) */
     long shadow_cache;
 } projector_config;
