@@ -10,6 +10,9 @@ int64_t clock_now_ms(void);
 /* Monotonic nanoseconds (for durations and timeouts). */
 uint64_t clock_mono_ns(void);
 
+/* The calling thread's CPU time in nanoseconds. */
+uint64_t clock_thread_cpu_ns(void);
+
 /* Formats ms since the epoch as "2026-11-28T10:18:53.123Z" into out (at least 25 bytes). */
 void clock_rfc3339(int64_t ms, char *out);
 

@@ -2,7 +2,6 @@
 #include "ids.h"
 #include "err.h"
 
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -23,8 +22,7 @@ static int random_bytes(uint8_t *out, size_t n)
         if (RAND_bytes(id_random.b, sizeof id_random.b) != 1) return REG_EIO;
         id_random.used = 0;
     }
-    memcpy(out, id_random.b + id_random.used, n);
-    OPENSSL_cleanse(id_random.b + id_random.used, n); /* handed out once */
+    memcpy(out, id_random.b + id_random.used, n); /* each byte is handed out once */
     id_random.used += n;
     return 0;
 }

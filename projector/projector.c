@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define META_COMMANDS_NEXT "commands.next"
@@ -357,13 +356,6 @@ static int decide_records(projector *p, struct batch *bt, const elog_record *rec
     return err;
 }
 
-static uint64_t thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* The committer's part of a batch: waits until its events are in the log, then writes the
  * view's changes with the consumed offsets, and publishes what the batch tells the rest. */
 
@@ -385,7 +377,7 @@ static int commit_batch(projector *p, struct batch *bt)
     p->stats.events += bt->events;
     p->stats.batches++;
     p->stats.next_offset = bt->next_offset;
-    p->stats.commit_cpu_ns = thread_cpu_ns();
+    p->stats.commit_cpu_ns = clock_thread_cpu_ns();
     p->stats.decide_cpu_ns = bt->decide_cpu_ns;
     pthread_mutex_unlock(&p->stats_mu);
     return 0;
@@ -520,7 +512,7 @@ static void *projector_main(void *arg)
             err = append_events(p, bt);
             if (!err) err = view_txn_seal(bt->txn);
             if (!err) {
-                bt->decide_cpu_ns = thread_cpu_ns();
+                bt->decide_cpu_ns = clock_thread_cpu_ns();
                 commit_start(p, bt, done);
                 inflight = bt;
                 bt = done = NULL;
