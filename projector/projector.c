@@ -123,8 +123,12 @@ static int read_max_cid(projector *p)
     size_t len = 0;
     memset(&p->max_cid, 0, sizeof p->max_cid);
     int err = view_last_key(p->view, VIEW_COMMANDS, p->max_cid.b, 16, &len);
-    if (err == REG_ENOTFOUND) err = 0;
-    if (!err && len != 16) memset(p->max_cid.b, 0xff, 16); /* not an id: look every one up */
+    if (err == REG_ENOTFOUND) {
+        memset(&p->max_cid, 0, sizeof p->max_cid);
+        err = 0;
+    } else if (!err && len != 16) {
+        memset(p->max_cid.b, 0xff, 16); /* not an id: look every one up */
+    }
     if (!err) p->max_cid_valid = true;
     return err;
 }
