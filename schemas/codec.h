@@ -74,6 +74,14 @@ int codec_encode(codec_registry *reg, const char *name, const json_t *value, cod
  * resolved onto the reader), REG_ENOMEM. Never crashes on any input. Same threading as encode. */
 int codec_decode(codec_registry *reg, const char *name, const void *data, size_t len, json_t **out);
 
+/* The same encode and decode done through avro-c's generic values (a value filled, then written;
+ * a body read into a value, then converted), where codec_encode and codec_decode walk the bytes
+ * themselves. The same contract and results: the reference the tests and the codec fuzzer hold
+ * the fast path to. */
+int codec_encode_avroc(codec_registry *reg, const char *name, const json_t *value, codec_buf *out);
+int codec_decode_avroc(codec_registry *reg, const char *name, const void *data, size_t len,
+                       json_t **out);
+
 /* The fingerprint in the header of a single-object encoded record. 0 or REG_EDECODE. */
 int codec_peek_fingerprint(const void *data, size_t len, uint64_t *out);
 
