@@ -13,6 +13,7 @@
 #include "projector/shadow_view.h"
 #include "jsonfast.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,41 +36,44 @@ static void put_empty(view_txn *t, view_cf cf, const reg_key *k)
     view_txn_put(t, cf, k->b, k->len, "", 0);
 }
 
-/* The index entries of a device that depend on its attributes (not metadata). */
-static void device_attr_index(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                              const json_t *dev, int add)
+/* The index entries of a device that depend on its attributes (not metadata): type and
+ * status, status, firmware, last seen. */
+enum { ATTR_INDEXES = 4 };
+static const view_cf attr_index_cf[ATTR_INDEXES] = {VIEW_IDX_ATTR, VIEW_IDX_STATUS,
+                                                    VIEW_IDX_FIRMWARE, VIEW_IDX_LASTSEEN};
+
+/* The keys of the device's entries in those indexes; has[i] is false where it has none. */
+static void attr_index_keys(const reg_uuid *tid, const reg_uuid *did, const json_t *dev,
+                            reg_key k[ATTR_INDEXES], bool has[ATTR_INDEXES])
 {
-    reg_key k;
     const char *type = str_or(dev, "device_type", ""), *status = str_or(dev, "status", "");
-
-    key_add(key_str0(key_str0(key_add(key_reset(&k), tid->b, 16), type), status), did->b, 16);
-    if (add)
-        put_empty(t, VIEW_IDX_ATTR, &k);
-    else
-        view_txn_delete(t, VIEW_IDX_ATTR, k.b, k.len);
-
-    key_add(key_str0(key_add(key_reset(&k), tid->b, 16), status), did->b, 16);
-    if (add)
-        put_empty(t, VIEW_IDX_STATUS, &k);
-    else
-        view_txn_delete(t, VIEW_IDX_STATUS, k.b, k.len);
-
+    key_add(key_str0(key_str0(key_add(key_reset(&k[0]), tid->b, 16), type), status), did->b, 16);
+    key_add(key_str0(key_add(key_reset(&k[1]), tid->b, 16), status), did->b, 16);
+    has[0] = has[1] = true;
     const char *fw = json_string_value(json_object_get(dev, "firmware_version"));
-    if (fw) {
-        key_add(key_str0(key_add(key_reset(&k), tid->b, 16), fw), did->b, 16);
-        if (add)
-            put_empty(t, VIEW_IDX_FIRMWARE, &k);
-        else
-            view_txn_delete(t, VIEW_IDX_FIRMWARE, k.b, k.len);
-    }
+    if ((has[2] = fw != NULL))
+        key_add(key_str0(key_add(key_reset(&k[2]), tid->b, 16), fw), did->b, 16);
     int64_t seen_ms;
     const char *seen = json_string_value(json_object_get(dev, "last_seen_at"));
-    if (seen && clock_parse_rfc3339(seen, &seen_ms) == 0) {
-        key_add(key_be64(key_add(key_reset(&k), tid->b, 16), (uint64_t)seen_ms), did->b, 16);
-        if (add)
-            put_empty(t, VIEW_IDX_LASTSEEN, &k);
-        else
-            view_txn_delete(t, VIEW_IDX_LASTSEEN, k.b, k.len);
+    if ((has[3] = seen && clock_parse_rfc3339(seen, &seen_ms) == 0))
+        key_add(key_be64(key_add(key_reset(&k[3]), tid->b, 16), (uint64_t)seen_ms), did->b, 16);
+}
+
+/* Moves the device's attribute index entries from the keys it had (old, had) to those of its
+ * record now. An entry whose key did not change is left alone: a metadata change rewrote all four
+ * as a deletion and the same put, which the commit then wrote to the memtable again. */
+static void attr_index_move(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
+                            const reg_key old[ATTR_INDEXES], const bool had[ATTR_INDEXES],
+                            const json_t *dev)
+{
+    reg_key k[ATTR_INDEXES];
+    bool has[ATTR_INDEXES];
+    attr_index_keys(tid, did, dev, k, has);
+    for (int i = 0; i < ATTR_INDEXES; i++) {
+        if (had[i] && has[i] && old[i].len == k[i].len && !memcmp(old[i].b, k[i].b, k[i].len))
+            continue;
+        if (had[i]) view_txn_delete(t, attr_index_cf[i], old[i].b, old[i].len);
+        if (has[i]) put_empty(t, attr_index_cf[i], &k[i]);
     }
 }
 
@@ -81,6 +85,7 @@ static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
     json_t *md = json_object_get(dev, "metadata");
     const char *old = json_string_value(json_object_get(md, key));
     reg_key ik;
+    if (old && value && !strcmp(old, value)) return; /* unchanged: the index entry stays */
     if (old) {
         key_add(key_str0(key_str0(key_add(key_reset(&ik), tid->b, 16), key), old), did->b, 16);
         view_txn_delete(t, VIEW_IDX_META, ik.b, ik.len);
@@ -114,7 +119,8 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     json_t *mv;
     json_object_foreach(json_object_get(b, "metadata"), mk, mv)
         set_metadata(t, tid, did, dev, mk, json_string_value(mv));
-    device_attr_index(t, tid, did, dev, 1);
+    static const bool none[ATTR_INDEXES];
+    attr_index_move(t, tid, did, NULL, none, dev);
     record_device_store(t, tid, did, dev);
 
     reg_key k;
@@ -132,10 +138,12 @@ int apply_update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, c
     view_src src = {NULL, t};
     int err = record_device_load(src, tid, did, &dev);
     if (err) return err == REG_ENOTFOUND ? REG_EDECODE : err;
-    device_attr_index(t, tid, did, dev, 0);
+    reg_key old[ATTR_INDEXES];
+    bool had[ATTR_INDEXES];
+    attr_index_keys(tid, did, dev, old, had);
     change(dev, body, t, tid, did);
     json_object_set(dev, "version", json_object_get(ev, "version"));
-    device_attr_index(t, tid, did, dev, 1);
+    attr_index_move(t, tid, did, old, had, dev);
     record_device_store(t, tid, did, dev);
     return 0;
 }
