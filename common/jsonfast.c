@@ -6,6 +6,7 @@
  */
 #include "jsonfast.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -261,4 +262,111 @@ static json_t *copy_value(const json_t *v, int depth)
 json_t *jsonfast_copy(const json_t *v)
 {
     return v ? copy_value(v, 0) : NULL;
+}
+
+/* ---- jsonfast_pack: a recursive descent over the format, taking the arguments in order. After
+ * a failure it goes on to the end so that every o argument is still taken (and released). */
+
+struct pack {
+    const char *f;
+    va_list *ap;
+    bool failed;
+};
+
+static void pack_skip(struct pack *p)
+{
+    while (*p->f == ' ' || *p->f == ',' || *p->f == ':' || *p->f == '\t' || *p->f == '\n')
+        p->f++;
+}
+
+static json_t *pack_fail(struct pack *p, json_t *v)
+{
+    p->failed = true;
+    json_decref(v);
+    return NULL;
+}
+
+static json_t *pack_value(struct pack *p, int depth);
+
+/* The members of an object or the elements of an array, up to `close`, into c (NULL once
+ * failed). */
+static json_t *pack_container(struct pack *p, json_t *c, char close, int depth)
+{
+    if (!c || depth > JSONFAST_MAX_DEPTH) pack_fail(p, NULL);
+    for (;;) {
+        pack_skip(p);
+        if (*p->f == close) {
+            p->f++;
+            break;
+        }
+        if (!*p->f) return pack_fail(p, c);
+        const char *key = NULL;
+        if (close == '}') {
+            if (*p->f++ != 's') return pack_fail(p, c); /* the rest cannot be told apart */
+            key = va_arg(*p->ap, const char *);
+            if (!key) p->failed = true;
+        }
+        json_t *v = pack_value(p, depth + 1);
+        if (p->failed || !v) {
+            json_decref(v);
+            p->failed = true;
+            continue;
+        }
+        if (close == '}' ? json_object_set_new_nocheck(c, key, v) : json_array_append_new(c, v))
+            p->failed = true;
+    }
+    if (p->failed) return pack_fail(p, c);
+    return c;
+}
+
+static json_t *pack_value(struct pack *p, int depth)
+{
+    pack_skip(p);
+    char c = *p->f;
+    if (!c) return pack_fail(p, NULL);
+    p->f++;
+    bool nullable = *p->f == '?';
+    if (nullable) p->f++;
+    switch (c) {
+    case '{':
+        return pack_container(p, json_object(), '}', depth);
+    case '[':
+        return pack_container(p, json_array(), ']', depth);
+    case 's': {
+        const char *s = va_arg(*p->ap, const char *);
+        if (!s) return nullable ? json_null() : pack_fail(p, NULL);
+        return json_stringn_nocheck(s, strlen(s));
+    }
+    case 'o':
+    case 'O': {
+        json_t *v = va_arg(*p->ap, json_t *);
+        if (!v) return nullable ? json_null() : pack_fail(p, NULL);
+        return c == 'O' ? json_incref(v) : v;
+    }
+    case 'i':
+        return json_integer(va_arg(*p->ap, int));
+    case 'I':
+        return json_integer(va_arg(*p->ap, json_int_t));
+    case 'b':
+        return va_arg(*p->ap, int) ? json_true() : json_false();
+    case 'n':
+        return json_null();
+    case 'f':
+        return json_real(va_arg(*p->ap, double));
+    default: /* the arguments that follow cannot be told apart */
+        p->f += strlen(p->f);
+        return pack_fail(p, NULL);
+    }
+}
+
+json_t *jsonfast_pack(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct pack p = {fmt, &ap, false};
+    json_t *v = pack_value(&p, 0);
+    pack_skip(&p);
+    if (*p.f) v = pack_fail(&p, v); /* more than one value */
+    va_end(ap);
+    return p.failed ? NULL : v;
 }

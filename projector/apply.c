@@ -107,7 +107,7 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     reg_uuid_format(did, did_s);
     char registered[32];
     clock_rfc3339(json_integer_value(json_object_get(ev, "time_ms")), registered);
-    json_t *dev = json_pack(
+    json_t *dev = jsonfast_pack(
         "{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:s, s:n, s:O, s:i, s:{}, s:[]}", "device_id", did_s,
         "tenant_id", tid_s, "serial_number", json_object_get(b, "serial_number"), "device_type",
         json_object_get(b, "device_type"), "status", json_object_get(b, "status"),
@@ -204,9 +204,9 @@ static int apply_token_created(view_txn *t, const reg_uuid *tid, const json_t *e
     char tid_s[37];
     reg_uuid_format(tid, tid_s);
     json_t *rec =
-        json_pack("{s:O, s:s, s:O, s:O, s:O}", "token_id", json_object_get(b, "token_id"),
-                  "tenant_id", tid_s, "role", json_object_get(b, "role"), "name",
-                  json_object_get(b, "name"), "created_at", json_object_get(ev, "time_ms"));
+        jsonfast_pack("{s:O, s:s, s:O, s:O, s:O}", "token_id", json_object_get(b, "token_id"),
+                      "tenant_id", tid_s, "role", json_object_get(b, "role"), "name",
+                      json_object_get(b, "name"), "created_at", json_object_get(ev, "time_ms"));
     if (!rec) return REG_EDECODE;
     reg_key k;
     key_add(key_byte(key_reset(&k), 'h'), hash, 32);

@@ -35,6 +35,7 @@ const char *decide_str(const json_t *obj, const char *field)
 void decide_reject(decision *d, int status, const char *title, const char *detail)
 {
     d->status = status;
+    /* json_pack, which checks: a detail may quote what a client sent */
     d->reply = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", title, "status",
                          status, "detail", detail);
 }
@@ -50,11 +51,11 @@ void decide_emit(decision *d, const json_t *cmd, const decide_config *cfg, const
     if (reg_uuid_parse(decide_str(cmd, "command_id"), &cid)) memset(&cid, 0, sizeof cid);
     reg_uuid_derive(&cid, &index, sizeof index, &eid);
     reg_uuid_format(&eid, eid_s);
-    json_t *ev = json_pack("{s:s, s:O, s:O, s:s, s:s, s:O, s:O, s:I, s:{s:o}}", "event_id", eid_s,
-                           "command_id", json_object_get(cmd, "command_id"), "tenant_id",
-                           json_object_get(cmd, "tenant_id"), "entity_id", entity_id, "region",
-                           cfg->region, "time_ms", json_object_get(cmd, "time_ms"), "actor",
-                           json_object_get(cmd, "actor"), "version", version, "body", kind, body);
+    json_t *ev = jsonfast_pack(
+        "{s:s, s:O, s:O, s:s, s:s, s:O, s:O, s:I, s:{s:o}}", "event_id", eid_s, "command_id",
+        json_object_get(cmd, "command_id"), "tenant_id", json_object_get(cmd, "tenant_id"),
+        "entity_id", entity_id, "region", cfg->region, "time_ms", json_object_get(cmd, "time_ms"),
+        "actor", json_object_get(cmd, "actor"), "version", version, "body", kind, body);
     json_array_append_new(d->events, ev);
 }
 
@@ -97,15 +98,15 @@ static int decide_create_tenant(view_txn *t, const json_t *cmd, const json_t *b,
         return 0;
     }
     decide_emit(d, cmd, cfg, decide_str(cmd, "tenant_id"), 1, "TenantCreated",
-                json_pack("{s:O, s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"),
-                          "cert_validity_days", json_object_get(b, "cert_validity_days"),
-                          "rotate_before_days", json_object_get(b, "rotate_before_days"),
-                          "overlap_days", json_object_get(b, "overlap_days"), "issuing_ca_pem",
-                          json_object_get(b, "issuing_ca_pem")));
+                jsonfast_pack("{s:O, s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"),
+                              "cert_validity_days", json_object_get(b, "cert_validity_days"),
+                              "rotate_before_days", json_object_get(b, "rotate_before_days"),
+                              "overlap_days", json_object_get(b, "overlap_days"), "issuing_ca_pem",
+                              json_object_get(b, "issuing_ca_pem")));
     decide_emit(d, cmd, cfg, decide_str(b, "token_id"), 1, "TokenCreated",
-                json_pack("{s:O, s:s, s:s, s:O}", "token_id", json_object_get(b, "token_id"),
-                          "role", "operator", "name", "initial operator token", "token_hash",
-                          json_object_get(b, "token_hash")));
+                jsonfast_pack("{s:O, s:s, s:s, s:O}", "token_id", json_object_get(b, "token_id"),
+                              "role", "operator", "name", "initial operator token", "token_hash",
+                              json_object_get(b, "token_hash")));
     d->status = 201;
     d->reply_kind = REPLY_TENANT;
     return 0;
@@ -171,12 +172,12 @@ static int decide_register_device(view_txn *t, const json_t *cmd, const json_t *
     }
     if (err != REG_ENOTFOUND) return err;
     decide_emit(d, cmd, cfg, decide_str(b, "device_id"), 1, "DeviceRegistered",
-                json_pack("{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number",
-                          json_object_get(b, "serial_number"), "device_type",
-                          json_object_get(b, "device_type"), "hardware_revision",
-                          json_object_get(b, "hardware_revision"), "firmware_version",
-                          json_object_get(b, "firmware_version"), "status", "provisioning",
-                          "metadata", md));
+                jsonfast_pack("{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number",
+                              json_object_get(b, "serial_number"), "device_type",
+                              json_object_get(b, "device_type"), "hardware_revision",
+                              json_object_get(b, "hardware_revision"), "firmware_version",
+                              json_object_get(b, "firmware_version"), "status", "provisioning",
+                              "metadata", md));
     d->status = 201;
     d->reply_kind = REPLY_DEVICE;
     return 0;
@@ -219,7 +220,7 @@ static int decide_update_device(view_txn *t, const json_t *cmd, const json_t *b,
             goto done;
         }
         decide_emit(d, cmd, cfg, decide_str(b, "device_id"), ++version, "DeviceStatusChanged",
-                    json_pack("{s:s, s:s}", "from", from, "to", to));
+                    jsonfast_pack("{s:s, s:s}", "from", from, "to", to));
     }
     json_t *attrs = json_object();
     static const char *const fields[] = {"firmware_version", "hardware_revision"};
@@ -281,7 +282,7 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
     if (json_object_size(effective)) {
         json_int_t version = json_integer_value(json_object_get(dev, "version")) + 1;
         decide_emit(d, cmd, cfg, decide_str(b, "device_id"), version, "MetadataChanged",
-                    json_pack("{s:o}", "changes", effective));
+                    jsonfast_pack("{s:o}", "changes", effective));
     } else {
         json_decref(effective);
     }
@@ -325,21 +326,21 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
     int err = 0;
     switch (d->reply_kind) {
     case REPLY_TENANT:
-        d->reply = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:i}", "tenant_id",
-                             json_object_get(cmd, "tenant_id"), "name", json_object_get(b, "name"),
-                             "token_id", json_object_get(b, "token_id"), "cert_validity_days",
-                             json_object_get(b, "cert_validity_days"), "rotate_before_days",
-                             json_object_get(b, "rotate_before_days"), "overlap_days",
-                             json_object_get(b, "overlap_days"), "version", 1);
+        d->reply = jsonfast_pack(
+            "{s:O, s:O, s:O, s:O, s:O, s:O, s:i}", "tenant_id", json_object_get(cmd, "tenant_id"),
+            "name", json_object_get(b, "name"), "token_id", json_object_get(b, "token_id"),
+            "cert_validity_days", json_object_get(b, "cert_validity_days"), "rotate_before_days",
+            json_object_get(b, "rotate_before_days"), "overlap_days",
+            json_object_get(b, "overlap_days"), "version", 1);
         break;
     case REPLY_TOKEN:
-        d->reply =
-            json_pack("{s:O, s:O, s:O, s:i}", "token_id", json_object_get(b, "token_id"), "role",
-                      json_object_get(b, "role"), "name", json_object_get(b, "name"), "version", 1);
+        d->reply = jsonfast_pack("{s:O, s:O, s:O, s:i}", "token_id", json_object_get(b, "token_id"),
+                                 "role", json_object_get(b, "role"), "name",
+                                 json_object_get(b, "name"), "version", 1);
         break;
     case REPLY_TOKEN_REVOKED:
-        d->reply = json_pack("{s:O, s:b, s:i}", "token_id", json_object_get(b, "token_id"),
-                             "revoked", 1, "version", 2);
+        d->reply = jsonfast_pack("{s:O, s:b, s:i}", "token_id", json_object_get(b, "token_id"),
+                                 "revoked", 1, "version", 2);
         break;
     case REPLY_DEVICE:
     case REPLY_METADATA:
@@ -353,9 +354,9 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
             json_t *md = json_object_get(dev, "metadata");
             if (!err)
                 d->reply =
-                    json_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
-                              "metadata", json_is_object(md) ? json_incref(md) : json_object(),
-                              "version", json_object_get(dev, "version"));
+                    jsonfast_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
+                                  "metadata", json_is_object(md) ? json_incref(md) : json_object(),
+                                  "version", json_object_get(dev, "version"));
             json_decref(dev);
         }
         break;
@@ -413,8 +414,9 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
         free(dev);
         return text;
     }
-    json_t *outcome = json_pack("{s:O, s:i, s:O}", "command_id", json_object_get(cmd, "command_id"),
-                                "status", d->status, "body", d->reply ? d->reply : json_null());
+    json_t *outcome =
+        jsonfast_pack("{s:O, s:i, s:O}", "command_id", json_object_get(cmd, "command_id"), "status",
+                      d->status, "body", d->reply ? d->reply : json_null());
     char *text = outcome ? jsonfast_dump(outcome, len) : NULL;
     json_decref(outcome);
     return text;

@@ -10,6 +10,7 @@
  * the merged document: {version, desired, delta}.
  */
 #include "err.h"
+#include "jsonfast.h"
 #include "projector/decide_util.h"
 #include "projector/keys.h"
 #include "projector/records.h"
@@ -89,14 +90,14 @@ int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const 
         goto done;
     }
     decide_emit(d, cmd, cfg, decide_str(b, "device_id"), current + 1, "ShadowUpdated",
-                json_pack("{s:O?, s:O?, s:O?}", "desired", json_object_get(b, "desired"),
-                          "reported", json_object_get(b, "reported"), "client_token",
-                          json_object_get(b, "client_token")));
+                jsonfast_pack("{s:O?, s:O?, s:O?}", "desired", json_object_get(b, "desired"),
+                              "reported", json_object_get(b, "reported"), "client_token",
+                              json_object_get(b, "client_token")));
     d->status = 200;
-    d->reply =
-        json_pack("{s:I, s:O, s:o}", "version", (json_int_t)(current + 1), "desired",
-                  json_object_get(rec, "desired"), "delta",
-                  shadow_delta(json_object_get(rec, "desired"), json_object_get(rec, "reported")));
+    d->reply = jsonfast_pack(
+        "{s:I, s:O, s:o}", "version", (json_int_t)(current + 1), "desired",
+        json_object_get(rec, "desired"), "delta",
+        shadow_delta(json_object_get(rec, "desired"), json_object_get(rec, "reported")));
     d->shadow =
         json_incref(rec); /* the document applying the event gives: it is not merged twice */
 done:

@@ -43,8 +43,8 @@ static void rotation_notice(view_txn *t, const json_t *ev, const json_t *b, deli
     snprintf(topic, sizeof topic, "$registry/devices/%s/certificates/rotate", device);
     snprintf(url, sizeof url, "/devices/%s/certificates/renew", device);
     add_delivery(out, &tid, &did, topic,
-                 json_pack("{s:s, s:O, s:s}", "cert_id", cert_id ? cert_id : "", "expires_at",
-                           expires ? expires : json_null(), "renew_url", url));
+                 jsonfast_pack("{s:s, s:O, s:s}", "cert_id", cert_id ? cert_id : "", "expires_at",
+                               expires ? expires : json_null(), "renew_url", url));
     json_decref(dev);
 }
 

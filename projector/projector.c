@@ -13,6 +13,7 @@
 #include "projector/projector.h"
 #include "clock.h"
 #include "err.h"
+#include "jsonfast.h"
 #include "ids.h"
 #include "projector/apply.h"
 #include "projector/notify.h"
@@ -172,7 +173,8 @@ static void note_auth(struct batch *bt, const json_t *ev)
         i++;
     if (!kind || i == sizeof relevant / sizeof relevant[0]) return;
     if (!bt->auth)
-        bt->auth = json_pack("{s:[], s:[], s:[], s:b}", "certs", "revoked", "devices", "trust", 0);
+        bt->auth =
+            jsonfast_pack("{s:[], s:[], s:[], s:b}", "certs", "revoked", "devices", "trust", 0);
     json_t *fp = json_object_get(b, "fingerprint");
     if (!strcmp(kind, "CertificateRevoked")) {
         json_array_append(json_object_get(bt->auth, "certs"), fp);

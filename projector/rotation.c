@@ -61,8 +61,8 @@ static void scan(rotation *r)
     const char *k;
     json_t *v;
     void *tmp;
-    json_object_foreach_safe(r->sent, tmp, k, v) if (now - json_integer_value(v) >
-                                                     10 * (int64_t)r->interval_ms)
+    json_object_foreach_safe(r->sent, tmp, k,
+                             v) if (now - json_integer_value(v) > 10 * (int64_t)r->interval_ms)
         json_object_del(r->sent, k);
 
     view_iter *it = view_iter_prefix(r->view, VIEW_CERT_EXPIRY, NULL, 0, NULL, 0);

@@ -71,7 +71,7 @@ static int lookup(view_src src, const reg_uuid *tenant, const reg_uuid *device, 
     }
     if (err == REG_ENOTFOUND) {
         *owned = true;
-        rec = complete(json_pack("{s:i, s:i}", "version", 0, "last_updated_ms", 0));
+        rec = complete(jsonfast_pack("{s:i, s:i}", "version", 0, "last_updated_ms", 0));
         err = rec ? 0 : REG_ENOMEM;
     }
     if (!err) *out = rec;
@@ -161,11 +161,11 @@ json_t *shadow_view_http(const json_t *rec)
     int64_t ms = json_integer_value(json_object_get(rec, "last_updated_ms"));
     char when[32];
     clock_rfc3339(ms, when);
-    return json_pack("{s:O, s:O, s:o, s:I, s:O, s:s?}", "desired", section(rec, "desired"),
-                     "reported", section(rec, "reported"), "delta",
-                     shadow_delta(section(rec, "desired"), section(rec, "reported")), "version",
-                     (json_int_t)shadow_view_version(rec), "metadata",
-                     json_object_get(rec, "metadata"), "last_updated_at", ms ? when : NULL);
+    return jsonfast_pack("{s:O, s:O, s:o, s:I, s:O, s:s?}", "desired", section(rec, "desired"),
+                         "reported", section(rec, "reported"), "delta",
+                         shadow_delta(section(rec, "desired"), section(rec, "reported")), "version",
+                         (json_int_t)shadow_view_version(rec), "metadata",
+                         json_object_get(rec, "metadata"), "last_updated_at", ms ? when : NULL);
 }
 
 static void add_client_token(json_t *msg, const char *client_token)
@@ -176,13 +176,13 @@ static void add_client_token(json_t *msg, const char *client_token)
 json_t *shadow_view_get_accepted(const json_t *rec, const char *client_token, int64_t now_s)
 {
     json_t *delta = shadow_delta(section(rec, "desired"), section(rec, "reported"));
-    json_t *state = json_pack("{s:O, s:O}", "desired", section(rec, "desired"), "reported",
-                              section(rec, "reported"));
+    json_t *state = jsonfast_pack("{s:O, s:O}", "desired", section(rec, "desired"), "reported",
+                                  section(rec, "reported"));
     if (json_object_size(delta)) json_object_set(state, "delta", delta);
     json_decref(delta);
-    json_t *msg = json_pack("{s:o, s:O, s:I, s:I}", "state", state, "metadata",
-                            json_object_get(rec, "metadata"), "version",
-                            (json_int_t)shadow_view_version(rec), "timestamp", (json_int_t)now_s);
+    json_t *msg = jsonfast_pack(
+        "{s:o, s:O, s:I, s:I}", "state", state, "metadata", json_object_get(rec, "metadata"),
+        "version", (json_int_t)shadow_view_version(rec), "timestamp", (json_int_t)now_s);
     add_client_token(msg, client_token);
     return msg;
 }
@@ -194,9 +194,10 @@ json_t *shadow_view_delta_message(const json_t *rec, const char *client_token, i
         json_decref(delta);
         return NULL;
     }
-    json_t *msg = json_pack("{s:o, s:o, s:I, s:I}", "state", delta, "metadata",
-                            shadow_meta_of(meta_section(rec, "desired"), delta), "version",
-                            (json_int_t)shadow_view_version(rec), "timestamp", (json_int_t)now_s);
+    json_t *msg =
+        jsonfast_pack("{s:o, s:o, s:I, s:I}", "state", delta, "metadata",
+                      shadow_meta_of(meta_section(rec, "desired"), delta), "version",
+                      (json_int_t)shadow_view_version(rec), "timestamp", (json_int_t)now_s);
     add_client_token(msg, client_token);
     return msg;
 }
@@ -214,25 +215,26 @@ json_t *shadow_view_accepted(const json_t *rec, const json_t *desired_patch,
             json_object_set_new(meta, names[i],
                                 shadow_meta_of(meta_section(rec, names[i]), patches[i]));
     }
-    json_t *msg = json_pack("{s:o, s:o, s:I, s:I}", "state", state, "metadata", meta, "version",
-                            (json_int_t)shadow_view_version(rec), "timestamp", (json_int_t)now_s);
+    json_t *msg =
+        jsonfast_pack("{s:o, s:o, s:I, s:I}", "state", state, "metadata", meta, "version",
+                      (json_int_t)shadow_view_version(rec), "timestamp", (json_int_t)now_s);
     add_client_token(msg, client_token);
     return msg;
 }
 
 static json_t *document(const json_t *rec)
 {
-    return json_pack("{s:{s:O, s:O}, s:O, s:I}", "state", "desired", section(rec, "desired"),
-                     "reported", section(rec, "reported"), "metadata",
-                     json_object_get(rec, "metadata"), "version",
-                     (json_int_t)shadow_view_version(rec));
+    return jsonfast_pack("{s:{s:O, s:O}, s:O, s:I}", "state", "desired", section(rec, "desired"),
+                         "reported", section(rec, "reported"), "metadata",
+                         json_object_get(rec, "metadata"), "version",
+                         (json_int_t)shadow_view_version(rec));
 }
 
 json_t *shadow_view_documents(const json_t *before, const json_t *after, const char *client_token,
                               int64_t now_s)
 {
-    json_t *msg = json_pack("{s:o, s:o, s:I}", "previous", document(before), "current",
-                            document(after), "timestamp", (json_int_t)now_s);
+    json_t *msg = jsonfast_pack("{s:o, s:o, s:I}", "previous", document(before), "current",
+                                document(after), "timestamp", (json_int_t)now_s);
     add_client_token(msg, client_token);
     return msg;
 }
