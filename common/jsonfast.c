@@ -7,8 +7,10 @@
 #include "jsonfast.h"
 
 #include <stdarg.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -369,4 +371,291 @@ json_t *jsonfast_pack(const char *fmt, ...)
     if (*p.f) v = pack_fail(&p, v); /* more than one value */
     va_end(ap);
     return p.failed ? NULL : v;
+}
+
+/* ---- jsonfast_load: a recursive descent over the text. */
+
+struct parse {
+    const unsigned char *p, *end;
+    char *scratch; /* unescaped strings (malloc'd, grown as needed) */
+    size_t scratch_cap;
+};
+
+static void parse_space(struct parse *ps)
+{
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\n' || *ps->p == '\r' || *ps->p == '\t'))
+        ps->p++;
+}
+
+static int hex4(const unsigned char *p, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i], d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            d = (c | 0x20) - 'a' + 10;
+        else
+            return -1;
+        v = v << 4 | d;
+    }
+    *out = v;
+    return 0;
+}
+
+static size_t put_utf8(char *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xc0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xe0 | cp >> 12);
+        o[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        o[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char)(0xf0 | cp >> 18);
+    o[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+    o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* The string at ps->p (its opening quote): *s and *n are its bytes, in the text itself when it
+ * has no escapes, else in ps->scratch. -1 when invalid. */
+static int parse_string(struct parse *ps, const char **s, size_t *n)
+{
+    const unsigned char *start = ++ps->p, *p = start;
+    bool escaped = false;
+    while (p < ps->end && *p != '"') { /* a first pass: validate, and find the end */
+        if (*p < 0x20) return -1;
+        if (*p == '\\') {
+            escaped = true;
+            if (++p == ps->end) return -1;
+            p++;
+        } else if (*p >= 0x80) {
+            size_t len = utf8_sequence(p, (size_t)(ps->end - p));
+            if (!len) return -1;
+            p += len;
+        } else {
+            p++;
+        }
+    }
+    if (p >= ps->end) return -1;
+    ps->p = p + 1;
+    if (!escaped) {
+        *s = (const char *)start;
+        *n = (size_t)(p - start);
+        return 0;
+    }
+    size_t need = (size_t)(p - start); /* unescaping never lengthens */
+    if (need > ps->scratch_cap) {
+        char *grown = realloc(ps->scratch, need);
+        if (!grown) return -1;
+        ps->scratch = grown;
+        ps->scratch_cap = need;
+    }
+    char *o = ps->scratch;
+    for (const unsigned char *q = start; q < p;) {
+        if (*q != '\\') {
+            *o++ = (char)*q++;
+            continue;
+        }
+        unsigned char e = q[1];
+        q += 2;
+        switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+            *o++ = (char)e;
+            break;
+        case 'b':
+            *o++ = '\b';
+            break;
+        case 'f':
+            *o++ = '\f';
+            break;
+        case 'n':
+            *o++ = '\n';
+            break;
+        case 'r':
+            *o++ = '\r';
+            break;
+        case 't':
+            *o++ = '\t';
+            break;
+        case 'u': {
+            uint32_t cp, lo;
+            if (p - q < 4 || hex4(q, &cp)) return -1;
+            q += 4;
+            if (cp >= 0xdc00 && cp <= 0xdfff) return -1; /* a low surrogate first */
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                if (p - q < 6 || q[0] != '\\' || q[1] != 'u' || hex4(q + 2, &lo) || lo < 0xdc00 ||
+                    lo > 0xdfff)
+                    return -1;
+                q += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            }
+            o += put_utf8(o, cp);
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    *s = ps->scratch;
+    *n = (size_t)(o - ps->scratch);
+    return 0;
+}
+
+static json_t *parse_number(struct parse *ps)
+{
+    const unsigned char *start = ps->p, *p = start;
+    if (p < ps->end && *p == '-') p++;
+    if (p == ps->end || *p < '0' || *p > '9') return NULL;
+    if (*p == '0') {
+        p++;
+        if (p < ps->end && *p >= '0' && *p <= '9') return NULL; /* a leading zero */
+    } else {
+        while (p < ps->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    bool real = false;
+    if (p < ps->end && *p == '.') {
+        real = true;
+        if (++p == ps->end || *p < '0' || *p > '9') return NULL;
+        while (p < ps->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < ps->end && (*p == 'e' || *p == 'E')) {
+        real = true;
+        if (++p < ps->end && (*p == '+' || *p == '-')) p++;
+        if (p == ps->end || *p < '0' || *p > '9') return NULL;
+        while (p < ps->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    ps->p = p;
+    size_t n = (size_t)(p - start);
+    if (!real) {
+        bool neg = *start == '-';
+        uint64_t v = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+        for (const unsigned char *q = start + neg; q < p; q++) {
+            unsigned d = *q - '0';
+            if (v > (limit - d) / 10) return NULL; /* beyond json_int_t, as jansson refuses */
+            v = v * 10 + d;
+        }
+        return json_integer(neg ? (json_int_t)(0 - v) : (json_int_t)v);
+    }
+    char buf[64], *copy = n < sizeof buf ? buf : malloc(n + 1);
+    if (!copy) return NULL;
+    memcpy(copy, start, n);
+    copy[n] = 0;
+    errno = 0;
+    double d = strtod(copy, NULL); /* the C locale's '.' (the registry never sets LC_NUMERIC) */
+    bool overflow = errno == ERANGE && (d > 1.0 || d < -1.0);
+    if (copy != buf) free(copy);
+    return overflow ? NULL : json_real(d);
+}
+
+static json_t *parse_value(struct parse *ps, int depth);
+
+static json_t *parse_container(struct parse *ps, int depth, bool object)
+{
+    if (depth > JSONFAST_MAX_DEPTH) return NULL;
+    json_t *c = object ? json_object() : json_array();
+    if (!c) return NULL;
+    ps->p++;
+    parse_space(ps);
+    char close = object ? '}' : ']';
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        return c;
+    }
+    for (;;) {
+        parse_space(ps);
+        const char *key = NULL;
+        size_t klen = 0;
+        char *owned_key = NULL;
+        if (object) {
+            if (ps->p == ps->end || *ps->p != '"' || parse_string(ps, &key, &klen)) goto fail;
+            if (memchr(key, 0, klen)) goto fail; /* as jansson refuses, even with NUL allowed */
+            if (key == ps->scratch && !(key = owned_key = malloc(klen ? klen : 1))) goto fail;
+            if (owned_key) memcpy(owned_key, ps->scratch, klen);
+            parse_space(ps);
+            if (ps->p == ps->end || *ps->p != ':') {
+                free(owned_key);
+                goto fail;
+            }
+            ps->p++;
+        }
+        json_t *v = parse_value(ps, depth + 1);
+        int err = !v || (object ? json_object_setn_new_nocheck(c, key, klen, v)
+                                : json_array_append_new(c, v));
+        free(owned_key);
+        if (err) goto fail;
+        parse_space(ps);
+        if (ps->p == ps->end) goto fail;
+        if (*ps->p == ',') {
+            ps->p++;
+            continue;
+        }
+        if (*ps->p++ == close) return c;
+        goto fail;
+    }
+fail:
+    json_decref(c);
+    return NULL;
+}
+
+static bool parse_word(struct parse *ps, const char *w, size_t n)
+{
+    if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, w, n)) return false;
+    ps->p += n;
+    return true;
+}
+
+static json_t *parse_value(struct parse *ps, int depth)
+{
+    parse_space(ps);
+    if (ps->p == ps->end) return NULL;
+    switch (*ps->p) {
+    case '{':
+        return parse_container(ps, depth, true);
+    case '[':
+        return parse_container(ps, depth, false);
+    case '"': {
+        const char *s;
+        size_t n;
+        return parse_string(ps, &s, &n) ? NULL : json_stringn_nocheck(s, n);
+    }
+    case 't':
+        return parse_word(ps, "true", 4) ? json_true() : NULL;
+    case 'f':
+        return parse_word(ps, "false", 5) ? json_false() : NULL;
+    case 'n':
+        return parse_word(ps, "null", 4) ? json_null() : NULL;
+    default:
+        return parse_number(ps);
+    }
+}
+
+json_t *jsonfast_load(const char *text, size_t len)
+{
+    if (!text) return NULL;
+    struct parse ps = {(const unsigned char *)text, (const unsigned char *)text + len, NULL, 0};
+    json_t *v = parse_value(&ps, 0);
+    parse_space(&ps);
+    free(ps.scratch);
+    if (v && ps.p != ps.end) { /* more after the value */
+        json_decref(v);
+        return NULL;
+    }
+    return v;
 }

@@ -1,6 +1,6 @@
 /*
- * jsonfast.h - three of jansson's operations done faster: rendering a value as compact text,
- * copying a value deeply, and building one from a format.
+ * jsonfast.h - four of jansson's operations done faster: rendering a value as compact text,
+ * parsing text, copying a value deeply, and building one from a format.
  *
  * jsonfast_dump writes the same bytes as jansson's json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY):
  * object members in their order, strings escaped as jansson escapes them (", \, control
@@ -25,6 +25,15 @@
  * memory, when a string is not valid UTF-8, or when v is nested deeper than
  * JSONFAST_MAX_DEPTH. */
 char *jsonfast_dump(const json_t *v, size_t *len);
+
+/* The value of len bytes of JSON text: what json_loadb(text, len, JSON_DECODE_ANY |
+ * JSON_ALLOW_NUL, NULL) gives, or NULL where it gives NULL (invalid JSON or UTF-8, a lone
+ * surrogate, an integer beyond json_int_t, a real that overflows, anything after the value), and
+ * also for values nested deeper than JSONFAST_MAX_DEPTH. Duplicate keys: the last value wins, in
+ * the first one's place. For text the registry reads back (its stored records): jansson's lexer
+ * takes each character through a callback and a growing buffer, and was most of decoding a
+ * record. The caller owns the value. */
+json_t *jsonfast_load(const char *text, size_t len);
 
 /* A deep copy of v (the caller owns it), or NULL when out of memory or nested deeper than
  * JSONFAST_MAX_DEPTH. */

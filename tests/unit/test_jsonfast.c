@@ -4,8 +4,10 @@
  * NUL inside strings and keys, reals, empty containers) and on thousands of random documents;
  * invalid UTF-8 and nesting beyond the limit are refused as jansson refuses them. A copy equals
  * its original (json_equal, and the same text), shares nothing with it, and keeps the order of
- * members. A packed value equals jansson's json_pack of the same format and arguments, and a
- * failed one takes every o argument (ASan's leak check tells).
+ * members. Loading gives what json_loadb(JSON_DECODE_ANY | JSON_ALLOW_NUL) gives on chosen
+ * valid and invalid texts and on the random documents in three renderings. A packed value equals
+ * jansson's json_pack of the same format and arguments, and a failed one takes every o argument
+ * (ASan's leak check tells).
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -218,6 +220,134 @@ static void test_copies(void **state)
     json_decref(deep);
 }
 
+/* jsonfast_load gives what json_loadb gives: the same value, or NULL where it fails. */
+static void assert_loads_like_jansson(const char *text, size_t len)
+{
+    json_t *want = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    json_t *got = jsonfast_load(text, len);
+    if (!want) {
+        if (got) fail_msg("jsonfast_load accepted what jansson refuses: %.*s", (int)len, text);
+        return;
+    }
+    if (!got) fail_msg("jsonfast_load refused what jansson accepts: %.*s", (int)len, text);
+    if (!json_equal(want, got))
+        fail_msg("jsonfast_load differs from jansson on %.*s", (int)len, text);
+    /* and in the same order of members (json_equal ignores it) */
+    char *w = json_dumps(want, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *g = json_dumps(got, JSON_COMPACT | JSON_ENCODE_ANY);
+    assert_string_equal(g, w);
+    free(w);
+    free(g);
+    json_decref(want);
+    json_decref(got);
+}
+
+#define LOADS_LIKE_JANSSON(lit) assert_loads_like_jansson(lit, sizeof(lit) - 1)
+
+static void test_load_chosen(void **state)
+{
+    (void)state;
+    static const char *const valid[] = {
+        "{}",
+        "[]",
+        " {\"a\" : [1, -2, 3.5, -0, 0, 1e3, 2E-2, -1.25e+2, true, false, null]} ",
+        "\"plain\"",
+        "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"",
+        "\"\\u00e9\\u20AC\\ud83d\\ude00\"",
+        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1e-400",
+        "0.000001",
+        "123456789012345678901234567890.5",
+        "{\"k\":1,\"k\":2,\"j\":3}",
+        "{\"\":\"\"}",
+        "[[[[{\"x\":[{}]}]]]]",
+        "\"a\\u0000b\"",
+        "{\"nested\":{\"deeper\":{\"\\u00e9\":\"v\"}}}",
+        "\t\r\n[\t1\r,\n2 ]\n"};
+    for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++)
+        assert_loads_like_jansson(valid[i], strlen(valid[i]));
+    static const char *const invalid[] = {"",
+                                          " ",
+                                          "{",
+                                          "[1,]",
+                                          "[1 2]",
+                                          "{\"a\"}",
+                                          "{\"a\":}",
+                                          "{a:1}",
+                                          "{\"a\":1,}",
+                                          "01",
+                                          "-",
+                                          "1.",
+                                          ".5",
+                                          "1e",
+                                          "1e+",
+                                          "+1",
+                                          "0x10",
+                                          "tru",
+                                          "nul",
+                                          "falsey",
+                                          "\"unterminated",
+                                          "\"bad \\x escape\"",
+                                          "\"\\u12\"",
+                                          "\"\\ud800\"",
+                                          "\"\\udc00\"",
+                                          "\"\\ud800\\u0041\"",
+                                          "\"ctl \x01\"",
+                                          "\"\xc0\xaf\"",
+                                          "\"\xed\xa0\x80\"",
+                                          "\"\xf4\x90\x80\x80\"",
+                                          "\"\xff\"",
+                                          "9223372036854775808",
+                                          "-9223372036854775809",
+                                          "1e400",
+                                          "-1e400",
+                                          "[1] [2]",
+                                          "{} x",
+                                          "{\"a\\u0000b\":1}",
+                                          "[\"\\",
+                                          "\"\\u"};
+    for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++)
+        assert_loads_like_jansson(invalid[i], strlen(invalid[i]));
+    LOADS_LIKE_JANSSON("\"with\0NUL\""); /* a raw NUL byte is a control character */
+    /* Depth: the limit itself loads, one more level is refused. */
+    char deep[2 * (JSONFAST_MAX_DEPTH + 2)];
+    size_t n = 0;
+    for (int i = 0; i <= JSONFAST_MAX_DEPTH; i++)
+        deep[n++] = '[';
+    for (int i = 0; i <= JSONFAST_MAX_DEPTH; i++)
+        deep[n++] = ']';
+    json_t *v = jsonfast_load(deep, n);
+    assert_non_null(v);
+    json_decref(v);
+    memmove(deep + 1, deep, n);
+    deep[0] = '[';
+    deep[n + 1] = ']';
+    assert_null(jsonfast_load(deep, n + 2));
+}
+
+static void test_load_random_documents(void **state)
+{
+    (void)state;
+    static const size_t renderings[] = {JSON_COMPACT, JSON_INDENT(2) | JSON_ENSURE_ASCII,
+                                        JSON_ENSURE_ASCII | JSON_ESCAPE_SLASH};
+    for (int i = 0; i < 5000; i++) {
+        json_t *v = random_value(0);
+        for (size_t r = 0; r < 3; r++) {
+            char *text = json_dumps(v, renderings[r] | JSON_ENCODE_ANY);
+            assert_non_null(text);
+            assert_loads_like_jansson(text, strlen(text));
+            /* and every prefix of a few of them: truncated text never loads */
+            if (i < 50)
+                for (size_t cut = 0; cut < strlen(text); cut++)
+                    assert_loads_like_jansson(text, cut);
+            free(text);
+        }
+        json_decref(v);
+    }
+}
+
 /* The same value as json_pack, key order included (compared as text). */
 #define ASSERT_PACKS_LIKE_JANSSON(...)                                                             \
     do {                                                                                           \
@@ -269,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_chosen_values), cmocka_unit_test(test_invalid_utf8_refused),
         cmocka_unit_test(test_depth_limit),   cmocka_unit_test(test_random_documents),
         cmocka_unit_test(test_copies),        cmocka_unit_test(test_pack),
+        cmocka_unit_test(test_load_chosen),   cmocka_unit_test(test_load_random_documents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
