@@ -1,5 +1,6 @@
-/* jsonbody.c - request body checks (jsonbody.h), on jansson. */
+/* jsonbody.c - request body checks (jsonbody.h), on jansson and jsonfast's parser. */
 #include "jsonbody.h"
+#include "jsonfast.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -33,8 +34,11 @@ static int depth_of(const json_t *j, int limit)
 
 json_t *jsonbody_parse_object(const char *body, size_t len, int max_depth, jsonbody_err *e)
 {
+    /* jsonfast's parser first (a device's message or a request, parsed on the loop); jansson's
+     * when it refuses, for the message, or for what only jansson accepts (text after a NUL). */
     json_error_t jerr;
-    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *j = jsonfast_load(body, len, JSONFAST_REJECT_DUPLICATES);
+    if (!j) j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!j) {
         snprintf(e->detail, sizeof e->detail, "body is not valid JSON: %s (at byte %d)", jerr.text,
                  jerr.position);
@@ -71,8 +75,8 @@ int jsonbody_only(const json_t *obj, const char *const *allowed, jsonbody_err *e
 }
 
 /* The check both string readers share; `lines` lets line breaks and tabs through. */
-static int string_member(const json_t *obj, const char *field, int required, size_t min,
-                         size_t max, int lines, const char **out, jsonbody_err *e)
+static int string_member(const json_t *obj, const char *field, int required, size_t min, size_t max,
+                         int lines, const char **out, jsonbody_err *e)
 {
     json_t *v = json_object_get(obj, field);
     *out = NULL;
@@ -93,8 +97,8 @@ static int string_member(const json_t *obj, const char *field, int required, siz
         return -1;
     }
     for (size_t i = 0; i < len; i++) {
-        if (((unsigned char)s[i] < 0x20 && !(lines && (s[i] == '\n' || s[i] == '\r' ||
-                                                      s[i] == '\t'))) ||
+        if (((unsigned char)s[i] < 0x20 &&
+             !(lines && (s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))) ||
             s[i] == 0x7f) {
             snprintf(e->detail, sizeof e->detail, "'%s' contains a control character", field);
             return -1;

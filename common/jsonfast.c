@@ -377,6 +377,7 @@ json_t *jsonfast_pack(const char *fmt, ...)
 
 struct parse {
     const unsigned char *p, *end;
+    int flags;
     char *scratch; /* unescaped strings (malloc'd, grown as needed) */
     size_t scratch_cap;
 };
@@ -503,6 +504,7 @@ static int parse_string(struct parse *ps, const char **s, size_t *n)
                 q += 6;
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             }
+            if (!cp && !(ps->flags & JSONFAST_ALLOW_NUL)) return -1;
             o += put_utf8(o, cp);
             break;
         }
@@ -586,6 +588,8 @@ static json_t *parse_container(struct parse *ps, int depth, bool object)
         if (object) {
             if (ps->p == ps->end || *ps->p != '"' || parse_string(ps, &key, &klen)) goto fail;
             if (memchr(key, 0, klen)) goto fail; /* as jansson refuses, even with NUL allowed */
+            if ((ps->flags & JSONFAST_REJECT_DUPLICATES) && json_object_getn(c, key, klen))
+                goto fail;
             if (key == ps->scratch && !(key = owned_key = malloc(klen ? klen : 1))) goto fail;
             if (owned_key) memcpy(owned_key, ps->scratch, klen);
             parse_space(ps);
@@ -646,10 +650,11 @@ static json_t *parse_value(struct parse *ps, int depth)
     }
 }
 
-json_t *jsonfast_load(const char *text, size_t len)
+json_t *jsonfast_load(const char *text, size_t len, int flags)
 {
     if (!text) return NULL;
-    struct parse ps = {(const unsigned char *)text, (const unsigned char *)text + len, NULL, 0};
+    struct parse ps = {(const unsigned char *)text, (const unsigned char *)text + len, flags, NULL,
+                       0};
     json_t *v = parse_value(&ps, 0);
     parse_space(&ps);
     free(ps.scratch);

@@ -26,14 +26,18 @@
  * JSONFAST_MAX_DEPTH. */
 char *jsonfast_dump(const json_t *v, size_t *len);
 
-/* The value of len bytes of JSON text: what json_loadb(text, len, JSON_DECODE_ANY |
- * JSON_ALLOW_NUL, NULL) gives, or NULL where it gives NULL (invalid JSON or UTF-8, a lone
- * surrogate, an integer beyond json_int_t, a real that overflows, anything after the value), and
- * also for values nested deeper than JSONFAST_MAX_DEPTH. Duplicate keys: the last value wins, in
- * the first one's place. For text the registry reads back (its stored records): jansson's lexer
- * takes each character through a callback and a growing buffer, and was most of decoding a
- * record. The caller owns the value. */
-json_t *jsonfast_load(const char *text, size_t len);
+/* jsonfast_load's flags: jansson's JSON_ALLOW_NUL and JSON_REJECT_DUPLICATES. */
+enum { JSONFAST_ALLOW_NUL = 1, JSONFAST_REJECT_DUPLICATES = 2 };
+
+/* The value of len bytes of JSON text: what json_loadb(text, len, JSON_DECODE_ANY and the flags'
+ * counterparts, NULL) gives, or NULL where it gives NULL (invalid JSON or UTF-8, a lone
+ * surrogate, an integer beyond json_int_t, a real that overflows, anything after the value, a
+ * \u0000 unless allowed, a repeated key if refused), and also for values nested deeper than
+ * JSONFAST_MAX_DEPTH and for text with a NUL byte (where jansson's input ends). Without
+ * JSONFAST_REJECT_DUPLICATES the last of repeated keys wins, in the first one's place. jansson's
+ * lexer takes each character through a callback and a growing buffer, and was most of decoding
+ * a stored record or a device's message. The caller owns the value. */
+json_t *jsonfast_load(const char *text, size_t len, int flags);
 
 /* A deep copy of v (the caller owns it), or NULL when out of memory or nested deeper than
  * JSONFAST_MAX_DEPTH. */

@@ -14,7 +14,7 @@ int record_json(view_src src, view_cf cf, const reg_key *k, json_t **out)
     size_t len = 0;
     int err = view_src_get(src, cf, k->b, k->len, &val, &len);
     if (err) return err;
-    json_t *j = jsonfast_load(val, len);
+    json_t *j = jsonfast_load(val, len, JSONFAST_ALLOW_NUL);
     free(val);
     if (!json_is_object(j) && !json_is_array(j)) { /* what the view stores */
         json_decref(j);
@@ -28,7 +28,7 @@ int record_json(view_src src, view_cf cf, const reg_key *k, json_t **out)
  * applied, rendered in the reply) is parsed once and rendered once, at the commit. */
 static void *device_decode(const char *val, size_t len)
 {
-    json_t *j = jsonfast_load(val, len);
+    json_t *j = jsonfast_load(val, len, JSONFAST_ALLOW_NUL);
     if (json_is_object(j)) return j;
     json_decref(j);
     return NULL;
@@ -189,7 +189,7 @@ int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const 
     if (err) return err;
     if (top_level_scalar(val, len, "shadow_version", &start, &end) || val[start] == '"') {
         /* Not in the compact form this file stores: take the long way. */
-        json_t *dev = jsonfast_load(val, len);
+        json_t *dev = jsonfast_load(val, len, JSONFAST_ALLOW_NUL);
         free(val);
         if (!json_is_object(dev)) {
             json_decref(dev);

@@ -45,7 +45,7 @@ static json_t *complete(json_t *rec)
 
 static void *shadow_decode(const char *val, size_t len)
 {
-    return complete(jsonfast_load(val, len));
+    return complete(jsonfast_load(val, len, JSONFAST_ALLOW_NUL));
 }
 
 static const view_codec shadow_codec = {shadow_decode, record_codec_encode, record_codec_release,

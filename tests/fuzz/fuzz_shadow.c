@@ -300,20 +300,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > MAX_INPUT) return 0;
     shadow_limits_default(&lim);
     /* jansson ends its input at a NUL byte (which is never valid JSON text, and which jsonfast
-     * refuses): the two are compared on the text before it. */
+     * refuses): the two are compared on the text before it, with each of jsonfast's flags. */
     const uint8_t *nul = memchr(data, 0, size);
     size_t text_len = nul ? (size_t)(nul - data) : size;
-    json_t *whole = nul ? jsonfast_load((const char *)data, size) : NULL;
+    json_t *whole = nul ? jsonfast_load((const char *)data, size, JSONFAST_ALLOW_NUL) : NULL;
     CHECK(!whole);
-    json_t *want = json_loadb((const char *)data, text_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    json_t *got = jsonfast_load((const char *)data, text_len);
-    if (want && !got) { /* only for nesting beyond the limit, which jsonfast_dump refuses too */
-        char *text = jsonfast_dump(want, NULL);
-        CHECK(!text);
+    for (int flags = 0; flags < 4; flags++) {
+        size_t jflags = JSON_DECODE_ANY | (flags & JSONFAST_ALLOW_NUL ? JSON_ALLOW_NUL : 0) |
+                        (flags & JSONFAST_REJECT_DUPLICATES ? JSON_REJECT_DUPLICATES : 0);
+        json_t *want = json_loadb((const char *)data, text_len, jflags, NULL);
+        json_t *got = jsonfast_load((const char *)data, text_len, flags);
+        if (want && !got) { /* only for nesting beyond the limit, which jsonfast_dump refuses */
+            char *text = jsonfast_dump(want, NULL);
+            CHECK(!text);
+        }
+        CHECK(!got || (want && json_equal(want, got)));
+        json_decref(want);
+        json_decref(got);
     }
-    CHECK(!got || (want && json_equal(want, got)));
-    json_decref(want);
-    json_decref(got);
     json_t *msg = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
     if (!msg) return 0;
     char *fast = jsonfast_dump(msg, NULL), *slow = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);

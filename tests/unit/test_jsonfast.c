@@ -4,7 +4,8 @@
  * NUL inside strings and keys, reals, empty containers) and on thousands of random documents;
  * invalid UTF-8 and nesting beyond the limit are refused as jansson refuses them. A copy equals
  * its original (json_equal, and the same text), shares nothing with it, and keeps the order of
- * members. Loading gives what json_loadb(JSON_DECODE_ANY | JSON_ALLOW_NUL) gives on chosen
+ * members. Loading gives what json_loadb(JSON_DECODE_ANY, with each combination of
+ * JSON_ALLOW_NUL and JSON_REJECT_DUPLICATES) gives on chosen
  * valid and invalid texts and on the random documents in three renderings. A packed value equals
  * jansson's json_pack of the same format and arguments, and a failed one takes every o argument
  * (ASan's leak check tells).
@@ -221,10 +222,12 @@ static void test_copies(void **state)
 }
 
 /* jsonfast_load gives what json_loadb gives: the same value, or NULL where it fails. */
-static void assert_loads_like_jansson(const char *text, size_t len)
+static void assert_loads_like_jansson_with(const char *text, size_t len, int flags)
 {
-    json_t *want = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    json_t *got = jsonfast_load(text, len);
+    size_t jflags = JSON_DECODE_ANY | (flags & JSONFAST_ALLOW_NUL ? JSON_ALLOW_NUL : 0) |
+                    (flags & JSONFAST_REJECT_DUPLICATES ? JSON_REJECT_DUPLICATES : 0);
+    json_t *want = json_loadb(text, len, jflags, NULL);
+    json_t *got = jsonfast_load(text, len, flags);
     if (!want) {
         if (got) fail_msg("jsonfast_load accepted what jansson refuses: %.*s", (int)len, text);
         return;
@@ -240,6 +243,12 @@ static void assert_loads_like_jansson(const char *text, size_t len)
     free(g);
     json_decref(want);
     json_decref(got);
+}
+
+static void assert_loads_like_jansson(const char *text, size_t len)
+{
+    for (int flags = 0; flags < 4; flags++)
+        assert_loads_like_jansson_with(text, len, flags);
 }
 
 #define LOADS_LIKE_JANSSON(lit) assert_loads_like_jansson(lit, sizeof(lit) - 1)
@@ -318,13 +327,13 @@ static void test_load_chosen(void **state)
         deep[n++] = '[';
     for (int i = 0; i <= JSONFAST_MAX_DEPTH; i++)
         deep[n++] = ']';
-    json_t *v = jsonfast_load(deep, n);
+    json_t *v = jsonfast_load(deep, n, 0);
     assert_non_null(v);
     json_decref(v);
     memmove(deep + 1, deep, n);
     deep[0] = '[';
     deep[n + 1] = ']';
-    assert_null(jsonfast_load(deep, n + 2));
+    assert_null(jsonfast_load(deep, n + 2, 0));
 }
 
 static void test_load_random_documents(void **state)
