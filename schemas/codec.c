@@ -986,6 +986,50 @@ static int av_err(int rc)
     return rc == ENOMEM ? REG_ENOMEM : REG_EINVAL;
 }
 
+/* Whether j has the JSON type that values of nd map to (an integer in range for int, a number
+ * a float can hold for float): the first check of both encoders. */
+static bool json_fits(const struct node *nd, const json_t *j)
+{
+    switch (nd->kind) {
+    case K_NULL:
+        return json_is_null(j);
+    case K_BOOLEAN:
+        return json_is_boolean(j);
+    case K_INT:
+        return json_is_integer(j) && json_integer_value(j) >= INT32_MIN &&
+               json_integer_value(j) <= INT32_MAX;
+    case K_LONG:
+        return json_is_integer(j);
+    case K_FLOAT: /* out-of-range double to float conversion is undefined behaviour in C */
+        return json_is_number(j) && fabs(json_number_value(j)) <= FLT_MAX;
+    case K_DOUBLE:
+        return json_is_number(j);
+    case K_STRING:
+    case K_BYTES:
+    case K_FIXED:
+    case K_ENUM:
+        return json_is_string(j);
+    case K_ARRAY:
+        return json_is_array(j);
+    case K_MAP:
+    case K_RECORD:
+        return json_is_object(j);
+    case K_UNION:
+        return true; /* its branch says */
+    }
+    return false;
+}
+
+/* The value of record field f in object j, counted in *seen, or its default when j lacks it (a
+ * field with a default may be left out); NULL when neither. */
+static const json_t *field_value(const struct field *f, const json_t *j, size_t *seen)
+{
+    const json_t *fv = json_object_get(j, f->name);
+    if (!fv) return f->def;
+    (*seen)++;
+    return fv;
+}
+
 /* Which branch of union nd the JSON value j takes, and the branch's value; nd->n when none. */
 static size_t union_index(const struct node *nd, const json_t *j, const json_t **bv)
 {
@@ -1010,40 +1054,28 @@ static size_t union_index(const struct node *nd, const json_t *j, const json_t *
 
 static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int depth)
 {
-    if (depth > MAX_DEPTH) return REG_EINVAL;
+    if (depth > MAX_DEPTH || !json_fits(nd, j)) return REG_EINVAL;
     int rc = 0;
     switch (nd->kind) {
     case K_NULL:
-        if (!json_is_null(j)) return REG_EINVAL;
         rc = avro_value_set_null(v);
         break;
     case K_BOOLEAN:
-        if (!json_is_boolean(j)) return REG_EINVAL;
         rc = avro_value_set_boolean(v, json_is_true(j));
         break;
     case K_INT:
-        if (!json_is_integer(j) || json_integer_value(j) < INT32_MIN ||
-            json_integer_value(j) > INT32_MAX)
-            return REG_EINVAL;
         rc = avro_value_set_int(v, (int32_t)json_integer_value(j));
         break;
     case K_LONG:
-        if (!json_is_integer(j)) return REG_EINVAL;
         rc = avro_value_set_long(v, json_integer_value(j));
         break;
-    case K_FLOAT: {
-        double d = json_number_value(j);
-        /* Out-of-range double to float conversion is undefined behaviour in C. */
-        if (!json_is_number(j) || fabs(d) > FLT_MAX) return REG_EINVAL;
-        rc = avro_value_set_float(v, (float)d);
+    case K_FLOAT:
+        rc = avro_value_set_float(v, (float)json_number_value(j));
         break;
-    }
     case K_DOUBLE:
-        if (!json_is_number(j)) return REG_EINVAL;
         rc = avro_value_set_double(v, json_number_value(j));
         break;
     case K_STRING:
-        if (!json_is_string(j)) return REG_EINVAL;
         /* the size avro-c wants includes the terminating NUL */
         rc = avro_value_set_string_len(v, json_string_value(j), json_string_length(j) + 1);
         break;
@@ -1051,7 +1083,6 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
     case K_FIXED: {
         uint8_t *b;
         size_t blen;
-        if (!json_is_string(j)) return REG_EINVAL;
         int r = json_to_latin1(json_string_value(j), json_string_length(j), &b, &blen);
         if (r) return r;
         if (nd->kind == K_FIXED && (int64_t)blen != nd->size)
@@ -1066,14 +1097,12 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
     }
     case K_ENUM: {
         const char *s = json_string_value(j);
-        if (!s) return REG_EINVAL;
         for (size_t k = 0; k < nd->n; k++)
             if (strcmp(nd->symbols[k], s) == 0)
                 return avro_value_set_enum(v, (int)k) ? REG_EINVAL : 0;
         return REG_EINVAL;
     }
     case K_ARRAY: {
-        if (!json_is_array(j)) return REG_EINVAL;
         for (size_t i = 0; i < json_array_size(j); i++) {
             avro_value_t child;
             if ((rc = avro_value_append(v, &child, NULL))) return av_err(rc);
@@ -1083,7 +1112,6 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
         break;
     }
     case K_MAP: {
-        if (!json_is_object(j)) return REG_EINVAL;
         const char *key;
         size_t klen;
         const json_t *val;
@@ -1099,15 +1127,11 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
         break;
     }
     case K_RECORD: {
-        if (!json_is_object(j)) return REG_EINVAL;
         size_t seen = 0;
         for (size_t i = 0; i < nd->n; i++) {
             const struct field *f = &nd->fields[i];
-            const json_t *fv = json_object_get(j, f->name);
-            if (fv)
-                seen++;
-            else if (!(fv = f->def)) /* a field with a default may be left out */
-                return REG_EINVAL;
+            const json_t *fv = field_value(f, j, &seen);
+            if (!fv) return REG_EINVAL;
             avro_value_t child;
             if ((rc = avro_value_get_by_index(v, i, &child, NULL))) return av_err(rc);
             int r = fill(f->type, fv, &child, depth + 1);
@@ -1205,47 +1229,35 @@ static int put_le(codec_buf *out, uint64_t bits, size_t n)
 
 static int write_value(const struct node *nd, const json_t *j, codec_buf *out, int depth)
 {
-    if (depth > MAX_DEPTH) return REG_EINVAL;
+    if (depth > MAX_DEPTH || !json_fits(nd, j)) return REG_EINVAL;
     int rc;
     switch (nd->kind) {
     case K_NULL:
-        return json_is_null(j) ? 0 : REG_EINVAL;
+        return 0;
     case K_BOOLEAN:
-        if (!json_is_boolean(j)) return REG_EINVAL;
         return put_bytes(out, json_is_true(j) ? "\1" : "\0", 1);
     case K_INT:
-        if (!json_is_integer(j) || json_integer_value(j) < INT32_MIN ||
-            json_integer_value(j) > INT32_MAX)
-            return REG_EINVAL;
-        return put_long(out, json_integer_value(j));
     case K_LONG:
-        if (!json_is_integer(j)) return REG_EINVAL;
         return put_long(out, json_integer_value(j));
     case K_FLOAT: {
-        double d = json_number_value(j);
-        /* Out-of-range double to float conversion is undefined behaviour in C. */
-        if (!json_is_number(j) || fabs(d) > FLT_MAX) return REG_EINVAL;
-        float f = (float)d;
+        float f = (float)json_number_value(j);
         uint32_t bits;
         memcpy(&bits, &f, 4);
         return put_le(out, bits, 4);
     }
     case K_DOUBLE: {
-        if (!json_is_number(j)) return REG_EINVAL;
         double d = json_number_value(j);
         uint64_t bits;
         memcpy(&bits, &d, 8);
         return put_le(out, bits, 8);
     }
     case K_STRING:
-        if (!json_is_string(j)) return REG_EINVAL;
         if ((rc = put_long(out, (int64_t)json_string_length(j)))) return rc;
         return put_bytes(out, json_string_value(j), json_string_length(j));
     case K_BYTES:
     case K_FIXED: {
         uint8_t *b;
         size_t blen;
-        if (!json_is_string(j)) return REG_EINVAL;
         if ((rc = json_to_latin1(json_string_value(j), json_string_length(j), &b, &blen)))
             return rc;
         if (nd->kind == K_FIXED && (int64_t)blen != nd->size)
@@ -1258,13 +1270,11 @@ static int write_value(const struct node *nd, const json_t *j, codec_buf *out, i
     }
     case K_ENUM: {
         const char *sym = json_string_value(j);
-        if (!sym) return REG_EINVAL;
         for (size_t k = 0; k < nd->n; k++)
             if (strcmp(nd->symbols[k], sym) == 0) return put_long(out, (int64_t)k);
         return REG_EINVAL;
     }
     case K_ARRAY: {
-        if (!json_is_array(j)) return REG_EINVAL;
         size_t n = json_array_size(j);
         if (n && (rc = put_long(out, (int64_t)n))) return rc; /* one block, as avro-c writes */
         for (size_t i = 0; i < n; i++)
@@ -1272,7 +1282,6 @@ static int write_value(const struct node *nd, const json_t *j, codec_buf *out, i
         return put_long(out, 0);
     }
     case K_MAP: {
-        if (!json_is_object(j)) return REG_EINVAL;
         size_t n = json_object_size(j);
         if (n && (rc = put_long(out, (int64_t)n))) return rc;
         const char *key;
@@ -1289,15 +1298,11 @@ static int write_value(const struct node *nd, const json_t *j, codec_buf *out, i
         return put_long(out, 0);
     }
     case K_RECORD: {
-        if (!json_is_object(j)) return REG_EINVAL;
         size_t seen = 0;
         for (size_t i = 0; i < nd->n; i++) {
             const struct field *f = &nd->fields[i];
-            const json_t *fv = json_object_get(j, f->name);
-            if (fv)
-                seen++;
-            else if (!(fv = f->def)) /* a field with a default may be left out */
-                return REG_EINVAL;
+            const json_t *fv = field_value(f, j, &seen);
+            if (!fv) return REG_EINVAL;
             if ((rc = write_value(f->type, fv, out, depth + 1))) return rc;
         }
         /* A member the schema does not know is a caller's typo, not something to drop. */
@@ -1375,6 +1380,30 @@ static int skip(struct cursor *c, int64_t n)
     return 0;
 }
 
+/* The count of the next block of an array or map of nd (0 after its last block), checked
+ * against what the remaining bytes can hold: elements that take bytes must fit, the others
+ * spend the decode's budget of them. */
+static int rd_block_count(const struct node *nd, struct cursor *c, int64_t *count)
+{
+    size_t elem_min = nd->items->min_size + (nd->kind == K_MAP ? 1 : 0);
+    int rc;
+    if ((rc = rd_long(c, count))) return rc;
+    if (*count == 0) return 0;
+    if (*count < 0) {
+        int64_t block_bytes;
+        if (*count == INT64_MIN || (rc = rd_long(c, &block_bytes))) return REG_EDECODE;
+        if (block_bytes < 0 || (uint64_t)block_bytes > c->left) return REG_EDECODE;
+        *count = -*count;
+    }
+    if (elem_min > 0) {
+        if ((uint64_t)*count > c->left / elem_min) return REG_EDECODE;
+    } else {
+        if ((uint64_t)*count > c->zero_budget) return REG_EDECODE;
+        c->zero_budget -= (size_t)*count;
+    }
+    return 0;
+}
+
 /* Walks an Avro binary body against the writer tree without allocating, so that avro-c (which
  * trusts every prefix) only ever sees bodies it can read within bounds. */
 static int validate(const struct node *nd, struct cursor *c, int depth)
@@ -1414,23 +1443,10 @@ static int validate(const struct node *nd, struct cursor *c, int depth)
         return 0;
     case K_ARRAY:
     case K_MAP: {
-        size_t elem_min = nd->items->min_size + (nd->kind == K_MAP ? 1 : 0);
         for (;;) {
             int64_t count;
-            if ((rc = rd_long(c, &count))) return rc;
+            if ((rc = rd_block_count(nd, c, &count))) return rc;
             if (count == 0) return 0;
-            if (count < 0) {
-                int64_t block_bytes;
-                if (count == INT64_MIN || (rc = rd_long(c, &block_bytes))) return REG_EDECODE;
-                if (block_bytes < 0 || (uint64_t)block_bytes > c->left) return REG_EDECODE;
-                count = -count;
-            }
-            if (elem_min > 0) {
-                if ((uint64_t)count > c->left / elem_min) return REG_EDECODE;
-            } else {
-                if ((uint64_t)count > c->zero_budget) return REG_EDECODE;
-                c->zero_budget -= (size_t)count;
-            }
             for (int64_t i = 0; i < count; i++) {
                 if (nd->kind == K_MAP) {
                     if ((rc = rd_long(c, &x)) || (rc = skip(c, x))) return rc;
@@ -1441,6 +1457,20 @@ static int validate(const struct node *nd, struct cursor *c, int depth)
     }
     }
     return REG_EDECODE;
+}
+
+/* The codec's JSON mapping of value v (taken) of branch b of union nd: plain for null and
+ * for ["null", T], else {"<b's short name>": v}. */
+static int union_json(const struct node *nd, const struct node *b, json_t *v, json_t **out)
+{
+    if (b->kind == K_NULL || nd->nullable >= 0) return *out = v, 0;
+    json_t *r = json_object();
+    if (!r || json_object_set_new_nocheck(r, branch_label(b), v)) {
+        json_decref(r);
+        return REG_ENOMEM;
+    }
+    *out = r;
+    return 0;
 }
 
 static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **out)
@@ -1551,41 +1581,11 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
         const struct node *b = nd->branches[d];
         json_t *x;
         int rc = to_json(b, &branch, depth + 1, &x);
-        if (rc) return rc;
-        if (b->kind == K_NULL || nd->nullable >= 0) return *out = x, 0;
-        r = json_object();
-        if (!r || json_object_set_new_nocheck(r, branch_label(b), x)) {
-            json_decref(r);
-            return REG_ENOMEM;
-        }
-        break;
+        return rc ? rc : union_json(nd, b, x, out);
     }
     }
     if (!r) return REG_ENOMEM;
     *out = r;
-    return 0;
-}
-
-/* Which branch of writer union w the JSON value v (in the codec's mapping) took, and the
- * branch's own value. */
-static int union_branch(const struct node *w, const json_t *v, size_t *idx, const json_t **bv)
-{
-    size_t i = w->n;
-    *bv = v;
-    if (json_is_null(v)) {
-        for (i = 0; i < w->n && w->branches[i]->kind != K_NULL; i++)
-            ;
-    } else if (w->nullable >= 0) {
-        i = (size_t)w->nullable;
-    } else if (json_is_object(v) && json_object_size(v) == 1) {
-        void *it = json_object_iter((json_t *)v);
-        const char *label = json_object_iter_key(it);
-        *bv = json_object_iter_value(it);
-        for (i = 0; i < w->n && strcmp(branch_label(w->branches[i]), label) != 0; i++)
-            ;
-    }
-    if (i >= w->n) return REG_ESCHEMA;
-    *idx = i;
     return 0;
 }
 
@@ -1623,9 +1623,9 @@ static int resolve(const struct node *w, const struct node *r, const json_t *v, 
     if (depth > MAX_DEPTH) return REG_ESCHEMA;
     int rc;
     if (w->kind == K_UNION) {
-        size_t idx;
         const json_t *bv;
-        if ((rc = union_branch(w, v, &idx, &bv))) return rc;
+        size_t idx = union_index(w, v, &bv);
+        if (idx >= w->n) return REG_ESCHEMA;
         return resolve(w->branches[idx], r, bv, depth + 1, out);
     }
     if (r->kind == K_UNION) {
@@ -1800,24 +1800,11 @@ static int read_value(const struct node *nd, struct cursor *c, int depth, json_t
 /* The elements of an array or map, block by block, into r. */
 static int read_items(const struct node *nd, struct cursor *c, int depth, json_t *r)
 {
-    size_t elem_min = nd->items->min_size + (nd->kind == K_MAP ? 1 : 0);
     int rc;
     for (;;) {
         int64_t count;
-        if ((rc = rd_long(c, &count))) return rc;
+        if ((rc = rd_block_count(nd, c, &count))) return rc;
         if (count == 0) return 0;
-        if (count < 0) {
-            int64_t block_bytes;
-            if (count == INT64_MIN || (rc = rd_long(c, &block_bytes))) return REG_EDECODE;
-            if (block_bytes < 0 || (uint64_t)block_bytes > c->left) return REG_EDECODE;
-            count = -count;
-        }
-        if (elem_min > 0) {
-            if ((uint64_t)count > c->left / elem_min) return REG_EDECODE;
-        } else {
-            if ((uint64_t)count > c->zero_budget) return REG_EDECODE;
-            c->zero_budget -= (size_t)count;
-        }
         for (int64_t i = 0; i < count; i++) {
             const uint8_t *key = NULL;
             size_t klen = 0;
@@ -1926,13 +1913,7 @@ static int read_value(const struct node *nd, struct cursor *c, int depth, json_t
         const struct node *b = nd->branches[x];
         json_t *v;
         if ((rc = read_value(b, c, depth + 1, &v))) return rc;
-        if (b->kind == K_NULL || nd->nullable >= 0) return *out = v, 0;
-        r = json_object();
-        if (!r || json_object_set_new_nocheck(r, branch_label(b), v)) {
-            json_decref(r);
-            return REG_ENOMEM;
-        }
-        break;
+        return union_json(nd, b, v, out);
     }
     }
     if (!r) return REG_ENOMEM;
