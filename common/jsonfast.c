@@ -14,13 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct text {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static bool reserve(struct text *t, size_t n)
+static bool reserve(jsonfast_text *t, size_t n)
 {
     if (t->failed) return false;
     if (t->cap - t->len > n) return true; /* one byte stays for the NUL */
@@ -37,14 +31,14 @@ static bool reserve(struct text *t, size_t n)
     return true;
 }
 
-static void put(struct text *t, const void *s, size_t n)
+static void put(jsonfast_text *t, const void *s, size_t n)
 {
     if (!reserve(t, n)) return;
     memcpy(t->p + t->len, s, n);
     t->len += n;
 }
 
-static void put_char(struct text *t, char c)
+static void put_char(jsonfast_text *t, char c)
 {
     if (!reserve(t, 1)) return;
     t->p[t->len++] = c;
@@ -80,7 +74,7 @@ static size_t utf8_sequence(const unsigned char *s, size_t n)
     return len;
 }
 
-static void put_string(struct text *t, const char *str, size_t n)
+static void put_string(jsonfast_text *t, const char *str, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
     const unsigned char *s = (const unsigned char *)str;
@@ -139,7 +133,7 @@ static void put_string(struct text *t, const char *str, size_t n)
     put_char(t, '"');
 }
 
-static void put_value(struct text *t, const json_t *v, int depth)
+static void put_value(jsonfast_text *t, const json_t *v, int depth)
 {
     if (depth > JSONFAST_MAX_DEPTH) {
         t->failed = true;
@@ -206,19 +200,43 @@ static void put_value(struct text *t, const json_t *v, int depth)
     }
 }
 
-char *jsonfast_dump(const json_t *v, size_t *len)
+void jsonfast_text_raw(jsonfast_text *t, const char *s)
 {
-    struct text t = {0};
-    if (!v) return NULL;
-    put_value(&t, v, 0);
-    if (!t.failed && !reserve(&t, 0)) t.failed = true;
-    if (t.failed) {
-        free(t.p);
+    put(t, s, strlen(s));
+}
+
+void jsonfast_text_string(jsonfast_text *t, const char *s)
+{
+    put_string(t, s, strlen(s));
+}
+
+void jsonfast_text_value(jsonfast_text *t, const json_t *v)
+{
+    if (!v)
+        t->failed = true;
+    else
+        put_value(t, v, 0);
+}
+
+char *jsonfast_text_end(jsonfast_text *t, size_t *len)
+{
+    if (!t->failed && !reserve(t, 0)) t->failed = true;
+    if (t->failed) {
+        free(t->p);
+        *t = (jsonfast_text){0};
         return NULL;
     }
-    t.p[t.len] = 0;
-    if (len) *len = t.len;
-    return t.p;
+    t->p[t->len] = 0;
+    if (len) *len = t->len;
+    return t->p;
+}
+
+char *jsonfast_dump(const json_t *v, size_t *len)
+{
+    jsonfast_text t = {0};
+    if (!v) return NULL;
+    put_value(&t, v, 0);
+    return jsonfast_text_end(&t, len);
 }
 
 static json_t *copy_value(const json_t *v, int depth)

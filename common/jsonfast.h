@@ -1,6 +1,7 @@
 /*
  * jsonfast.h - four of jansson's operations done faster: rendering a value as compact text,
- * parsing text, copying a value deeply, and building one from a format.
+ * parsing text, copying a value deeply, and building one from a format; and compact text
+ * written piece by piece.
  *
  * jsonfast_dump writes the same bytes as jansson's json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY):
  * object members in their order, strings escaped as jansson escapes them (", \, control
@@ -15,11 +16,28 @@
 #define REG_JSONFAST_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Values nested deeper than this are refused by both (the records the registry stores are far
  * shallower; the API refuses deeper documents). */
 #define JSONFAST_MAX_DEPTH 1024
+
+/* JSON text written piece by piece, for a record rendered without building it in jansson
+ * first. Start from {0}; jsonfast_text_end gives the text (malloc'd, NUL-terminated, *len its
+ * length; the caller frees it) or NULL when out of memory or when a piece failed (a string not
+ * valid UTF-8, a NULL value), and leaves t empty. Pieces are not checked to make valid JSON
+ * together: the caller writes the punctuation. */
+typedef struct jsonfast_text {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} jsonfast_text;
+
+void jsonfast_text_raw(jsonfast_text *t, const char *s);     /* as it is: punctuation, literals */
+void jsonfast_text_string(jsonfast_text *t, const char *s);  /* as a JSON string */
+void jsonfast_text_value(jsonfast_text *t, const json_t *v); /* as jsonfast_dump renders it */
+char *jsonfast_text_end(jsonfast_text *t, size_t *len);
 
 /* The text of v, malloc'd and NUL-terminated; *len (when not NULL) its length. NULL when out of
  * memory, when a string is not valid UTF-8, or when v is nested deeper than

@@ -42,21 +42,36 @@ enum { ATTR_INDEXES = 4 };
 static const view_cf attr_index_cf[ATTR_INDEXES] = {VIEW_IDX_ATTR, VIEW_IDX_STATUS,
                                                     VIEW_IDX_FIRMWARE, VIEW_IDX_LASTSEEN};
 
-/* The keys of the device's entries in those indexes; has[i] is false where it has none. */
-static void attr_index_keys(const reg_uuid *tid, const reg_uuid *did, const json_t *dev,
-                            reg_key k[ATTR_INDEXES], bool has[ATTR_INDEXES])
+/* The keys of the entries in those indexes of a device with these attributes (fw and seen may
+ * be NULL); has[i] is false where it has none. */
+static void attr_keys(const reg_uuid *tid, const reg_uuid *did, const char *type,
+                      const char *status, const char *fw, const char *seen, reg_key k[ATTR_INDEXES],
+                      bool has[ATTR_INDEXES])
 {
-    const char *type = str_or(dev, "device_type", ""), *status = str_or(dev, "status", "");
     key_add(key_str0(key_str0(key_add(key_reset(&k[0]), tid->b, 16), type), status), did->b, 16);
     key_add(key_str0(key_add(key_reset(&k[1]), tid->b, 16), status), did->b, 16);
     has[0] = has[1] = true;
-    const char *fw = json_string_value(json_object_get(dev, "firmware_version"));
     if ((has[2] = fw != NULL))
         key_add(key_str0(key_add(key_reset(&k[2]), tid->b, 16), fw), did->b, 16);
     int64_t seen_ms;
-    const char *seen = json_string_value(json_object_get(dev, "last_seen_at"));
     if ((has[3] = seen && clock_parse_rfc3339(seen, &seen_ms) == 0))
         key_add(key_be64(key_add(key_reset(&k[3]), tid->b, 16), (uint64_t)seen_ms), did->b, 16);
+}
+
+/* The same for the device record dev. */
+static void attr_index_keys(const reg_uuid *tid, const reg_uuid *did, const json_t *dev,
+                            reg_key k[ATTR_INDEXES], bool has[ATTR_INDEXES])
+{
+    attr_keys(tid, did, str_or(dev, "device_type", ""), str_or(dev, "status", ""),
+              json_string_value(json_object_get(dev, "firmware_version")),
+              json_string_value(json_object_get(dev, "last_seen_at")), k, has);
+}
+
+/* Puts the entries of keys k where has[] says. */
+static void attr_index_put(view_txn *t, const reg_key k[ATTR_INDEXES], const bool has[ATTR_INDEXES])
+{
+    for (int i = 0; i < ATTR_INDEXES; i++)
+        if (has[i]) put_empty(t, attr_index_cf[i], &k[i]);
 }
 
 /* Moves the device's attribute index entries from the keys it had (old, had) to those of its
@@ -71,10 +86,18 @@ static void attr_index_move(view_txn *t, const reg_uuid *tid, const reg_uuid *di
     attr_index_keys(tid, did, dev, k, has);
     for (int i = 0; i < ATTR_INDEXES; i++) {
         if (had[i] && has[i] && old[i].len == k[i].len && !memcmp(old[i].b, k[i].b, k[i].len))
-            continue;
-        if (had[i]) view_txn_delete(t, attr_index_cf[i], old[i].b, old[i].len);
-        if (has[i]) put_empty(t, attr_index_cf[i], &k[i]);
+            has[i] = false; /* unchanged */
+        else if (had[i])
+            view_txn_delete(t, attr_index_cf[i], old[i].b, old[i].len);
     }
+    attr_index_put(t, k, has);
+}
+
+/* The metadata index's key of a device's metadata key and value. */
+static void metadata_key(reg_key *k, const reg_uuid *tid, const reg_uuid *did, const char *key,
+                         const char *value)
+{
+    key_add(key_str0(key_str0(key_add(key_reset(k), tid->b, 16), key), value), did->b, 16);
 }
 
 /* Sets (value non-NULL) or deletes one metadata key of a device (its stored JSON, borrowed) and
@@ -87,11 +110,11 @@ static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
     reg_key ik;
     if (old && value && !strcmp(old, value)) return; /* unchanged: the index entry stays */
     if (old) {
-        key_add(key_str0(key_str0(key_add(key_reset(&ik), tid->b, 16), key), old), did->b, 16);
+        metadata_key(&ik, tid, did, key, old);
         view_txn_delete(t, VIEW_IDX_META, ik.b, ik.len);
     }
     if (value) {
-        key_add(key_str0(key_str0(key_add(key_reset(&ik), tid->b, 16), key), value), did->b, 16);
+        metadata_key(&ik, tid, did, key, value);
         put_empty(t, VIEW_IDX_META, &ik);
         json_object_set_new(md, key, json_string(value));
     } else {
@@ -99,6 +122,10 @@ static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
     }
 }
 
+/* Writes a new device's record straight as text, in the members' order of the records
+ * record_device_store writes, with its index entries: building it in jansson, rendering it and
+ * freeing it was a fifth of deciding and applying a registration, and of the committer's work
+ * for it. A device read again later in the batch is parsed from this text. */
 static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
                                    const json_t *ev, const json_t *b)
 {
@@ -107,23 +134,52 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     reg_uuid_format(did, did_s);
     char registered[32];
     clock_rfc3339(json_integer_value(json_object_get(ev, "time_ms")), registered);
-    json_t *dev = jsonfast_pack(
-        "{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:s, s:n, s:O, s:i, s:{}, s:[]}", "device_id", did_s,
-        "tenant_id", tid_s, "serial_number", json_object_get(b, "serial_number"), "device_type",
-        json_object_get(b, "device_type"), "status", json_object_get(b, "status"),
-        "firmware_version", json_object_get(b, "firmware_version"), "hardware_revision",
-        json_object_get(b, "hardware_revision"), "registered_at", registered, "last_seen_at",
-        "version", json_object_get(ev, "version"), "shadow_version", 0, "metadata", "certificates");
-    if (!dev) return REG_EDECODE;
+    static const char *const attrs[] = {"serial_number", "device_type", "status",
+                                        "firmware_version", "hardware_revision"};
+    jsonfast_text x = {0};
+    jsonfast_text_raw(&x, "{\"device_id\":");
+    jsonfast_text_string(&x, did_s);
+    jsonfast_text_raw(&x, ",\"tenant_id\":");
+    jsonfast_text_string(&x, tid_s);
+    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++) {
+        jsonfast_text_raw(&x, ",\"");
+        jsonfast_text_raw(&x, attrs[i]);
+        jsonfast_text_raw(&x, "\":");
+        jsonfast_text_value(&x, json_object_get(b, attrs[i])); /* a missing one fails */
+    }
+    jsonfast_text_raw(&x, ",\"registered_at\":");
+    jsonfast_text_string(&x, registered);
+    jsonfast_text_raw(&x, ",\"last_seen_at\":null,\"version\":");
+    jsonfast_text_value(&x, json_object_get(ev, "version"));
+    jsonfast_text_raw(&x, ",\"shadow_version\":0,\"metadata\":{");
     const char *mk;
     json_t *mv;
-    json_object_foreach(json_object_get(b, "metadata"), mk, mv)
-        set_metadata(t, tid, did, dev, mk, json_string_value(mv));
-    static const bool none[ATTR_INDEXES];
-    attr_index_move(t, tid, did, NULL, none, dev);
-    record_device_store(t, tid, did, dev);
-
+    bool first = true;
     reg_key k;
+    json_object_foreach(json_object_get(b, "metadata"), mk, mv)
+    {
+        if (!json_is_string(mv)) continue; /* as set_metadata: no value, no key */
+        if (!first) jsonfast_text_raw(&x, ",");
+        first = false;
+        jsonfast_text_string(&x, mk);
+        jsonfast_text_raw(&x, ":");
+        jsonfast_text_value(&x, mv);
+        metadata_key(&k, tid, did, mk, json_string_value(mv));
+        put_empty(t, VIEW_IDX_META, &k);
+    }
+    jsonfast_text_raw(&x, "},\"certificates\":[]}");
+    size_t len = 0;
+    char *text = jsonfast_text_end(&x, &len);
+    if (!text) return REG_EDECODE;
+    record_device_store_text(t, tid, did, text, len);
+    free(text);
+
+    reg_key ak[ATTR_INDEXES];
+    bool has[ATTR_INDEXES];
+    attr_keys(tid, did, str_or(b, "device_type", ""), str_or(b, "status", ""),
+              json_string_value(json_object_get(b, "firmware_version")), NULL, ak, has);
+    attr_index_put(t, ak, has);
+
     key_str(key_add(key_reset(&k), tid->b, 16), str_or(b, "serial_number", ""));
     view_txn_put(t, VIEW_SERIALS, k.b, k.len, did->b, 16);
     return 0;

@@ -343,23 +343,24 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
                                  "revoked", 1, "version", 2);
         break;
     case REPLY_DEVICE:
-    case REPLY_METADATA:
+        /* Nothing to build: an accepted command's outcome embeds the device's stored text as it
+         * is (decision_outcome); parsing the record here (a registration's is written as text)
+         * cost as much as writing it. */
+        break;
+    case REPLY_METADATA: {
         reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid);
         reg_uuid_parse(decide_str(b, "device_id"), &did);
-        if (d->reply_kind == REPLY_DEVICE) {
-            err = record_device_hold(src, &tid, &did, &d->reply);
-        } else {
-            json_t *dev = NULL;
-            err = record_device_hold(src, &tid, &did, &dev);
-            json_t *md = json_object_get(dev, "metadata");
-            if (!err)
-                d->reply =
-                    jsonfast_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
-                                  "metadata", json_is_object(md) ? json_incref(md) : json_object(),
-                                  "version", json_object_get(dev, "version"));
-            json_decref(dev);
-        }
+        json_t *dev = NULL;
+        err = record_device_hold(src, &tid, &did, &dev);
+        json_t *md = json_object_get(dev, "metadata");
+        if (!err)
+            d->reply =
+                jsonfast_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
+                              "metadata", json_is_object(md) ? json_incref(md) : json_object(),
+                              "version", json_object_get(dev, "version"));
+        json_decref(dev);
         break;
+    }
     default:
         if (d->reply_kind >= DECIDE_REPLY_PKI) return decide_pki_reply(t, cmd, b, d);
         d->reply = json_object();

@@ -88,6 +88,14 @@ void record_device_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *de
     view_txn_put_decoded(t, VIEW_DEVICES, k.b, k.len, &device_codec, dev);
 }
 
+void record_device_store_text(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
+                              const char *text, size_t len)
+{
+    reg_key k;
+    device_key(&k, tenant, device);
+    view_txn_put(t, VIEW_DEVICES, k.b, k.len, text, len);
+}
+
 int record_tenant_load(view_src src, const reg_uuid *tenant, json_t **out)
 {
     reg_key k;
