@@ -387,33 +387,27 @@ static char *stored_device_reply(view_txn *t, const json_t *cmd, const decision 
     if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) ||
         reg_uuid_parse(decide_str(b, "device_id"), &did))
         return NULL;
-    reg_key k;
-    key_add(key_add(key_reset(&k), tid.b, 16), did.b, 16);
     char *val = NULL;
-    return view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, len) ? NULL : val;
+    return record_device_text(t, &tid, &did, &val, len) ? NULL : val;
 }
 
 char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len)
 {
-    reg_uuid cid;
     size_t dev_len = 0;
-    char *dev = reg_uuid_parse(decide_str(cmd, "command_id"), &cid)
-                    ? NULL
-                    : stored_device_reply(t, cmd, d, &dev_len);
-    if (dev) {
-        char head[96], cid_s[REG_UUID_STRLEN + 1];
-        reg_uuid_format(&cid, cid_s);
-        int n = snprintf(head, sizeof head, "{\"command_id\":\"%s\",\"status\":%d,\"body\":", cid_s,
-                         d->status);
-        char *text = malloc((size_t)n + dev_len + 2);
-        if (text) {
-            memcpy(text, head, (size_t)n);
-            memcpy(text + n, dev, dev_len);
-            memcpy(text + n + dev_len, "}", 2);
-            *len = (size_t)n + dev_len + 1;
-        }
+    char *dev = stored_device_reply(t, cmd, d, &dev_len);
+    if (dev) { /* the members jsonfast_pack's outcome below has, the body as it is stored */
+        char status[16];
+        snprintf(status, sizeof status, "%d", d->status);
+        jsonfast_text x = {0};
+        jsonfast_text_raw(&x, "{\"command_id\":");
+        jsonfast_text_value(&x, json_object_get(cmd, "command_id"));
+        jsonfast_text_raw(&x, ",\"status\":");
+        jsonfast_text_raw(&x, status);
+        jsonfast_text_raw(&x, ",\"body\":");
+        jsonfast_text_raw(&x, dev); /* JSON text: no NUL inside */
+        jsonfast_text_raw(&x, "}");
         free(dev);
-        return text;
+        return jsonfast_text_end(&x, len);
     }
     json_t *outcome =
         jsonfast_pack("{s:O, s:i, s:O}", "command_id", json_object_get(cmd, "command_id"), "status",

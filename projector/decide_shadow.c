@@ -12,7 +12,6 @@
 #include "err.h"
 #include "jsonfast.h"
 #include "projector/decide_util.h"
-#include "projector/keys.h"
 #include "projector/records.h"
 #include "projector/shadow_view.h"
 #include "shadow.h"
@@ -27,11 +26,9 @@
  * reads the same text again from the batch (record_device_set_shadow_version). */
 static int device_state(view_txn *t, const reg_uuid *tid, const reg_uuid *did, bool *decommissioned)
 {
-    reg_key k;
     char *val = NULL;
     size_t len = 0;
-    key_add(key_add(key_reset(&k), tid->b, 16), did->b, 16);
-    int err = view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, &len);
+    int err = record_device_text(t, tid, did, &val, &len);
     if (err) return err;
     *decommissioned = record_device_status_is(val, len, "decommissioned");
     free(val);

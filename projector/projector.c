@@ -122,7 +122,6 @@ static int scan_events_tail(projector *p)
 static int read_max_cid(projector *p)
 {
     size_t len = 0;
-    memset(&p->max_cid, 0, sizeof p->max_cid);
     int err = view_last_key(p->view, VIEW_COMMANDS, p->max_cid.b, 16, &len);
     if (err == REG_ENOTFOUND) {
         memset(&p->max_cid, 0, sizeof p->max_cid);
@@ -364,7 +363,6 @@ static int decide_records(projector *p, struct batch *bt, const elog_record *rec
 
 /* The committer's part of a batch: waits until its events are in the log, then writes the
  * view's changes with the consumed offsets, and publishes what the batch tells the rest. */
-
 static int commit_batch(projector *p, struct batch *bt)
 {
     int err = bt->nevents ? elog_flush(p->events, 60000) : 0;

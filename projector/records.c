@@ -88,6 +88,14 @@ void record_device_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *de
     view_txn_put_decoded(t, VIEW_DEVICES, k.b, k.len, &device_codec, dev);
 }
 
+int record_device_text(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, char **val,
+                       size_t *len)
+{
+    reg_key k;
+    device_key(&k, tenant, device);
+    return view_txn_get(t, VIEW_DEVICES, k.b, k.len, val, len);
+}
+
 void record_device_store_text(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                               const char *text, size_t len)
 {
@@ -189,11 +197,9 @@ int record_device_status_is(const char *json, size_t len, const char *status)
 int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                                      int64_t version)
 {
-    reg_key k;
-    device_key(&k, tenant, device);
     char *val = NULL;
     size_t len = 0, start = 0, end = 0;
-    int err = view_txn_get(t, VIEW_DEVICES, k.b, k.len, &val, &len);
+    int err = record_device_text(t, tenant, device, &val, &len);
     if (err) return err;
     if (top_level_scalar(val, len, "shadow_version", &start, &end) || val[start] == '"') {
         /* Not in the compact form this file stores: take the long way. */
@@ -204,11 +210,7 @@ int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const 
             return REG_EDECODE;
         }
         json_object_set_new(dev, "shadow_version", json_integer(version));
-        char *text = json_dumps(dev, JSON_COMPACT);
-        json_decref(dev);
-        if (!text) return REG_ENOMEM;
-        view_txn_put(t, VIEW_DEVICES, k.b, k.len, text, strlen(text));
-        free(text);
+        record_device_store(t, tenant, device, dev);
         return 0;
     }
     char digits[24];
@@ -222,7 +224,7 @@ int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const 
     memcpy(out, val, start);
     memcpy(out + start, digits, (size_t)n);
     memcpy(out + start + (size_t)n, val + end, len - end);
-    view_txn_put(t, VIEW_DEVICES, k.b, k.len, out, out_len);
+    record_device_store_text(t, tenant, device, out, out_len);
     free(out);
     free(val);
     return 0;

@@ -38,6 +38,11 @@ int record_device_hold(view_src src, const reg_uuid *tenant, const reg_uuid *dev
 /* Writes the device record (taken; not to be changed after), rendered at the commit. */
 void record_device_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, json_t *dev);
 
+/* The device record's stored text through a transaction (malloc'd, NUL-terminated, *len its
+ * length; the caller frees it), without decoding it. 0, REG_ENOTFOUND or REG_E*. */
+int record_device_text(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, char **val,
+                       size_t *len);
+
 /* Writes the device record as its text (len bytes, copied), as rendered records are: compact,
  * members in the order record_device_store's records have. */
 void record_device_store_text(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,

@@ -38,7 +38,7 @@ struct view {
     rocksdb_writeoptions_t *wopts;
     rocksdb_column_family_handle_t *cf[VIEW_CF_COUNT];
     uint32_t cf_id[VIEW_CF_COUNT];
-    bool own_batches; /* batch_encode gives what put_cf gives (checked at open) */
+    bool own_batches; /* batch_entry_put encodes as put_cf does (checked at open) */
     /* What freed transactions leave for the next ones (txn_alloc, overlay_grow): a batch's
      * overlay is a few MiB, and taking it fresh from the allocator each batch cost the
      * projector's thread ~10% in page faults and TLB shootdowns. */
@@ -217,7 +217,7 @@ static bool batch_encoding_checks(view *v)
     bool same = mine && theirs_len == size && !memcmp(theirs, mine, size);
     free(mine);
     rocksdb_writebatch_destroy(wb);
-    if (!same) fprintf(stderr, "view: this RocksDB encodes batches differently; using put_cf\\n");
+    if (!same) fprintf(stderr, "view: this RocksDB encodes batches differently; using put_cf\n");
     return same;
 }
 
@@ -925,17 +925,23 @@ static void txn_free(view_txn *t)
         entry_release(&t->slots[i]);
     slots_free(t->v, t->slots, t->cap);
     view *v = t->v;
+    struct arena_chunk *unkept = NULL;
+    pthread_mutex_lock(&v->spare_mu);
     for (struct arena_chunk *c = t->chunks, *next; c; c = next) {
         next = c->next;
-        pthread_mutex_lock(&v->spare_mu);
-        int keep = c->size == ARENA_CHUNK && v->nspare_chunks < SPARE_CHUNKS_MAX;
-        if (keep) {
+        if (c->size == ARENA_CHUNK && v->nspare_chunks < SPARE_CHUNKS_MAX) {
             c->next = v->spare_chunks;
             v->spare_chunks = c;
             v->nspare_chunks++;
+        } else {
+            c->next = unkept;
+            unkept = c;
         }
-        pthread_mutex_unlock(&v->spare_mu);
-        if (!keep) free(c);
+    }
+    pthread_mutex_unlock(&v->spare_mu);
+    for (struct arena_chunk *c = unkept, *next; c; c = next) { /* freed outside the lock */
+        next = c->next;
+        free(c);
     }
     free(t);
 }
