@@ -150,6 +150,7 @@ static void write_group(emb_log *log, struct pending *group, int64_t first_offse
 static void *writer_main(void *arg)
 {
     emb_log *log = arg;
+    rocksdb_set_perf_level(rocksdb_disable); /* as view_thread_init (view.h) */
     pthread_mutex_lock(&log->mu);
     for (;;) {
         while (!log->head && !log->stopping)

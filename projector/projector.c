@@ -390,6 +390,7 @@ static int commit_batch(projector *p, struct batch *bt)
 static void *committer_main(void *arg)
 {
     projector *p = arg;
+    view_thread_init();
     pthread_mutex_lock(&p->commit_mu);
     for (;;) {
         while (!p->commit_todo && !p->commit_stop)
@@ -461,6 +462,7 @@ static int commit_finish(projector *p, struct batch **inflight, struct batch **d
 static void *projector_main(void *arg)
 {
     projector *p = arg;
+    view_thread_init();
     elog_record *recs = calloc((size_t)p->cfg.batch_max, sizeof *recs);
     codec_buf enc = {0};
     elog_reader *rd = NULL;

@@ -221,8 +221,14 @@ static bool batch_encoding_checks(view *v)
     return same;
 }
 
+void view_thread_init(void)
+{
+    rocksdb_set_perf_level(rocksdb_disable);
+}
+
 int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **out)
 {
+    view_thread_init();
     char path[4096], sec[4096];
     if (snprintf(path, sizeof path, "%s/view", dir) >= (int)sizeof path) return REG_EINVAL;
     if (mode == VIEW_PRIMARY && mkdir(path, 0700) != 0 && errno != EEXIST) return REG_EIO;

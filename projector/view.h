@@ -80,6 +80,12 @@ enum { VIEW_CACHE_MB_DEFAULT = 256 };
 int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **out);
 void view_close(view *v);
 
+/* Turns RocksDB's performance counters off for the calling thread. They are per thread and on
+ * by default: every memtable insert and key comparison then reached the thread's counters
+ * through __tls_get_addr, ~12% of the committer thread. view_open does it for the thread that
+ * opens a view; every other thread that reads or writes one calls this first. */
+void view_thread_init(void);
+
 /* Secondary only: makes the primary's latest committed writes visible. Blocks briefly (reads the
  * primary's MANIFEST and WAL tail). */
 int view_catch_up(view *v);
