@@ -317,6 +317,18 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     }
     for (int i = 0; i < VIEW_CF_COUNT; i++)
         v->cf_id[i] = rocksdb_column_family_handle_get_id(v->cf[i]);
+    /* The projector reads records soon after writing them (a device's record when it is next
+     * changed), mostly from the newest table files, so each flush puts the blocks it writes into
+     * the block cache: reading and uncompressing them from the file on the first read was ~4% of
+     * the projector's thread. Not in the C API's table options; settable on the open view. */
+    const char *opt_name[1] = {"block_based_table_factory"},
+               *opt_value[1] = {"{prepopulate_block_cache=kFlushOnly;}"};
+    for (int i = 0; i < VIEW_CF_COUNT && mode == VIEW_PRIMARY && !errptr; i++)
+        rocksdb_set_options_cf(v->db, v->cf[i], 1, opt_name, opt_value, &errptr);
+    if (errptr) { /* the cache only warms more slowly */
+        fprintf(stderr, "view: block cache prepopulation not set: %s\n", errptr);
+        free(errptr);
+    }
     v->own_batches = batch_encoding_checks(v);
     *out = v;
     return 0;
