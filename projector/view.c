@@ -51,8 +51,9 @@ static void table_release(struct overlay_table *tab)
 struct view {
     rocksdb_t *db;
     rocksdb_options_t *opts;
-    rocksdb_options_t *warm_opts; /* opts with a table factory of its own (view_open) */
-    rocksdb_block_based_table_options_t *topts;
+    rocksdb_options_t *warm_opts;  /* opts with a table factory of its own (view_open) */
+    rocksdb_options_t *index_opts; /* the index families' (view_open) */
+    rocksdb_block_based_table_options_t *topts, *index_topts;
     rocksdb_cache_t *cache;
     rocksdb_filterpolicy_t *bloom; /* owned by topts once set */
     rocksdb_readoptions_t *ropts;
@@ -306,11 +307,25 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     static const view_cf warm[] = {VIEW_DEVICES, VIEW_SHADOWS};
     v->warm_opts = rocksdb_options_create_copy(v->opts);
     rocksdb_options_set_block_based_table_factory(v->warm_opts, v->topts);
+    /* The index families are only ever iterated (fleet queries), never read by key: they have no
+     * bloom filters, in the memtables or the table files. Their entries are most of what a
+     * commit writes (six of a registration's nine), and adding each to a memtable's filter was
+     * a cache miss: the committer thread spends ~12% less without. */
+    static const view_cf indexes[] = {VIEW_IDX_META, VIEW_IDX_ATTR, VIEW_IDX_STATUS,
+                                      VIEW_IDX_FIRMWARE, VIEW_IDX_LASTSEEN};
+    v->index_opts = rocksdb_options_create_copy(v->opts);
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->index_opts, 0);
+    v->index_topts = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(v->index_topts, v->cache);
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks(v->index_topts, 1);
+    rocksdb_options_set_block_based_table_factory(v->index_opts, v->index_topts);
     const rocksdb_options_t *cf_opts[VIEW_CF_COUNT];
     for (int i = 0; i < VIEW_CF_COUNT; i++)
         cf_opts[i] = v->opts;
     for (size_t i = 0; i < sizeof warm / sizeof warm[0]; i++)
         cf_opts[warm[i]] = v->warm_opts;
+    for (size_t i = 0; i < sizeof indexes / sizeof indexes[0]; i++)
+        cf_opts[indexes[i]] = v->index_opts;
 
     char *errptr = NULL;
     if (mode == VIEW_PRIMARY) {
@@ -366,7 +381,9 @@ void view_close(view *v)
     rocksdb_writeoptions_destroy(v->wopts);
     rocksdb_options_destroy(v->opts);
     if (v->warm_opts) rocksdb_options_destroy(v->warm_opts);
+    if (v->index_opts) rocksdb_options_destroy(v->index_opts);
     rocksdb_block_based_options_destroy(v->topts);
+    if (v->index_topts) rocksdb_block_based_options_destroy(v->index_topts);
     rocksdb_cache_destroy(v->cache);
     for (struct arena_chunk *c = v->spare_chunks, *next; c; c = next) {
         next = c->next;
