@@ -28,6 +28,13 @@ static const char *const cf_names[VIEW_CF_COUNT] = {
     "manifests", "claims",     "certs",        "cert_expiry",  "shadows",
 };
 
+/* The index families: only ever iterated (fleet queries), never read by key, and write-only in
+ * a transaction (view.h). */
+enum {
+    INDEX_FAMILIES = 1u << VIEW_IDX_META | 1u << VIEW_IDX_ATTR | 1u << VIEW_IDX_STATUS |
+                     1u << VIEW_IDX_FIRMWARE | 1u << VIEW_IDX_LASTSEEN
+};
+
 /* The overlay's table: the entries back to back in the order their keys were first touched,
  * and an open-addressing index of them, each slot the key's hash (high half) and the entry's
  * number + 1 (low half; 0 is an empty slot), at most half full. Slots of entries of 40 bytes,
@@ -307,12 +314,10 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     static const view_cf warm[] = {VIEW_DEVICES, VIEW_SHADOWS};
     v->warm_opts = rocksdb_options_create_copy(v->opts);
     rocksdb_options_set_block_based_table_factory(v->warm_opts, v->topts);
-    /* The index families are only ever iterated (fleet queries), never read by key: they have no
-     * bloom filters, in the memtables or the table files. Their entries are most of what a
-     * commit writes (six of a registration's nine), and adding each to a memtable's filter was
-     * a cache miss: the committer thread spends ~12% less without. */
-    static const view_cf indexes[] = {VIEW_IDX_META, VIEW_IDX_ATTR, VIEW_IDX_STATUS,
-                                      VIEW_IDX_FIRMWARE, VIEW_IDX_LASTSEEN};
+    /* The index families have no bloom filters, in the memtables or the table files: nothing
+     * reads them by key. Their entries are most of what a commit writes (six of a registration's
+     * nine), and adding each to a memtable's filter was a cache miss: the committer thread
+     * spends ~12% less without. */
     v->index_opts = rocksdb_options_create_copy(v->opts);
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->index_opts, 0);
     v->index_topts = rocksdb_block_based_options_create();
@@ -324,8 +329,8 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
         cf_opts[i] = v->opts;
     for (size_t i = 0; i < sizeof warm / sizeof warm[0]; i++)
         cf_opts[warm[i]] = v->warm_opts;
-    for (size_t i = 0; i < sizeof indexes / sizeof indexes[0]; i++)
-        cf_opts[indexes[i]] = v->index_opts;
+    for (int i = 0; i < VIEW_CF_COUNT; i++)
+        if (INDEX_FAMILIES & 1u << i) cf_opts[i] = v->index_opts;
 
     char *errptr = NULL;
     if (mode == VIEW_PRIMARY) {
@@ -664,6 +669,7 @@ static int overlay_grow(view_txn *t)
     if (t->used) memcpy(t->tab.entries, old.entries, t->used * sizeof *old.entries);
     for (size_t i = 0; i < t->used; i++) {
         const struct overlay_entry *e = &t->tab.entries[i];
+        if (INDEX_FAMILIES & 1u << e->cf) continue; /* not in the index (overlay_set) */
         *overlay_slot(t, (view_cf)e->cf, e->data, e->klen, e->hash) =
             (uint64_t)e->hash << 32 | (i + 1);
     }
@@ -684,14 +690,20 @@ static struct overlay_entry *overlay_set(view_txn *t, view_cf cf, const void *ke
                                          const void *val, size_t vlen, enum entry_state state)
 {
     if ((t->used + 1) * 2 > t->tab.cap && overlay_grow(t)) return NULL;
-    uint32_t h = overlay_hash(cf, key, klen);
-    uint64_t *slot = overlay_slot(t, cf, key, klen, h);
+    /* An index family's write is only appended: nothing reads it back, and the commit writes a
+     * key's writes in the order they were made, so the last one wins (entry_order). Finding
+     * its slot was most of putting an index entry, a cache miss. */
+    bool indexed = !(INDEX_FAMILIES & 1u << cf);
+    uint32_t h = indexed ? overlay_hash(cf, key, klen) : 0;
+    uint64_t *slot = indexed ? overlay_slot(t, cf, key, klen, h) : NULL;
     char *data = txn_alloc(t, klen + vlen + 1);
     if (!data) return NULL;
     memcpy(data, key, klen);
     if (vlen) memcpy(data + klen, val, vlen);
     struct overlay_entry *e;
-    if (*slot) {
+    if (!slot) {
+        e = &t->tab.entries[t->used++];
+    } else if (*slot) {
         e = &t->tab.entries[(uint32_t)*slot - 1];
         entry_release(e);
     } else {
@@ -775,6 +787,7 @@ static void cache_committed(view_txn *t, view_cf cf, const void *key, size_t kle
 
 int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **val, size_t *len)
 {
+    if (INDEX_FAMILIES & 1u << cf) return REG_EINVAL;
     uint32_t h = overlay_hash(cf, key, klen);
     struct overlay_entry *e = overlay_find(t, cf, key, klen, h);
     if (e && e->state == ENTRY_READ && e->encoded) { /* read before, committed */
@@ -952,6 +965,7 @@ static void rc_commit(view_txn *t)
 int view_txn_get_decoded(view_txn *t, view_cf cf, const void *key, size_t klen,
                          const view_codec *codec, const void **obj)
 {
+    if (INDEX_FAMILIES & 1u << cf) return REG_EINVAL;
     uint32_t h = overlay_hash(cf, key, klen);
     struct overlay_entry *e = overlay_find(t, cf, key, klen, h);
     if (e && e->state == ENTRY_DELETE) return REG_ENOTFOUND;
@@ -1036,7 +1050,8 @@ static int entry_order(const void *a, const void *b)
     size_t n = x->klen < y->klen ? x->klen : y->klen;
     int c = memcmp(x->data, y->data, n);
     if (c) return c;
-    return x->klen < y->klen ? -1 : x->klen > y->klen;
+    if (x->klen != y->klen) return x->klen < y->klen ? -1 : 1;
+    return x < y ? -1 : x > y; /* an index family's key written twice: in the order written */
 }
 
 /* ---- The commit's key order, by radix: qsort with entry_order was a fifth of the committer

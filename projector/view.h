@@ -109,7 +109,9 @@ void view_iter_free(view_iter *it);
 /* A transaction of the projector: reads see committed state plus the txn's own writes, and,
  * given a base, the base's writes: base is an earlier transaction, sealed, whose write is under
  * way on another thread (the projector decides its next batch meanwhile). The base must not be
- * freed before view_txn_drop_base, called once its write is done. NULL when out of memory. */
+ * freed before view_txn_drop_base, called once its write is done. NULL when out of memory.
+ * The index families (VIEW_IDX_*) are write-only in a transaction: reading one through it
+ * (view_txn_get, view_txn_get_decoded) is REG_EINVAL. */
 view_txn *view_txn_begin(view *v, view_txn *base);
 void view_txn_drop_base(view_txn *t);
 int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **val, size_t *len);
