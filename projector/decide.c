@@ -416,3 +416,50 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
     json_decref(outcome);
     return text;
 }
+
+/* The reply kinds a kept outcome rebuilds from the record, by the name the view keeps. */
+static const struct {
+    int kind;
+    const char *name;
+} rebuilt_replies[] = {{REPLY_DEVICE, "device"}, {REPLY_METADATA, "metadata"}};
+
+char *decision_kept_outcome(const json_t *cmd, const decision *d, size_t *len)
+{
+    const char *reply = NULL;
+    for (size_t i = 0; i < sizeof rebuilt_replies / sizeof rebuilt_replies[0]; i++)
+        if (d->reply_kind == rebuilt_replies[i].kind) reply = rebuilt_replies[i].name;
+    if (!reply || d->status >= 400) return NULL;
+    char status[16];
+    snprintf(status, sizeof status, "%d", d->status);
+    jsonfast_text x = {0};
+    jsonfast_text_raw(&x, "{\"command_id\":");
+    jsonfast_text_value(&x, json_object_get(cmd, "command_id"));
+    jsonfast_text_raw(&x, ",\"status\":");
+    jsonfast_text_raw(&x, status);
+    jsonfast_text_raw(&x, ",\"reply\":");
+    jsonfast_text_string(&x, reply);
+    jsonfast_text_raw(&x, "}");
+    return jsonfast_text_end(&x, len);
+}
+
+char *decision_replayed_outcome(view_txn *t, const json_t *cmd, const char *kept, size_t kept_len,
+                                size_t *len)
+{
+    json_t *k = jsonfast_load(kept, kept_len, 0);
+    const char *reply = json_string_value(json_object_get(k, "reply"));
+    decision d = {.status = (int)json_integer_value(json_object_get(k, "status"))};
+    for (size_t i = 0; reply && i < sizeof rebuilt_replies / sizeof rebuilt_replies[0]; i++)
+        if (!strcmp(reply, rebuilt_replies[i].name)) d.reply_kind = rebuilt_replies[i].kind;
+    json_decref(k);
+    if (!d.reply_kind) { /* kept whole */
+        char *copy = malloc(kept_len + 1);
+        if (!copy) return NULL;
+        memcpy(copy, kept, kept_len);
+        copy[kept_len] = 0;
+        *len = kept_len;
+        return copy;
+    }
+    char *text = decide_reply(t, cmd, &d) ? NULL : decision_outcome(t, cmd, &d, len);
+    decision_clear(&d);
+    return text;
+}

@@ -33,10 +33,23 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d);
 
 void decision_clear(decision *d);
 
-/* The outcome message for the bus and the commands family, as JSON text: {"command_id",
- * "status", "body"}. A device answered as stored is not rendered again: its text is the one the
- * view will store (t encodes it once for both). The caller frees the text; NULL when out of
- * memory. */
+/* The outcome message for the bus, as JSON text: {"command_id", "status", "body"}. A device
+ * answered with is not rendered again: the body is its record's text as t holds it. The caller
+ * frees the text; NULL when out of memory. */
 char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len);
+
+/* What the commands family keeps of the outcome, for a duplicate of the command: NULL when it
+ * keeps decision_outcome's text whole, else (an accepted command answered with a device or its
+ * metadata) the text {"command_id", "status", "reply": "device" | "metadata"}, the body left
+ * to be rebuilt from the record (decision_replayed_outcome). The device's text in every outcome
+ * had made the commands family the view's largest, a third of what a commit wrote. The caller
+ * frees the text. */
+char *decision_kept_outcome(const json_t *cmd, const decision *d, size_t *len);
+
+/* The outcome message for a duplicate of cmd, from what the commands family kept (kept_len
+ * bytes): as kept, or with its body rendered from the record as t has it now, which a change
+ * made since the first decision shows. The caller frees the text; NULL when out of memory. */
+char *decision_replayed_outcome(view_txn *t, const json_t *cmd, const char *kept, size_t kept_len,
+                                size_t *len);
 
 #endif

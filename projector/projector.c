@@ -2,7 +2,7 @@
  * projector.c - the projector's thread (projector.h).
  *
  * One batch: read up to batch_max commands; for each, skip it if its id is already in the view
- * (re-publishing the stored outcome), else decide it, apply its events to the transaction and
+ * (re-publishing its outcome from what the view kept), else decide it, apply its events to the transaction and
  * queue the events for appending (unless recovery found them in the events log already); then,
  * on the committer thread while the next batch is decided (projector_main), flush the events
  * log; write the transaction with the outcomes and offsets; publish outcomes.
@@ -217,10 +217,14 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
     err = above ? REG_ENOTFOUND
                 : view_txn_get(bt->txn, VIEW_COMMANDS, cid.b, 16, &stored, &stored_len);
     if (err == 0) {
-        json_array_append_new(bt->outcomes, json_stringn_nocheck(stored, stored_len));
+        size_t text_len = 0;
+        char *text = decision_replayed_outcome(bt->txn, cmd, stored, stored_len, &text_len);
         free(stored);
-        bt->duplicates++;
         json_decref(cmd);
+        if (!text) return REG_ENOMEM;
+        json_array_append_new(bt->outcomes, json_stringn_nocheck(text, text_len));
+        free(text);
+        bt->duplicates++;
         return 0;
     }
     if (err != REG_ENOTFOUND) goto out;
@@ -279,7 +283,13 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
         err = REG_ENOMEM;
         goto out_decision;
     }
-    view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, text, text_len);
+    size_t kept_len = 0;
+    char *kept = decision_kept_outcome(cmd, &d, &kept_len);
+    if (kept)
+        view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, kept, kept_len);
+    else
+        view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, text, text_len);
+    free(kept);
     if (above) p->max_cid = cid;
     json_array_append_new(bt->outcomes, json_stringn_nocheck(text, text_len));
     free(text);

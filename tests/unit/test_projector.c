@@ -4,7 +4,9 @@
  *  - after a crash between the events append and the view commit (simulated by writing a
  *    command's events to the events log before the projector sees the command), the command is
  *    decided again and applied, but its events are not appended a second time;
- *  - the projector's view equals the view rebuilt from the events log alone.
+ *  - the projector's view equals the view rebuilt from the events log alone;
+ *  - what the view keeps of an outcome gives a duplicate the same answer, its body rendered from
+ *    the record as it is by then.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -160,10 +162,146 @@ static void test_exactly_once(void **state)
     view_close(v);
 }
 
+/* Decides and applies cmd in t as the projector does; its outcome text (the caller frees it)
+ * and, in *kept, what the commands family keeps of it (NULL: the outcome whole). */
+static char *decide_apply(view_txn *t, json_t *cmd, int *status, char **kept)
+{
+    decision d;
+    decide_config dc = {.region = "t", .max_metadata_keys = 100};
+    assert_int_equal(decide_command(t, cmd, &dc, &d), 0);
+    size_t i;
+    json_t *ev;
+    json_array_foreach(d.events, i, ev) assert_int_equal(apply_event(t, ev, &d.shadow), 0);
+    assert_int_equal(decide_reply(t, cmd, &d), 0);
+    size_t len = 0, kept_len = 0;
+    char *text = decision_outcome(t, cmd, &d, &len);
+    assert_non_null(text);
+    *kept = decision_kept_outcome(cmd, &d, &kept_len);
+    *status = d.status;
+    decision_clear(&d);
+    return text;
+}
+
+/* The outcome a duplicate gets from what the view kept. */
+static json_t *replayed(view_txn *t, json_t *cmd, const char *kept)
+{
+    size_t len = 0;
+    char *text = decision_replayed_outcome(t, cmd, kept, strlen(kept), &len);
+    assert_non_null(text);
+    assert_int_equal(strlen(text), len);
+    json_t *j = json_loads(text, 0, NULL);
+    assert_non_null(j);
+    free(text);
+    return j;
+}
+
+/* What the commands family keeps: a device's or its metadata's outcome without the body, which a
+ * duplicate gets rebuilt from the record (as it is then); any other outcome whole. */
+static void test_duplicate_outcome(void **state)
+{
+    (void)state;
+    char sub[256];
+    snprintf(sub, sizeof sub, "%s/outcomes", dir);
+    mkdir(sub, 0700);
+    view *v = NULL;
+    assert_int_equal(view_open(sub, VIEW_PRIMARY, 0, &v), 0);
+    view_txn *t = view_txn_begin(v, NULL);
+    char hash[65], *kept = NULL;
+    int status = 0;
+    reg_token_hash("secret", hash);
+    json_t *create =
+        command("aaaaaaaa-0000-4000-8000-000000000011", "CreateTenant",
+                json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", "t", "cert_validity_days", 365,
+                          "rotate_before_days", 30, "overlap_days", 7, "token_id",
+                          "bbbbbbbb-0000-4000-8000-000000000011", "token_hash", hash));
+    char *text = decide_apply(t, create, &status, &kept);
+    assert_int_equal(status, 201);
+    assert_null(kept); /* kept whole */
+    json_t *again = replayed(t, create, text), *first = json_loads(text, 0, NULL);
+    assert_true(json_equal(again, first));
+    json_decref(again);
+    json_decref(first);
+    free(text);
+
+    json_t *reg =
+        command("aaaaaaaa-0000-4000-8000-000000000012", "RegisterDevice",
+                json_pack("{s:s, s:s, s:s, s:n, s:s, s:{s:s}}", "device_id", DEVICE,
+                          "serial_number", "SN1", "device_type", "meter", "hardware_revision",
+                          "firmware_version", "1.0", "metadata", "site", "north"));
+    char *reg_text = decide_apply(t, reg, &status, &kept);
+    assert_int_equal(status, 201);
+    assert_non_null(kept);
+    json_t *k = json_loads(kept, 0, NULL);
+    assert_null(json_object_get(k, "body"));
+    assert_string_equal(json_string_value(json_object_get(k, "reply")), "device");
+    json_decref(k);
+    again = replayed(t, reg, kept);
+    first = json_loads(reg_text, 0, NULL);
+    assert_true(json_equal(again, first)); /* the record has not changed since */
+    json_decref(again);
+
+    json_t *patch = command("aaaaaaaa-0000-4000-8000-000000000013", "PatchMetadata",
+                            json_pack("{s:s, s:{s:s}, s:b}", "device_id", DEVICE, "changes",
+                                      "owner", "ops", "require_existing", 0));
+    char *patch_kept = NULL;
+    char *patch_text = decide_apply(t, patch, &status, &patch_kept);
+    assert_int_equal(status, 200);
+    assert_non_null(patch_kept);
+    json_t *p1 = json_loads(patch_text, 0, NULL), *p2 = replayed(t, patch, patch_kept);
+    assert_true(json_equal(p1, p2));
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_object_get(p2, "body"), "metadata"), "owner")),
+                        "ops");
+    json_decref(p1);
+    json_decref(p2);
+
+    /* The registration's duplicate now shows the device as the patch left it. */
+    again = replayed(t, reg, kept);
+    assert_true(
+        json_equal(json_object_get(again, "command_id"), json_object_get(first, "command_id")));
+    assert_int_equal(json_integer_value(json_object_get(again, "status")), 201);
+    json_t *body = json_object_get(again, "body");
+    assert_int_equal(json_integer_value(json_object_get(body, "version")), 2);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(body, "metadata"), "owner")), "ops");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(first, "body"), "version")),
+                     1);
+    json_decref(again);
+    json_decref(first);
+    free(kept);
+    free(reg_text);
+
+    /* A rejection is kept whole: the same serial again is a 409. */
+    json_t *dup_serial = command("aaaaaaaa-0000-4000-8000-000000000014", "RegisterDevice",
+                                 json_pack("{s:s, s:s, s:s, s:n, s:s, s:{}}", "device_id",
+                                           "11111111-2222-4333-8444-555555555556", "serial_number",
+                                           "SN1", "device_type", "meter", "hardware_revision",
+                                           "firmware_version", "1.0", "metadata"));
+    text = decide_apply(t, dup_serial, &status, &kept);
+    assert_int_equal(status, 409);
+    assert_null(kept);
+    again = replayed(t, dup_serial, text);
+    first = json_loads(text, 0, NULL);
+    assert_true(json_equal(again, first));
+    json_decref(again);
+    json_decref(first);
+    free(text);
+
+    free(patch_text);
+    free(patch_kept);
+    json_decref(create);
+    json_decref(reg);
+    json_decref(patch);
+    json_decref(dup_serial);
+    view_txn_free(t);
+    view_close(v);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) return 1;
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_exactly_once)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_exactly_once),
+                                       cmocka_unit_test(test_duplicate_outcome)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
