@@ -74,6 +74,18 @@ static size_t utf8_sequence(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Whether none of the 8 bytes in w needs a look: a control character, '"', '\\' or a byte of a
+ * UTF-8 sequence. Each test is exact for "any byte": a borrow can only mark bytes above a byte
+ * that matched. */
+static bool plain8(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = w ^ ones * '"', backslash = w ^ ones * '\\';
+    uint64_t control = (w - ones * 0x20) & ~w;
+    uint64_t special = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash);
+    return !((control | special | w) & highs);
+}
+
 static void put_string(jsonfast_text *t, const char *str, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -81,6 +93,11 @@ static void put_string(jsonfast_text *t, const char *str, size_t n)
     put_char(t, '"');
     size_t run = 0; /* s[run..i) is copied as it is */
     for (size_t i = 0; i < n && !t->failed;) {
+        uint64_t w;
+        if (i + 8 <= n && (memcpy(&w, s + i, 8), plain8(w))) { /* the common case, 8 at a time */
+            i += 8;
+            continue;
+        }
         unsigned c = s[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             i++;
