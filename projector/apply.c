@@ -191,8 +191,7 @@ int apply_update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, c
                         apply_change_fn change, const json_t *body)
 {
     json_t *dev = NULL;
-    view_src src = {NULL, t};
-    int err = record_device_load(src, tid, did, &dev);
+    int err = record_device_take(t, tid, did, &dev);
     if (err) return err == REG_ENOTFOUND ? REG_EDECODE : err;
     reg_key old[ATTR_INDEXES];
     bool had[ATTR_INDEXES];

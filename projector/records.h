@@ -30,6 +30,11 @@ int record_json(view_src src, view_cf cf, const struct reg_key *k, json_t **out)
  * REG_E*. */
 int record_device_load(view_src src, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
 
+/* The device record as t has it, for the caller to change and store back (record_device_store)
+ * before t is read again: t's decoded record itself when nothing else refers to it or to a part
+ * of it, else a copy. The caller owns *out. 0, REG_ENOTFOUND or REG_E*. */
+int record_device_take(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, json_t **out);
+
 /* The same record for reading only: through a transaction it is parsed at most once per
  * transaction and *out is a reference to that parsed record, which the caller releases
  * (json_decref) and must not change. */

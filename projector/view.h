@@ -125,7 +125,8 @@ typedef struct view_codec {
     void *(*decode)(const char *val, size_t len);  /* NULL when val is not one */
     char *(*encode)(const void *obj, size_t *len); /* malloc'd bytes; NULL when out of memory */
     void (*release)(void *obj);
-    void *(*retain)(void *obj); /* another reference to obj (objects are shared, never changed) */
+    void *(*retain)(void *obj); /* another reference to obj (objects are shared, never changed,
+                                   but by a sole holder that writes it back: record_device_take) */
 } view_codec;
 /* The value under key in codec's form, decoded at most once per transaction. *obj is borrowed
  * and must not be changed: it stays valid until the transaction writes that key again or
