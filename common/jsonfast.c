@@ -471,6 +471,11 @@ static int parse_string(struct parse *ps, const char **s, size_t *n)
     const unsigned char *start = ++ps->p, *p = start;
     bool escaped = false;
     while (p < ps->end && *p != '"') { /* a first pass: validate, and find the end */
+        uint64_t w;
+        if (ps->end - p >= 8 && (memcpy(&w, p, 8), plain8(w))) {
+            p += 8;
+            continue;
+        }
         if (*p < 0x20) return -1;
         if (*p == '\\') {
             escaped = true;

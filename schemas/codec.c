@@ -1827,6 +1827,20 @@ static int read_items(const struct node *nd, struct cursor *c, int depth, json_t
     }
 }
 
+/* Whether the n bytes at p are all ASCII. */
+static bool ascii(const uint8_t *p, size_t n)
+{
+    uint64_t any = 0, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        any |= w;
+    }
+    for (; i < n; i++)
+        any |= p[i];
+    return !(any & 0x8080808080808080ull);
+}
+
 static int read_value(const struct node *nd, struct cursor *c, int depth, json_t **out)
 {
     if (depth > MAX_DEPTH) return REG_EDECODE;
@@ -1871,7 +1885,10 @@ static int read_value(const struct node *nd, struct cursor *c, int depth, json_t
         const uint8_t *p;
         size_t n;
         if ((rc = rd_bytes(c, &p, &n))) return rc;
-        if (!(r = json_stringn((const char *)p, n))) return REG_EDECODE; /* invalid UTF-8 */
+        /* ASCII needs no UTF-8 check: jansson's, a byte at a time, showed in profiles. */
+        r = ascii(p, n) ? json_stringn_nocheck((const char *)p, n)
+                        : json_stringn((const char *)p, n);
+        if (!r) return REG_EDECODE; /* invalid UTF-8 */
         break;
     }
     case K_BYTES:
