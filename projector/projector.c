@@ -2,12 +2,12 @@
  * projector.c - the projector's thread (projector.h).
  *
  * One batch: read up to batch_max commands; for each, skip it if its id is already in the view
- * (re-publishing its outcome from what the view kept), else decide it, apply its events to the transaction and
- * queue the events for appending (unless recovery found them in the events log already); then,
- * on the committer thread while the next batch is decided (projector_main), flush the events
- * log; write the transaction with the outcomes and offsets; publish outcomes.
- * Any failure before the commit (Kafka down, say) abandons the transaction, waits, rescans the
- * events log tail and redoes the batch: nothing is lost, nothing is applied twice.
+ * (re-publishing its outcome from what the view kept), else decide it, apply its events to the
+ * transaction and queue the events for appending (unless recovery found them in the events log
+ * already); then, on the committer thread while the next batch is decided (projector_main), flush
+ * the events log; write the transaction with the outcomes and offsets; publish outcomes. Any
+ * failure before the commit (Kafka down, say) abandons the transaction, waits, rescans the events
+ * log tail and redoes the batch: nothing is lost, nothing is applied twice.
  */
 #define _GNU_SOURCE
 #include "projector/projector.h"
@@ -141,10 +141,17 @@ struct encoded_event {
     char tenant[40];
 };
 
+/* An outcome message (JSON text, malloc'd) to publish after the commit. */
+struct outcome {
+    char *text;
+    size_t len;
+};
+
 struct batch {
     view_txn *txn;
-    json_t *outcomes; /* the outcome messages (JSON text) to publish after the commit */
-    json_t *auth;     /* what the front ends' authentication caches must forget (see note_auth) */
+    struct outcome *outcomes; /* owned, with their texts */
+    size_t noutcomes, outcomes_cap;
+    json_t *auth; /* what the front ends' authentication caches must forget (see note_auth) */
     delivery_batch deliver; /* messages for devices (notify.h), published after the commit */
     codec_buf *enc;         /* the encoded events, back to back */
     struct encoded_event *events_out;
@@ -194,6 +201,23 @@ static void note_auth(struct batch *bt, const json_t *ev)
     }
 }
 
+/* Adds an outcome to publish; takes text, also on failure. */
+static int add_outcome(struct batch *bt, char *text, size_t len)
+{
+    if (bt->noutcomes == bt->outcomes_cap) {
+        size_t cap = bt->outcomes_cap ? bt->outcomes_cap * 2 : 1024;
+        struct outcome *grown = realloc(bt->outcomes, cap * sizeof *grown);
+        if (!grown) {
+            free(text);
+            return REG_ENOMEM;
+        }
+        bt->outcomes = grown;
+        bt->outcomes_cap = cap;
+    }
+    bt->outcomes[bt->noutcomes++] = (struct outcome){text, len};
+    return 0;
+}
+
 static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
 {
     json_t *cmd = NULL;
@@ -222,10 +246,8 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
         free(stored);
         json_decref(cmd);
         if (!text) return REG_ENOMEM;
-        json_array_append_new(bt->outcomes, json_stringn_nocheck(text, text_len));
-        free(text);
         bt->duplicates++;
-        return 0;
+        return add_outcome(bt, text, text_len);
     }
     if (err != REG_ENOTFOUND) goto out;
 
@@ -291,8 +313,7 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
         view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, text, text_len);
     free(kept);
     if (above) p->max_cid = cid;
-    json_array_append_new(bt->outcomes, json_stringn_nocheck(text, text_len));
-    free(text);
+    err = add_outcome(bt, text, text_len);
 out_decision:
     decision_clear(&d);
 out:
@@ -302,12 +323,10 @@ out:
 
 /* The commit notice goes first so that readers on secondaries start catching up before the
  * writers' callers get their answers and come to read. */
-static void publish_outcomes(projector *p, json_t *outcomes, json_t *auth,
-                             const delivery_batch *deliver)
+static void publish_outcomes(projector *p, const struct batch *bt)
 {
-    size_t i;
-    json_t *o;
-    if (json_array_size(outcomes)) bus_publish(p->bus, "commit", "1", 1);
+    const json_t *auth = bt->auth;
+    if (bt->noutcomes) bus_publish(p->bus, "commit", "1", 1);
     if (auth && (json_array_size(json_object_get(auth, "certs")) ||
                  json_array_size(json_object_get(auth, "devices")) ||
                  json_is_true(json_object_get(auth, "trust")))) {
@@ -315,9 +334,9 @@ static void publish_outcomes(projector *p, json_t *outcomes, json_t *auth,
         bus_publish(p->bus, "auth", text, strlen(text));
         free(text);
     }
-    if (deliver->count) bus_publish(p->bus, "deliver", deliver->data, deliver->len);
-    json_array_foreach(outcomes, i, o)
-        bus_publish(p->bus, "outcome", json_string_value(o), json_string_length(o));
+    if (bt->deliver.count) bus_publish(p->bus, "deliver", bt->deliver.data, bt->deliver.len);
+    for (size_t i = 0; i < bt->noutcomes; i++)
+        bus_publish(p->bus, "outcome", bt->outcomes[i].text, bt->outcomes[i].len);
 }
 
 /* Appends the batch's encoded events to the events log. */
@@ -339,7 +358,9 @@ static void batch_free(struct batch *bt)
 {
     if (!bt) return;
     view_txn_free(bt->txn);
-    json_decref(bt->outcomes);
+    for (size_t i = 0; i < bt->noutcomes; i++)
+        free(bt->outcomes[i].text);
+    free(bt->outcomes);
     json_decref(bt->auth);
     delivery_batch_clear(&bt->deliver);
     free(bt->events_out);
@@ -356,8 +377,7 @@ static int batch_new(projector *p, view_txn *base, codec_buf *enc, struct batch 
     enc->len = 0;
     bt->enc = enc;
     bt->txn = view_txn_begin(p->view, base);
-    bt->outcomes = json_array();
-    return bt->txn && bt->outcomes ? 0 : REG_ENOMEM;
+    return bt->txn ? 0 : REG_ENOMEM;
 }
 
 /* Decides n records into the batch. */
@@ -381,7 +401,7 @@ static int commit_batch(projector *p, struct batch *bt)
     view_meta_value meta[2] = {{META_COMMANDS_NEXT, bt->next_offset},
                                {META_EVENTS_NEXT, atomic_load(&p->events_end)}};
     if ((err = view_txn_write(bt->txn, meta, 2))) return err;
-    publish_outcomes(p, bt->outcomes, bt->auth, &bt->deliver);
+    publish_outcomes(p, bt);
     pthread_mutex_lock(&p->stats_mu);
     p->stats.accepted += bt->accepted;
     p->stats.rejected += bt->rejected;
