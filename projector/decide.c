@@ -391,18 +391,24 @@ static char *stored_device_reply(view_txn *t, const json_t *cmd, const decision 
     return record_device_text(t, &tid, &did, &val, len) ? NULL : val;
 }
 
+/* Starts an outcome's text: {"command_id": ..., "status": status (the object left open). */
+static void outcome_head(jsonfast_text *x, const json_t *cmd, int status)
+{
+    char digits[16];
+    snprintf(digits, sizeof digits, "%d", status);
+    jsonfast_text_raw(x, "{\"command_id\":");
+    jsonfast_text_value(x, json_object_get(cmd, "command_id"));
+    jsonfast_text_raw(x, ",\"status\":");
+    jsonfast_text_raw(x, digits);
+}
+
 char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len)
 {
     size_t dev_len = 0;
     char *dev = stored_device_reply(t, cmd, d, &dev_len);
     if (dev) { /* the members jsonfast_pack's outcome below has, the body as it is stored */
-        char status[16];
-        snprintf(status, sizeof status, "%d", d->status);
         jsonfast_text x = {0};
-        jsonfast_text_raw(&x, "{\"command_id\":");
-        jsonfast_text_value(&x, json_object_get(cmd, "command_id"));
-        jsonfast_text_raw(&x, ",\"status\":");
-        jsonfast_text_raw(&x, status);
+        outcome_head(&x, cmd, d->status);
         jsonfast_text_raw(&x, ",\"body\":");
         jsonfast_text_raw(&x, dev); /* JSON text: no NUL inside */
         jsonfast_text_raw(&x, "}");
@@ -429,13 +435,8 @@ char *decision_kept_outcome(const json_t *cmd, const decision *d, size_t *len)
     for (size_t i = 0; i < sizeof rebuilt_replies / sizeof rebuilt_replies[0]; i++)
         if (d->reply_kind == rebuilt_replies[i].kind) reply = rebuilt_replies[i].name;
     if (!reply || d->status >= 400) return NULL;
-    char status[16];
-    snprintf(status, sizeof status, "%d", d->status);
     jsonfast_text x = {0};
-    jsonfast_text_raw(&x, "{\"command_id\":");
-    jsonfast_text_value(&x, json_object_get(cmd, "command_id"));
-    jsonfast_text_raw(&x, ",\"status\":");
-    jsonfast_text_raw(&x, status);
+    outcome_head(&x, cmd, d->status);
     jsonfast_text_raw(&x, ",\"reply\":");
     jsonfast_text_string(&x, reply);
     jsonfast_text_raw(&x, "}");

@@ -36,12 +36,13 @@ enum {
 };
 
 /* The overlay's table: the entries back to back in the order their keys were first touched,
- * and an open-addressing index of them, each slot the key's hash (high half) and the entry's
- * number + 1 (low half; 0 is an empty slot), at most half full. Slots of entries of 40 bytes,
- * as the table had before, made a batch's table 5 MiB: finding a key's slot was a cache miss
- * in nearly every probe, ~90% of the time spent putting a key. The index of 8-byte slots is a
- * fifth of that, the entries fill cache lines in order, and walks over the entries (the seal,
- * the commit's sort) read them without the gaps. */
+ * and an open-addressing index of them (an index family's entries are not in it: overlay_set),
+ * each slot the key's hash (high half) and the entry's number + 1 (low half; 0 is an empty
+ * slot), at most half full. Why not the entries themselves in the slots: at 40 bytes each a
+ * batch's table was 5 MiB, and finding a key's slot was a cache miss in nearly every probe,
+ * ~90% of the time spent putting a key. The index of 8-byte slots is a fifth of that, the
+ * entries fill cache lines in order, and walks over the entries (the seal, the commit's sort)
+ * read them without gaps. */
 struct overlay_table {
     uint64_t *index;
     struct overlay_entry *entries; /* room for cap / 2 */
@@ -100,7 +101,7 @@ struct view {
 enum entry_state { ENTRY_PUT, ENTRY_DELETE, ENTRY_READ };
 
 struct overlay_entry {
-    uint32_t hash; /* overlay_hash of cf and key */
+    uint32_t hash; /* overlay_hash of cf and key; 0 for an index family's (not in the index) */
     uint8_t cf;
     uint8_t state;   /* enum entry_state */
     uint8_t encoded; /* the value's bytes (ENTRY_READ: the committed one) follow the key */

@@ -43,6 +43,25 @@ static json_t *command(const char *id, const char *kind, json_t *body)
                      "time_ms", (json_int_t)1700000000000, "actor", "test", "body", kind, body);
 }
 
+/* CreateTenant with the admin token "secret". */
+static json_t *create_tenant(const char *id, const char *token_id)
+{
+    char hash[65];
+    reg_token_hash("secret", hash);
+    return command(id, "CreateTenant",
+                   json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", "t", "cert_validity_days",
+                             365, "rotate_before_days", 30, "overlap_days", 7, "token_id", token_id,
+                             "token_hash", hash));
+}
+
+static json_t *register_device(const char *id, const char *device, const char *serial)
+{
+    return command(id, "RegisterDevice",
+                   json_pack("{s:s, s:s, s:s, s:n, s:s, s:{s:s}}", "device_id", device,
+                             "serial_number", serial, "device_type", "meter", "hardware_revision",
+                             "firmware_version", "1.0", "metadata", "site", "north"));
+}
+
 static void append_json(elog *log, codec_registry *codec, const char *schema, json_t *value)
 {
     codec_buf buf = {0};
@@ -77,18 +96,9 @@ static void test_exactly_once(void **state)
     assert_int_equal(bus_open(NULL, &b), 0);
     assert_int_equal(codec_registry_new(&codec), 0);
 
-    char hash[65];
-    reg_token_hash("secret", hash);
-    json_t *create =
-        command("aaaaaaaa-0000-4000-8000-000000000001", "CreateTenant",
-                json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", "t", "cert_validity_days", 365,
-                          "rotate_before_days", 30, "overlap_days", 7, "token_id",
-                          "bbbbbbbb-0000-4000-8000-000000000001", "token_hash", hash));
-    json_t *reg =
-        command("aaaaaaaa-0000-4000-8000-000000000002", "RegisterDevice",
-                json_pack("{s:s, s:s, s:s, s:n, s:s, s:{s:s}}", "device_id", DEVICE,
-                          "serial_number", "SN1", "device_type", "meter", "hardware_revision",
-                          "firmware_version", "1.0", "metadata", "site", "north"));
+    json_t *create = create_tenant("aaaaaaaa-0000-4000-8000-000000000001",
+                                   "bbbbbbbb-0000-4000-8000-000000000001");
+    json_t *reg = register_device("aaaaaaaa-0000-4000-8000-000000000002", DEVICE, "SN1");
     append_json(commands, codec, "registry.Command", create);
     append_json(commands, codec, "registry.Command", reg);
     append_json(commands, codec, "registry.Command", reg); /* the retry */
@@ -206,14 +216,10 @@ static void test_duplicate_outcome(void **state)
     view *v = NULL;
     assert_int_equal(view_open(sub, VIEW_PRIMARY, 0, &v), 0);
     view_txn *t = view_txn_begin(v, NULL);
-    char hash[65], *kept = NULL;
+    char *kept = NULL;
     int status = 0;
-    reg_token_hash("secret", hash);
-    json_t *create =
-        command("aaaaaaaa-0000-4000-8000-000000000011", "CreateTenant",
-                json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", "t", "cert_validity_days", 365,
-                          "rotate_before_days", 30, "overlap_days", 7, "token_id",
-                          "bbbbbbbb-0000-4000-8000-000000000011", "token_hash", hash));
+    json_t *create = create_tenant("aaaaaaaa-0000-4000-8000-000000000011",
+                                   "bbbbbbbb-0000-4000-8000-000000000011");
     char *text = decide_apply(t, create, &status, &kept);
     assert_int_equal(status, 201);
     assert_null(kept); /* kept whole */
@@ -223,11 +229,7 @@ static void test_duplicate_outcome(void **state)
     json_decref(first);
     free(text);
 
-    json_t *reg =
-        command("aaaaaaaa-0000-4000-8000-000000000012", "RegisterDevice",
-                json_pack("{s:s, s:s, s:s, s:n, s:s, s:{s:s}}", "device_id", DEVICE,
-                          "serial_number", "SN1", "device_type", "meter", "hardware_revision",
-                          "firmware_version", "1.0", "metadata", "site", "north"));
+    json_t *reg = register_device("aaaaaaaa-0000-4000-8000-000000000012", DEVICE, "SN1");
     char *reg_text = decide_apply(t, reg, &status, &kept);
     assert_int_equal(status, 201);
     assert_non_null(kept);
@@ -272,11 +274,8 @@ static void test_duplicate_outcome(void **state)
     free(reg_text);
 
     /* A rejection is kept whole: the same serial again is a 409. */
-    json_t *dup_serial = command("aaaaaaaa-0000-4000-8000-000000000014", "RegisterDevice",
-                                 json_pack("{s:s, s:s, s:s, s:n, s:s, s:{}}", "device_id",
-                                           "11111111-2222-4333-8444-555555555556", "serial_number",
-                                           "SN1", "device_type", "meter", "hardware_revision",
-                                           "firmware_version", "1.0", "metadata"));
+    json_t *dup_serial = register_device("aaaaaaaa-0000-4000-8000-000000000014",
+                                         "11111111-2222-4333-8444-555555555556", "SN1");
     text = decide_apply(t, dup_serial, &status, &kept);
     assert_int_equal(status, 409);
     assert_null(kept);
