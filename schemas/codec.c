@@ -443,6 +443,39 @@ static int parse_schema(struct tree *t, const json_t *j, const char *ns, int dep
     return *out ? 0 : REG_ESCHEMA;
 }
 
+/* Whether the n bytes at p are all ASCII. */
+static bool ascii(const uint8_t *p, size_t n)
+{
+    uint64_t any = 0, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        any |= w;
+    }
+    for (; i < n; i++)
+        any |= p[i];
+    return !(any & 0x8080808080808080ull);
+}
+
+/* ---- what both decoders (read_value and the avro-c reference's to_json) make of a decoded
+ * scalar. */
+
+/* A string: NULL when it is not UTF-8. ASCII needs no check: jansson's, a byte at a time, showed
+ * in profiles. */
+static json_t *utf8_json(const char *p, size_t n)
+{
+    return ascii((const uint8_t *)p, n) ? json_stringn_nocheck(p, n) : json_stringn(p, n);
+}
+
+/* A float or double into *out (NULL when out of memory): REG_EDECODE for NaN and the
+ * infinities, which JSON (and jansson) lacks. */
+static int real_json(double d, json_t **out)
+{
+    if (!isfinite(d)) return REG_EDECODE;
+    *out = json_real(d);
+    return 0;
+}
+
 /* ---- the codec's JSON mapping of bytes and fixed: one code point U+0000..U+00FF per byte
  * (as in Avro's own JSON encoding), so arbitrary bytes survive as a valid JSON string. */
 
@@ -1506,9 +1539,7 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
         if (nd->kind == K_FLOAT ? avro_value_get_float(v, &f) : avro_value_get_double(v, &d))
             return REG_EDECODE;
         if (nd->kind == K_FLOAT) d = f;
-        if (!isfinite(d)) /* JSON (and jansson) has no NaN or infinity */
-            return REG_EDECODE;
-        r = json_real(d);
+        if (real_json(d, &r)) return REG_EDECODE;
         break;
     }
     case K_STRING: {
@@ -1516,7 +1547,7 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
         size_t size;
         if (avro_value_get_string(v, &s, &size)) return REG_EDECODE;
         /* size counts the NUL; NULL on invalid UTF-8 */
-        if (!(r = json_stringn(s ? s : "", size ? size - 1 : 0))) return REG_EDECODE;
+        if (!(r = utf8_json(s ? s : "", size ? size - 1 : 0))) return REG_EDECODE;
         break;
     }
     case K_BYTES:
@@ -1827,20 +1858,6 @@ static int read_items(const struct node *nd, struct cursor *c, int depth, json_t
     }
 }
 
-/* Whether the n bytes at p are all ASCII. */
-static bool ascii(const uint8_t *p, size_t n)
-{
-    uint64_t any = 0, w;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        memcpy(&w, p + i, 8);
-        any |= w;
-    }
-    for (; i < n; i++)
-        any |= p[i];
-    return !(any & 0x8080808080808080ull);
-}
-
 static int read_value(const struct node *nd, struct cursor *c, int depth, json_t **out)
 {
     if (depth > MAX_DEPTH) return REG_EDECODE;
@@ -1876,19 +1893,14 @@ static int read_value(const struct node *nd, struct cursor *c, int depth, json_t
         } else {
             memcpy(&d, &bits, 8);
         }
-        if (!isfinite(d)) /* JSON (and jansson) has no NaN or infinity */
-            return REG_EDECODE;
-        r = json_real(d);
+        if ((rc = real_json(d, &r))) return rc;
         break;
     }
     case K_STRING: {
         const uint8_t *p;
         size_t n;
         if ((rc = rd_bytes(c, &p, &n))) return rc;
-        /* ASCII needs no UTF-8 check: jansson's, a byte at a time, showed in profiles. */
-        r = ascii(p, n) ? json_stringn_nocheck((const char *)p, n)
-                        : json_stringn((const char *)p, n);
-        if (!r) return REG_EDECODE; /* invalid UTF-8 */
+        if (!(r = utf8_json((const char *)p, n))) return REG_EDECODE; /* invalid UTF-8 */
         break;
     }
     case K_BYTES:
