@@ -59,6 +59,7 @@ struct options {
     int batch_max;
     shadow_limits shadow;
     int no_fsync;
+    uint64_t log_segment_bytes;
 };
 
 static void usage(FILE *f)
@@ -74,6 +75,7 @@ static void usage(FILE *f)
            "  --redis HOST:PORT       use Redis for notifications between processes\n"
            "  --region NAME           region name (default local)\n"
            "  --no-fsync              do not sync embedded log appends (benchmarks only)\n"
+           "  --log-segment-mb N      size of an embedded log's segment files (default 64)\n"
            "  --rotation-check-ms N   how often certificates are checked for rotation (default "
            "60000)\n"
            "  --max-manifest-bytes N  largest POST /manifests body (default 67108864)\n"
@@ -120,6 +122,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"redis", required_argument, NULL, 'r'},
         {"region", required_argument, NULL, 'g'},
         {"no-fsync", no_argument, NULL, 'n'},
+        {"log-segment-mb", required_argument, NULL, 'L'},
         {"into", required_argument, NULL, 'i'},
         {"until", required_argument, NULL, 'u'},
         {"rotation-check-ms", required_argument, NULL, 'R'},
@@ -172,6 +175,10 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case 'n':
             o->no_fsync = 1;
+            break;
+        case 'L':
+            if (number_option("--log-segment-mb", optarg, 1, 1u << 16, &n)) return -1;
+            o->log_segment_bytes = (uint64_t)n << 20;
             break;
         case 'i':
             o->into = optarg;
@@ -350,7 +357,11 @@ static int run_rebuild(const struct options *o, int verify)
     }
     char topic[128];
     snprintf(topic, sizeof topic, "registry.%s.events", o->region);
-    elog_config ec = {topic, o->data, o->kafka, 1};
+    elog_config ec = {.topic = topic,
+                      .dir = o->data,
+                      .brokers = o->kafka,
+                      .fsync = 1,
+                      .segment_bytes = o->log_segment_bytes};
     elog *events = NULL;
     view *built = NULL, *current = NULL;
     uint64_t applied = 0;
@@ -441,8 +452,13 @@ int main(int argc, char **argv)
     char commands_topic[128], events_topic[128];
     snprintf(commands_topic, sizeof commands_topic, "registry.%s.commands", o.region);
     snprintf(events_topic, sizeof events_topic, "registry.%s.events", o.region);
-    elog_config cc = {commands_topic, o.data, o.kafka, !o.no_fsync};
-    elog_config ec = {events_topic, o.data, o.kafka, !o.no_fsync};
+    elog_config cc = {.topic = commands_topic,
+                      .dir = o.data,
+                      .brokers = o.kafka,
+                      .fsync = !o.no_fsync,
+                      .segment_bytes = o.log_segment_bytes};
+    elog_config ec = cc;
+    ec.topic = events_topic;
 
     /* Every role may need the tenants' CA keys: ingest makes them, front ends sign device
      * certificates and CRLs. The first to start makes the key-encryption key (DATA/master.key)

@@ -2,9 +2,9 @@
  * eventlog.h - the log: an append-only, totally ordered sequence of records (one per topic),
  * with two backends behind one interface.
  *
- *  - embedded: a RocksDB database per topic under DATA/log/<topic>/, keyed by the big-endian
- *    offset. Appends are group-committed by the log's writer thread with a synced WriteBatch: an
- *    append whose callback reported success survives kill -9.
+ *  - embedded: a directory of segment files per topic under DATA/log/<topic>/. Appends are
+ *    group-committed by the log's writer thread with one write and one fdatasync: an append
+ *    whose callback reported success survives kill -9.
  *  - kafka: a topic through librdkafka (idempotent producer, acks=all), keyed by tenant. One
  *    partition per topic, so that a region's commands are one total order (the projector is one
  *    consumer); offsets are that partition's offsets.
@@ -26,6 +26,7 @@ typedef struct elog_config {
     const char *dir;     /* embedded: the data directory (the log lives in dir/log/<topic>) */
     const char *brokers; /* kafka: "host:port[,...]"; when set, the kafka backend is used */
     int fsync;           /* embedded: sync appends (default on; tests of speed may turn it off) */
+    uint64_t segment_bytes; /* embedded: size at which a segment file is rolled (0: 64 MiB) */
 } elog_config;
 
 /* A record as read. Pointers are valid until the next elog_reader_next on the same reader. */

@@ -30,6 +30,11 @@ struct elog_reader {
 };
 
 int elog_embedded_open(const elog_config *cfg, elog **out);
+
+/* Brings the embedded topic at `path` (DIR/log/<topic>) from the earlier layout, a RocksDB
+ * database keyed by offset, into segment files, and finishes an upgrade that a crash cut short.
+ * Nothing to do (0) when the topic is already in segments or does not exist yet. */
+int elog_embedded_upgrade(const elog_config *cfg, const char *path);
 int elog_kafka_open(const elog_config *cfg, elog **out);
 
 #endif

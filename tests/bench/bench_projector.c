@@ -84,7 +84,9 @@ int main(int argc, char **argv)
     snprintf(ctopic, sizeof ctopic, "registry.%s.commands", region);
     snprintf(etopic, sizeof etopic, "registry.%s.events", region);
 
-    elog_config cc = {ctopic, dir, brokers, 1}, ec = {etopic, dir, brokers, 1};
+    elog_config cc = {.topic = ctopic, .dir = dir, .brokers = brokers, .fsync = 1};
+    elog_config ec = cc;
+    ec.topic = etopic;
     elog *commands = NULL, *events = NULL;
     view *v = NULL;
     bus *b = NULL;

@@ -2,7 +2,7 @@
 # run.sh - builds one libFuzzer harness with clang and runs it for a bounded time over its corpus
 # (the seeds in tests/fuzz/corpus_NAME plus what it finds, kept in the build directory). CTest runs
 # each parser's fuzzer briefly on every build; run longer by hand:
-#   tests/fuzz/run.sh codec|http|pki|mqtt|shadow|tls13 SECONDS OUT_DIR SCHEMAS_EMBEDDED_C
+#   tests/fuzz/run.sh codec|http|pki|mqtt|shadow|tls13|eventlog SECONDS OUT_DIR SCHEMAS_EMBEDDED_C
 set -euo pipefail
 name=$1 seconds=$2 out=$3 schemas_c=$4
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -21,6 +21,10 @@ case "$name" in
            "$top/common/err.c" $(pkg-config --cflags --libs jansson) -o "$out/fuzz_$name" ;;
   tls13) clang "${flags[@]}" "$top/tests/fuzz/fuzz_tls13.c" "$top/common/tls13.c" \
            "$top/common/ids.c" "$top/common/err.c" $(pkg-config --cflags --libs openssl) -o "$out/fuzz_$name" ;;
+  eventlog) clang "${flags[@]}" "$top/tests/fuzz/fuzz_eventlog.c" "$top/common/eventlog.c" \
+           "$top/common/eventlog_embedded.c" "$top/common/eventlog_upgrade.c" \
+           "$top/common/eventlog_kafka.c" "$top/common/err.c" \
+           $(pkg-config --cflags --libs zlib rocksdb rdkafka jansson) -lpthread -o "$out/fuzz_$name" ;;
   *) echo "unknown fuzzer $name" >&2; exit 2 ;;
 esac
 "$out/fuzz_$name" -max_total_time="$seconds" -print_final_stats=1 "$out/corpus_$name" \

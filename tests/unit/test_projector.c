@@ -88,8 +88,8 @@ static void test_exactly_once(void **state)
     elog *commands = NULL, *events = NULL;
     bus *b = NULL;
     codec_registry *codec = NULL;
-    elog_config cc = {"registry.t.commands", dir, NULL, 0},
-                ec = {"registry.t.events", dir, NULL, 0};
+    elog_config cc = {.topic = "registry.t.commands", .dir = dir},
+                ec = {.topic = "registry.t.events", .dir = dir};
     assert_int_equal(view_open(dir, VIEW_PRIMARY, 0, &v), 0);
     assert_int_equal(elog_open(&cc, &commands), 0);
     assert_int_equal(elog_open(&ec, &events), 0);

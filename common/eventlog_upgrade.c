@@ -1,0 +1,162 @@
+/*
+ * eventlog_upgrade.c - brings an embedded topic from the embedded log's first layout, a RocksDB
+ * database per topic keyed by the 8-byte big-endian offset (value: time_ms, 8 bytes big-endian;
+ * key length, 4 bytes big-endian; the key; the payload), into segment files
+ * (eventlog_embedded.c).
+ *
+ * The records are copied into DIR/log/<topic>.upgrading through the log's own append path, at
+ * the same offsets, and synced. Then the database's directory is renamed to
+ * <topic>.rocksdb-old, the copy's to <topic>, and the old one is removed. Each step is one
+ * rename, so after a crash at any point the next open finds one of these states and goes on:
+ *
+ *   <topic> holds a database (CURRENT)        copy again, from the start
+ *   <topic>.rocksdb-old but no <topic>        the copy is whole: rename it into place
+ *   <topic> and <topic>.rocksdb-old           remove the old database
+ */
+#define _GNU_SOURCE
+#include "eventlog_impl.h"
+#include "err.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static uint64_t get_be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Syncs the directory holding path, so that a rename in it is durable. */
+static int sync_parent(const char *path)
+{
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (!slash) return REG_EINVAL;
+    *slash = 0;
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return REG_EIO;
+    int err = fsync(fd) == 0 ? 0 : REG_EIO;
+    close(fd);
+    return err;
+}
+
+/* Removes a directory of plain files (both layouts keep no subdirectories). Absent: 0. */
+static int remove_flat_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d) return errno == ENOENT ? 0 : REG_EIO;
+    int err = 0;
+    struct dirent *de;
+    while (!err && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) != 0) {
+            fprintf(stderr, "eventlog: cannot remove %s/%s: %s\n", path, de->d_name,
+                    strerror(errno));
+            err = REG_EIO;
+        }
+    }
+    closedir(d);
+    if (!err && rmdir(path) != 0) err = REG_EIO;
+    return err;
+}
+
+/* Copies every record of the database at `path` into a new log for topic `tmp_topic`. */
+static int copy_records(const elog_config *cfg, const char *path, const char *tmp_topic,
+                        int64_t *copied)
+{
+    char *errptr = NULL;
+    rocksdb_options_t *opts = rocksdb_options_create();
+    rocksdb_t *db = rocksdb_open_for_read_only(opts, path, 0, &errptr);
+    if (errptr) {
+        fprintf(stderr, "eventlog: cannot open %s to upgrade it: %s\n", path, errptr);
+        free(errptr);
+        rocksdb_options_destroy(opts);
+        return REG_ESTORE;
+    }
+    elog_config tc = *cfg;
+    tc.topic = tmp_topic;
+    tc.fsync = 0; /* closing the log syncs it, once */
+    elog *log = NULL;
+    int err = elog_embedded_open(&tc, &log);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = err ? NULL : rocksdb_create_iterator(db, ro);
+    int64_t next = 0;
+    if (it) rocksdb_iter_seek_to_first(it);
+    for (; it && !err && rocksdb_iter_valid(it); rocksdb_iter_next(it), next++) {
+        size_t klen, vlen;
+        const unsigned char *k = (const unsigned char *)rocksdb_iter_key(it, &klen);
+        const unsigned char *v = (const unsigned char *)rocksdb_iter_value(it, &vlen);
+        uint64_t key_len = vlen >= 12 ? get_be(v + 8, 4) : 0;
+        if (klen != 8 || get_be(k, 8) != (uint64_t)next || vlen < 12 || key_len > vlen - 12) {
+            fprintf(stderr, "eventlog: %s: the record at offset %lld is not readable\n", path,
+                    (long long)next);
+            err = REG_EDECODE;
+            break;
+        }
+        while ((err = elog_append(log, v + 12, key_len, v + 12 + key_len, vlen - 12 - key_len,
+                                  (int64_t)get_be(v, 8), NULL, NULL)) == REG_EAGAIN)
+            elog_flush(log, 60000);
+    }
+    if (it) rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(opts);
+    if (log) {
+        int flushed = elog_flush(log, 600000);
+        if (!err) err = flushed;
+        if (!err && elog_end_offset(log) != next) err = REG_ESTORE;
+        elog_close(log);
+    }
+    *copied = next;
+    return err;
+}
+
+int elog_embedded_upgrade(const elog_config *cfg, const char *path)
+{
+    char old[4200], tmp[4200], current[4200], tmp_topic[4200];
+    snprintf(old, sizeof old, "%s.rocksdb-old", path);
+    snprintf(tmp, sizeof tmp, "%s.upgrading", path);
+    snprintf(current, sizeof current, "%s/CURRENT", path);
+    snprintf(tmp_topic, sizeof tmp_topic, "%s.upgrading", cfg->topic);
+
+    int err = 0;
+    if (exists(old) && !exists(path)) {
+        if (rename(tmp, path) != 0) {
+            fprintf(stderr, "eventlog: %s: an upgrade was cut short and %s is missing\n", path,
+                    tmp);
+            return REG_EIO;
+        }
+        if ((err = sync_parent(path))) return err;
+    }
+    if (exists(old) && (err = remove_flat_dir(old))) return err;
+    if (!exists(current)) return 0;
+
+    fprintf(stderr,
+            "eventlog: %s is in the earlier layout (RocksDB); copying it into segment "
+            "files\n",
+            path);
+    int64_t copied = 0;
+    if ((err = remove_flat_dir(tmp))) return err;
+    if ((err = copy_records(cfg, path, tmp_topic, &copied))) return err;
+    if (rename(path, old) != 0 || (err = sync_parent(path))) return err ? err : REG_EIO;
+    if (rename(tmp, path) != 0 || (err = sync_parent(path))) return err ? err : REG_EIO;
+    if ((err = remove_flat_dir(old))) return err;
+    fprintf(stderr, "eventlog: %s: %lld records upgraded\n", path, (long long)copied);
+    return 0;
+}
