@@ -3,7 +3,8 @@
  * reported once, data survives reopening (across many segment files), readers start anywhere
  * and wait for new records, and time lookups find the first record at or after a time. A torn
  * tail is cut back at open, a damaged record is refused, a second process is kept out, and a
- * topic in the earlier layout (a RocksDB database) is upgraded with every record kept.
+ * topic in the earlier layout (a RocksDB database) is upgraded with every record kept, and a
+ * kill -9 of an appending process loses no append it had reported.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -23,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char dir[] = "/tmp/test-elog-XXXXXX";
@@ -443,6 +446,80 @@ static void test_concurrent_appends_and_reads(void **state)
     elog_close(log);
 }
 
+static int report_fd = -1;
+
+static void report_offset(void *arg, int err, int64_t offset)
+{
+    if (!err && write(report_fd, &offset, sizeof offset) != sizeof offset) _exit(3);
+}
+
+/* kill -9 of a process appending with fsync, segments rolling: after reopening, every append it
+ * had reported is there, at its offset, with its value. */
+static void test_kill9_keeps_reported_appends(void **state)
+{
+    const char *topic = "registry.test.kill9";
+    elog_config cfg = {.topic = topic, .dir = dir, .fsync = 1, .segment_bytes = 65536};
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        report_fd = fds[1];
+        elog *log = NULL;
+        if (elog_open(&cfg, &log)) _exit(2);
+        for (long i = 0;; i++) {
+            char value[64];
+            int len = snprintf(value, sizeof value, "value-%ld-%0*d", i, (int)(i % 40), 0);
+            int err;
+            while ((err = elog_append(log, "k", 1, value, (size_t)len, i, report_offset, NULL)) ==
+                   REG_EAGAIN)
+                usleep(50);
+            if (err) _exit(2);
+        }
+    }
+    close(fds[1]);
+    int64_t last = -1, off;
+    while (last < 3000 && read(fds[0], &off, sizeof off) == sizeof off) {
+        assert_int_equal(off, last + 1); /* reported in order, dense */
+        last = off;
+    }
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    while (read(fds[0], &off, sizeof off) == sizeof off) {
+        assert_int_equal(off, last + 1);
+        last = off;
+    }
+    close(fds[0]);
+    assert_true(last >= 3000);
+    assert_true(count_segments(topic) > 1);
+
+    elog *log = NULL;
+    assert_int_equal(elog_open(&cfg, &log), 0);
+    int64_t end = elog_end_offset(log);
+    assert_true(end > last);
+    elog_reader *rd = NULL;
+    elog_record recs[64];
+    assert_int_equal(elog_reader_open(log, 0, &rd), 0);
+    for (int64_t next = 0; next < end;) {
+        int n = elog_reader_next(rd, recs, 64, 1000);
+        assert_true(n > 0);
+        for (int i = 0; i < n; i++, next++) {
+            char want[64];
+            int len = snprintf(want, sizeof want, "value-%lld-%0*d", (long long)next,
+                               (int)(next % 40), 0);
+            assert_int_equal(recs[i].offset, next);
+            assert_int_equal(recs[i].time_ms, next);
+            assert_int_equal(recs[i].value_len, len);
+            assert_memory_equal(recs[i].value, want, (size_t)len);
+        }
+    }
+    elog_reader_close(rd);
+    elog_close(log);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) return 1;
@@ -453,6 +530,7 @@ int main(void)
         cmocka_unit_test(test_second_opener_refused),
         cmocka_unit_test(test_upgrade_from_rocksdb),
         cmocka_unit_test(test_concurrent_appends_and_reads),
+        cmocka_unit_test(test_kill9_keeps_reported_appends),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
