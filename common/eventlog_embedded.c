@@ -13,7 +13,7 @@
  *   key, then the value
  *
  * Appends go into a bounded queue; the log's writer thread takes everything queued, writes it
- * with one pwritev and one fdatasync (when cfg->fsync), and only then assigns the offsets and
+ * with pwritev and one fdatasync (when cfg->fsync), and only then assigns the offsets and
  * reports success: a reported append survives kill -9, and concurrent appenders share one sync
  * (group commit). A segment is rolled once it holds cfg->segment_bytes: the full one is synced
  * even without cfg->fsync, and the directory is synced after creating the next. So only the last
@@ -55,7 +55,6 @@ enum {
     SCAN_CHUNK = 1 << 20,  /* bytes per read when scanning a segment */
     READ_MIN = 64 << 10,   /* bounds of a reader's read */
     READ_MAX = 8 << 20,
-    IOV_BATCH = 1024, /* IOV_MAX on Linux */
     SEGMENT_NAME_DIGITS = 20,
 };
 #define REC_BODY_MAX (UINT32_C(1) << 30) /* far above any command or event */
@@ -109,7 +108,7 @@ typedef struct emb_log {
 
     /* The writer's own. */
     int active_fd;
-    uint64_t active_size;   /* bytes of the last segment written and synced */
+    uint64_t active_size;   /* bytes of the last segment written (and synced, with fsync) */
     uint64_t last_mark_pos; /* of the last segment's last mark */
     struct mark *new_marks; /* the group being written */
     size_t new_marks_cap;
@@ -433,12 +432,12 @@ static void write_group(emb_log *log, struct pending *group, size_t n, int64_t f
         pos += p->len;
     }
 
-    struct iovec iov[IOV_BATCH];
+    struct iovec iov[IOV_MAX];
     uint64_t at = log->active_size;
     for (struct pending *p = group; p && !err;) {
         int k = 0;
         size_t bytes = 0;
-        for (; p && k < IOV_BATCH; p = p->next, k++) {
+        for (; p && k < IOV_MAX; p = p->next, k++) {
             iov[k] = (struct iovec){p->data, p->len};
             bytes += p->len;
         }

@@ -4,7 +4,7 @@
 # the one rebuilt from the events log (`registry verify`): nothing lost, nothing applied twice.
 source "$E2E_LIB"
 DATA="$WORK/data"
-start_role API serve --data "$DATA"
+start_role API serve --data "$DATA" --log-segment-mb 1
 req POST "$API/tenants" "$ADMIN" '{"name":"crash"}'; expect 201
 TOKEN=$(field "b['token']")
 
@@ -33,7 +33,7 @@ for round in 1 2 3; do
   sleep 2
   kill -9 "$API_PID"
   for p in "${WPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  start_role API serve --data "$DATA"
+  start_role API serve --data "$DATA" --log-segment-mb 1
 done
 
 cat "$WORK"/answered.* > "$WORK/all"
