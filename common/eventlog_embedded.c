@@ -570,7 +570,15 @@ int elog_embedded_open(const elog_config *cfg, elog **out)
     if (snprintf(path, sizeof path, "%s/log/%s", cfg->dir, cfg->topic) >= (int)sizeof path)
         return REG_EINVAL;
     int err = elog_embedded_upgrade(cfg, path);
-    if (!err) err = mkdir_p(path);
+    return err ? err : elog_segments_open(cfg, out);
+}
+
+int elog_segments_open(const elog_config *cfg, elog **out)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/log/%s", cfg->dir, cfg->topic) >= (int)sizeof path)
+        return REG_EINVAL;
+    int err = mkdir_p(path);
     if (err) return err;
 
     emb_log *log = calloc(1, sizeof *log);

@@ -31,9 +31,13 @@ struct elog_reader {
 
 int elog_embedded_open(const elog_config *cfg, elog **out);
 
+/* elog_embedded_open without the upgrade: the topic's segment files as they are. */
+int elog_segments_open(const elog_config *cfg, elog **out);
+
 /* Brings the embedded topic at `path` (DIR/log/<topic>) from the earlier layout, a RocksDB
  * database keyed by offset, into segment files, and finishes an upgrade that a crash cut short.
- * Nothing to do (0) when the topic is already in segments or does not exist yet. */
+ * Nothing to do (0) when the topic is already in segments or does not exist yet. Holds an flock
+ * on DIR/log meanwhile, so that two processes never upgrade one topic at once. */
 int elog_embedded_upgrade(const elog_config *cfg, const char *path);
 int elog_kafka_open(const elog_config *cfg, elog **out);
 

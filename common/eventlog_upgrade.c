@@ -12,6 +12,9 @@
  *   <topic> holds a database (CURRENT)        copy again, from the start
  *   <topic>.rocksdb-old but no <topic>        the copy is whole: rename it into place
  *   <topic> and <topic>.rocksdb-old           remove the old database
+ *
+ * An flock on DIR/log is held throughout, so a second process opening the topic waits and then
+ * finds it upgraded.
  */
 #define _GNU_SOURCE
 #include "eventlog_impl.h"
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,7 +97,7 @@ static int copy_records(const elog_config *cfg, const char *path, const char *tm
     tc.topic = tmp_topic;
     tc.fsync = 0; /* closing the log syncs it, once */
     elog *log = NULL;
-    int err = elog_embedded_open(&tc, &log);
+    int err = elog_segments_open(&tc, &log);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_iterator_t *it = err ? NULL : rocksdb_create_iterator(db, ro);
     int64_t next = 0;
@@ -127,7 +131,20 @@ static int copy_records(const elog_config *cfg, const char *path, const char *tm
     return err;
 }
 
+static int upgrade_locked(const elog_config *cfg, const char *path);
+
 int elog_embedded_upgrade(const elog_config *cfg, const char *path)
+{
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s/log", cfg->dir);
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : REG_EIO; /* no log yet: nothing to upgrade */
+    int err = flock(fd, LOCK_EX) == 0 ? upgrade_locked(cfg, path) : REG_EIO;
+    close(fd); /* releases the flock */
+    return err;
+}
+
+static int upgrade_locked(const elog_config *cfg, const char *path)
 {
     char old[4200], tmp[4200], current[4200], tmp_topic[4200];
     snprintf(old, sizeof old, "%s.rocksdb-old", path);

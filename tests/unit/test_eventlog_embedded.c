@@ -446,6 +446,54 @@ static void test_concurrent_appends_and_reads(void **state)
     elog_close(log);
 }
 
+/* Two processes opening a topic in the earlier layout at once: one upgrades it, the other waits
+ * for that (and then opens it, or is refused while the first holds it); nothing is lost or
+ * copied twice. */
+static void test_concurrent_upgrade(void **state)
+{
+    for (int round = 0; round < 4; round++) {
+        char topic[64];
+        snprintf(topic, sizeof topic, "registry.test.upgrade2.%d", round);
+        write_rocksdb_topic(topic, 3000);
+        elog_config cfg = {.topic = topic, .dir = dir, .fsync = 0};
+        int go[2];
+        assert_int_equal(pipe(go), 0);
+        pid_t kids[2];
+        for (int k = 0; k < 2; k++) {
+            kids[k] = fork();
+            assert_true(kids[k] >= 0);
+            if (kids[k] == 0) {
+                close(go[1]);
+                char c;
+                if (read(go[0], &c, 1) != 0) _exit(4); /* wait for the start */
+                elog *log = NULL;
+                int err = elog_open(&cfg, &log);
+                if (err == REG_EUNAVAILABLE) _exit(1);
+                if (err) _exit(2);
+                int ok = elog_end_offset(log) == 3000;
+                elog_close(log);
+                _exit(ok ? 0 : 3);
+            }
+        }
+        close(go[0]);
+        close(go[1]); /* both start */
+        int opened = 0;
+        for (int k = 0; k < 2; k++) {
+            int status;
+            assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+            assert_true(WIFEXITED(status));
+            assert_true(WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 1);
+            opened += WEXITSTATUS(status) == 0;
+        }
+        assert_true(opened >= 1);
+        elog *log = NULL;
+        assert_int_equal(elog_open(&cfg, &log), 0);
+        assert_int_equal(elog_end_offset(log), 3000);
+        check_range(log, 0, 3000, "old", 0);
+        elog_close(log);
+    }
+}
+
 static int report_fd = -1;
 
 static void report_offset(void *arg, int err, int64_t offset)
@@ -529,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_damaged_record),
         cmocka_unit_test(test_second_opener_refused),
         cmocka_unit_test(test_upgrade_from_rocksdb),
+        cmocka_unit_test(test_concurrent_upgrade),
         cmocka_unit_test(test_concurrent_appends_and_reads),
         cmocka_unit_test(test_kill9_keeps_reported_appends),
     };
