@@ -3,8 +3,9 @@
  * reported once, data survives reopening (across many segment files), readers start anywhere
  * and wait for new records, and time lookups find the first record at or after a time. A torn
  * tail is cut back at open, a damaged record is refused, a second process is kept out, and a
- * topic in the earlier layout (a RocksDB database) is upgraded with every record kept, and a
- * kill -9 of an appending process loses no append it had reported.
+ * topic in the earlier layout (a RocksDB database) is upgraded with every record kept, a
+ * kill -9 of an appending process loses no append it had reported, and a failed write is
+ * reported as failed and leaves nothing behind.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -494,6 +496,91 @@ static void test_concurrent_upgrade(void **state)
     }
 }
 
+static atomic_int write_ok, write_failed;
+static int64_t last_ok = -1;
+
+static void count_outcome(void *arg, int err, int64_t offset)
+{
+    if (err) {
+        atomic_fetch_add(&write_failed, 1);
+    } else {
+        atomic_fetch_add(&write_ok, 1);
+        last_ok = offset;
+    }
+}
+
+/* A write that fails (here the file-size limit, as a full disk would) is reported as failed to
+ * every append of its group, is cut back off the segment, and loses none reported before it;
+ * once writes succeed again the log goes on where it stood. */
+static void test_failed_write(void **state)
+{
+    const char *topic = "registry.test.full";
+    elog_config cfg = {.topic = topic, .dir = dir, .fsync = 1, .segment_bytes = 1 << 20};
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead */
+        struct rlimit lim = {100000, 100000};
+        if (setrlimit(RLIMIT_FSIZE, &lim)) _exit(2);
+        elog *log = NULL;
+        if (elog_open(&cfg, &log)) _exit(2);
+        int flushed = 0;
+        for (int round = 0; round < 50 && !atomic_load(&write_failed); round++) {
+            for (int i = 0; i < 20; i++) {
+                char value[200];
+                memset(value, 'a' + round % 26, sizeof value);
+                if (elog_append(log, "k", 1, value, sizeof value, round, count_outcome, NULL))
+                    _exit(2);
+            }
+            flushed = elog_flush(log, 10000);
+        }
+        /* The failed group did not move the end; a record small enough to fit under the limit
+         * goes right after the last one reported, so the failed group's bytes were cut. */
+        int64_t end = last_ok + 1;
+        if (flushed != REG_EIO || elog_end_offset(log) != end) _exit(3);
+        char seg[600];
+        last_segment(topic, seg, sizeof seg);
+        struct stat st;
+        if (stat(seg, &st) || st.st_size != end * 229) _exit(6); /* 229 bytes a record */
+        if (elog_append(log, "k", 1, "x", 1, 0, count_outcome, NULL) || elog_flush(log, 10000) ||
+            last_ok != end)
+            _exit(4);
+        elog_close(log);
+        _exit(atomic_load(&write_ok) > 0 && atomic_load(&write_failed) > 0 ? 0 : 5);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    /* Without the limit: what was reported is there, whole, and appends go on after it. */
+    elog *log = NULL;
+    assert_int_equal(elog_open(&cfg, &log), 0);
+    int64_t end = elog_end_offset(log);
+    assert_true(end > 1 && (end - 1) * 229 <= 100000); /* 229 bytes a record: all fitted */
+    elog_reader *rd = NULL;
+    elog_record recs[64];
+    assert_int_equal(elog_reader_open(log, 0, &rd), 0);
+    for (int64_t next = 0; next < end;) {
+        int n = elog_reader_next(rd, recs, 64, 1000);
+        assert_true(n > 0);
+        for (int i = 0; i < n; i++, next++) {
+            assert_int_equal(recs[i].offset, next);
+            if (next == end - 1) {
+                assert_int_equal(recs[i].value_len, 1);
+                assert_memory_equal(recs[i].value, "x", 1);
+                continue;
+            }
+            assert_int_equal(recs[i].value_len, 200);
+            assert_int_equal(((const char *)recs[i].value)[0], 'a' + (int)(next / 20) % 26);
+        }
+    }
+    elog_reader_close(rd);
+    append_n(log, "after", 3);
+    check_range(log, end, end + 3, "after", end);
+    elog_close(log);
+}
+
 static int report_fd = -1;
 
 static void report_offset(void *arg, int err, int64_t offset)
@@ -580,6 +667,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_upgrade),
         cmocka_unit_test(test_concurrent_appends_and_reads),
         cmocka_unit_test(test_kill9_keeps_reported_appends),
+        cmocka_unit_test(test_failed_write),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
