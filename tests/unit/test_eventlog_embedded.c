@@ -99,24 +99,46 @@ static void append_n(elog *log, const char *tag, int n)
     assert_int_equal(elog_flush(log, 30000), 0);
 }
 
-/* Reads [from, to) and checks each value is "<tag>-<offset - first>". */
-static void check_range(elog *log, int64_t from, int64_t to, const char *tag, int64_t first)
+typedef void record_check(const elog_record *rec, void *ctx);
+
+/* Reads [from, to) with a reader opened at from, in calls of up to 97 records (an odd size, so
+ * that calls end anywhere in a segment), checks that the offsets are dense and hands each record
+ * to check. */
+static void read_range(elog *log, int64_t from, int64_t to, record_check *check, void *ctx)
 {
     elog_reader *rd = NULL;
-    elog_record recs[64];
+    elog_record recs[97];
     assert_int_equal(elog_reader_open(log, from, &rd), 0);
     for (int64_t next = from; next < to;) {
-        int n = elog_reader_next(rd, recs, 64, 1000);
+        int n = elog_reader_next(rd, recs, 97, 1000);
         assert_true(n > 0);
         for (int i = 0; i < n && next < to; i++, next++) {
-            char want[64];
-            int len = snprintf(want, sizeof want, "%s-%lld", tag, (long long)(next - first));
             assert_int_equal(recs[i].offset, next);
-            assert_int_equal(recs[i].value_len, len);
-            assert_memory_equal(recs[i].value, want, (size_t)len);
+            check(&recs[i], ctx);
         }
     }
     elog_reader_close(rd);
+}
+
+struct tagged {
+    const char *tag;
+    int64_t first;
+};
+
+static void check_tagged(const elog_record *rec, void *ctx)
+{
+    const struct tagged *t = ctx;
+    char want[64];
+    int len = snprintf(want, sizeof want, "%s-%lld", t->tag, (long long)(rec->offset - t->first));
+    assert_int_equal(rec->value_len, len);
+    assert_memory_equal(rec->value, want, (size_t)len);
+}
+
+/* Reads [from, to) and checks each value is "<tag>-<offset - first>". */
+static void check_range(elog *log, int64_t from, int64_t to, const char *tag, int64_t first)
+{
+    struct tagged t = {tag, first};
+    read_range(log, from, to, check_tagged, &t);
 }
 
 static void test_append_read_reopen(void **state)
@@ -168,21 +190,7 @@ static void test_append_read_reopen(void **state)
     assert_true(count_segments("registry.test.commands") > 20);
 
     /* Reading everything from the start crosses every segment in order. */
-    assert_int_equal(elog_reader_open(log, 0, &rd), 0);
-    int64_t next = 0;
-    while (next < N) {
-        n = elog_reader_next(rd, recs, 97, 1000);
-        assert_true(n > 0);
-        for (int i = 0; i < n; i++, next++) {
-            char want[32];
-            int len = snprintf(want, sizeof want, "record-%ld", (long)next);
-            assert_int_equal(recs[i].offset, next);
-            assert_int_equal(recs[i].value_len, len);
-            assert_memory_equal(recs[i].value, want, (size_t)len);
-        }
-    }
-    assert_int_equal(elog_reader_next(rd, recs, 10, 0), 0);
-    elog_reader_close(rd);
+    check_range(log, 0, N, "record", 0);
 
     /* A reader at the end waits, then sees a new append. */
     assert_int_equal(elog_reader_open(log, N, &rd), 0);
@@ -509,6 +517,20 @@ static void count_outcome(void *arg, int err, int64_t offset)
     }
 }
 
+/* The failed-write test's records before the small last one: 200 bytes of a letter a round. */
+static void check_full_value(const elog_record *rec, void *ctx)
+{
+    assert_int_equal(rec->value_len, 200);
+    assert_int_equal(((const char *)rec->value)[0], 'a' + (int)(rec->offset / 20) % 26);
+}
+
+/* ... and the small one appended after the failure. */
+static void check_small_value(const elog_record *rec, void *ctx)
+{
+    assert_int_equal(rec->value_len, 1);
+    assert_memory_equal(rec->value, "x", 1);
+}
+
 /* A write that fails (here the file-size limit, as a full disk would) is reported as failed to
  * every append of its group, is cut back off the segment, and loses none reported before it;
  * once writes succeed again the log goes on where it stood. */
@@ -558,24 +580,8 @@ static void test_failed_write(void **state)
     assert_int_equal(elog_open(&cfg, &log), 0);
     int64_t end = elog_end_offset(log);
     assert_true(end > 1 && (end - 1) * 229 <= 100000); /* 229 bytes a record: all fitted */
-    elog_reader *rd = NULL;
-    elog_record recs[64];
-    assert_int_equal(elog_reader_open(log, 0, &rd), 0);
-    for (int64_t next = 0; next < end;) {
-        int n = elog_reader_next(rd, recs, 64, 1000);
-        assert_true(n > 0);
-        for (int i = 0; i < n; i++, next++) {
-            assert_int_equal(recs[i].offset, next);
-            if (next == end - 1) {
-                assert_int_equal(recs[i].value_len, 1);
-                assert_memory_equal(recs[i].value, "x", 1);
-                continue;
-            }
-            assert_int_equal(recs[i].value_len, 200);
-            assert_int_equal(((const char *)recs[i].value)[0], 'a' + (int)(next / 20) % 26);
-        }
-    }
-    elog_reader_close(rd);
+    read_range(log, 0, end - 1, check_full_value, NULL);
+    read_range(log, end - 1, end, check_small_value, NULL);
     append_n(log, "after", 3);
     check_range(log, end, end + 3, "after", end);
     elog_close(log);
@@ -586,6 +592,17 @@ static int report_fd = -1;
 static void report_offset(void *arg, int err, int64_t offset)
 {
     if (!err && write(report_fd, &offset, sizeof offset) != sizeof offset) _exit(3);
+}
+
+/* The value and time the kill -9 test's child gives the record at each offset. */
+static void check_kill9_value(const elog_record *rec, void *ctx)
+{
+    char want[64];
+    int len = snprintf(want, sizeof want, "value-%lld-%0*d", (long long)rec->offset,
+                       (int)(rec->offset % 40), 0);
+    assert_int_equal(rec->time_ms, rec->offset);
+    assert_int_equal(rec->value_len, len);
+    assert_memory_equal(rec->value, want, (size_t)len);
 }
 
 /* kill -9 of a process appending with fsync, segments rolling: after reopening, every append it
@@ -633,25 +650,8 @@ static void test_kill9_keeps_reported_appends(void **state)
 
     elog *log = NULL;
     assert_int_equal(elog_open(&cfg, &log), 0);
-    int64_t end = elog_end_offset(log);
-    assert_true(end > last);
-    elog_reader *rd = NULL;
-    elog_record recs[64];
-    assert_int_equal(elog_reader_open(log, 0, &rd), 0);
-    for (int64_t next = 0; next < end;) {
-        int n = elog_reader_next(rd, recs, 64, 1000);
-        assert_true(n > 0);
-        for (int i = 0; i < n; i++, next++) {
-            char want[64];
-            int len = snprintf(want, sizeof want, "value-%lld-%0*d", (long long)next,
-                               (int)(next % 40), 0);
-            assert_int_equal(recs[i].offset, next);
-            assert_int_equal(recs[i].time_ms, next);
-            assert_int_equal(recs[i].value_len, len);
-            assert_memory_equal(recs[i].value, want, (size_t)len);
-        }
-    }
-    elog_reader_close(rd);
+    assert_true(elog_end_offset(log) > last);
+    read_range(log, 0, elog_end_offset(log), check_kill9_value, NULL);
     elog_close(log);
 }
 
