@@ -421,8 +421,8 @@ static void test_concurrent_appends_and_reads(void **state)
     elog_config cfg = {.topic = "registry.test.concurrent", .dir = dir, .segment_bytes = 32768};
     elog *log = NULL;
     assert_int_equal(elog_open(&cfg, &log), 0);
-    pthread_t t[THREADS];
-    struct appender a[THREADS];
+    static pthread_t t[THREADS]; /* static: a failed check leaves the threads running */
+    static struct appender a[THREADS];
     for (int i = 0; i < THREADS; i++) {
         a[i] = (struct appender){log, i, EACH};
         assert_int_equal(pthread_create(&t[i], NULL, append_thread, &a[i]), 0);
