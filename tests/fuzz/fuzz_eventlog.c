@@ -95,6 +95,13 @@ static int64_t read_all(elog *log, int64_t from, int64_t end, int *err)
     return next - from;
 }
 
+static void remove_root(void)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    if (system(cmd) != 0) fprintf(stderr, "fuzz_eventlog: could not remove %s\n", root);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     snprintf(root, sizeof root, "%s/fuzz-eventlog-%d",
@@ -102,6 +109,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char cmd[600];
     snprintf(cmd, sizeof cmd, "mkdir -p %s/log/%s", root, TOPIC);
     CHECK(system(cmd) == 0);
+    atexit(remove_root); /* libFuzzer ends a timed run with exit() */
     return 0;
 }
 
