@@ -183,15 +183,24 @@ static int read_at(int fd, uint64_t pos, size_t len, unsigned char *buf)
     return 0;
 }
 
+/* p, an array of *cap elements of `size` bytes, with room for at least n: grown by doubling
+ * (*cap follows), or p itself when it has the room. NULL when out of memory, p left as it was. */
+static void *reserve(void *p, size_t *cap, size_t n, size_t size)
+{
+    if (n <= *cap) return p;
+    size_t c = *cap ? *cap : 16;
+    while (c < n)
+        c *= 2;
+    void *grown = realloc(p, c * size);
+    if (grown) *cap = c;
+    return grown;
+}
+
 static int add_mark(struct segment *s, struct mark m)
 {
-    if (s->nmarks == s->marks_cap) {
-        size_t cap = s->marks_cap ? 2 * s->marks_cap : 64;
-        struct mark *nm = realloc(s->marks, cap * sizeof *nm);
-        if (!nm) return REG_ENOMEM;
-        s->marks = nm;
-        s->marks_cap = cap;
-    }
+    struct mark *marks = reserve(s->marks, &s->marks_cap, s->nmarks + 1, sizeof *marks);
+    if (!marks) return REG_ENOMEM;
+    s->marks = marks;
     s->marks[s->nmarks++] = m;
     return 0;
 }
@@ -209,15 +218,12 @@ static int scan_segment(int fd, uint64_t limit, struct segment *s, int *torn)
     *torn = 0;
     while (pos < limit && !*torn) {
         size_t len = limit - pos < want ? (size_t)(limit - pos) : want;
-        if (len > cap) {
-            unsigned char *nb = realloc(buf, len);
-            if (!nb) {
-                err = REG_ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap = len;
+        unsigned char *room = reserve(buf, &cap, len, 1);
+        if (!room) {
+            err = REG_ENOMEM;
+            break;
         }
+        buf = room;
         if ((err = read_at(fd, pos, len, buf))) break;
         size_t at = 0;
         int64_t need = 0;
@@ -274,13 +280,9 @@ static int segment_name(const char *name, int64_t *base)
 
 static int segment_push(emb_log *log, int64_t base)
 {
-    if (log->nsegs == log->segs_cap) {
-        size_t cap = log->segs_cap ? 2 * log->segs_cap : 16;
-        struct segment *ns = realloc(log->segs, cap * sizeof *ns);
-        if (!ns) return REG_ENOMEM;
-        log->segs = ns;
-        log->segs_cap = cap;
-    }
+    struct segment *segs = reserve(log->segs, &log->segs_cap, log->nsegs + 1, sizeof *segs);
+    if (!segs) return REG_ENOMEM;
+    log->segs = segs;
     log->segs[log->nsegs++] = (struct segment){.base = base, .end = base};
     return 0;
 }
@@ -334,18 +336,16 @@ static int recover(emb_log *log)
     size_t n = 0, cap = 0;
     int err = 0;
     struct dirent *de;
-    while (!err && (de = readdir(d))) {
+    while ((de = readdir(d))) {
         int64_t base;
         if (!segment_name(de->d_name, &base)) continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            int64_t *nb = realloc(bases, cap * sizeof *nb);
-            if (!nb)
-                err = REG_ENOMEM;
-            else
-                bases = nb;
+        int64_t *room = reserve(bases, &cap, n + 1, sizeof *room);
+        if (!room) {
+            err = REG_ENOMEM;
+            break;
         }
-        if (!err) bases[n++] = base;
+        bases = room;
+        bases[n++] = base;
     }
     closedir(d);
     if (!err && n == 0) err = segment_create(log, 0);
@@ -409,10 +409,10 @@ static void write_group(emb_log *log, struct pending *group, size_t n, int64_t f
 {
     int err = log->broken ? REG_EIO : 0;
     if (!err && log->active_size >= log->segment_bytes) err = segment_create(log, first);
-    if (!err && n > log->new_marks_cap) {
-        struct mark *nm = realloc(log->new_marks, n * sizeof *nm);
-        if (nm)
-            log->new_marks = nm, log->new_marks_cap = n;
+    if (!err) {
+        struct mark *marks = reserve(log->new_marks, &log->new_marks_cap, n, sizeof *marks);
+        if (marks)
+            log->new_marks = marks;
         else
             err = REG_ENOMEM;
     }
@@ -564,21 +564,22 @@ static void free_log(emb_log *log)
     free(log);
 }
 
+int elog_embedded_path(const elog_config *cfg, char *out, size_t cap)
+{
+    return snprintf(out, cap, "%s/log/%s", cfg->dir, cfg->topic) < (int)cap ? 0 : REG_EINVAL;
+}
+
 int elog_embedded_open(const elog_config *cfg, elog **out)
 {
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/log/%s", cfg->dir, cfg->topic) >= (int)sizeof path)
-        return REG_EINVAL;
-    int err = elog_embedded_upgrade(cfg, path);
+    int err = elog_embedded_upgrade(cfg);
     return err ? err : elog_segments_open(cfg, out);
 }
 
 int elog_segments_open(const elog_config *cfg, elog **out)
 {
     char path[4096];
-    if (snprintf(path, sizeof path, "%s/log/%s", cfg->dir, cfg->topic) >= (int)sizeof path)
-        return REG_EINVAL;
-    int err = mkdir_p(path);
+    int err = elog_embedded_path(cfg, path, sizeof path);
+    if (!err) err = mkdir_p(path);
     if (err) return err;
 
     emb_log *log = calloc(1, sizeof *log);
@@ -805,12 +806,9 @@ static int emb_reader_next(elog_reader *base, elog_record *recs, int max, int ti
     emb_reader *rd = (emb_reader *)base;
     emb_log *log = rd->log;
     if (max <= 0) return REG_EINVAL;
-    if ((size_t)max > rd->starts_cap) {
-        size_t *ns = realloc(rd->starts, (size_t)max * sizeof *ns);
-        if (!ns) return REG_ENOMEM;
-        rd->starts = ns;
-        rd->starts_cap = (size_t)max;
-    }
+    size_t *starts = reserve(rd->starts, &rd->starts_cap, (size_t)max, sizeof *starts);
+    if (!starts) return REG_ENOMEM;
+    rd->starts = starts;
 
     pthread_mutex_lock(&log->mu);
     if (log->end <= rd->next && timeout_ms > 0) {
@@ -841,15 +839,12 @@ static int emb_reader_next(elog_reader *base, elog_record *recs, int max, int ti
             break;
         }
         size_t len = limit - rd->pos < want ? (size_t)(limit - rd->pos) : want;
-        if (used + len > rd->buf_cap) {
-            unsigned char *nb = realloc(rd->buf, used + len);
-            if (!nb) {
-                err = REG_ENOMEM;
-                break;
-            }
-            rd->buf = nb;
-            rd->buf_cap = used + len;
+        unsigned char *room = reserve(rd->buf, &rd->buf_cap, used + len, 1);
+        if (!room) {
+            err = REG_ENOMEM;
+            break;
         }
+        rd->buf = room;
         if ((err = read_at(rd->fd, rd->pos, len, rd->buf + used))) break;
         size_t at = 0;
         int64_t need = 0;

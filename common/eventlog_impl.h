@@ -34,11 +34,14 @@ int elog_embedded_open(const elog_config *cfg, elog **out);
 /* elog_embedded_open without the upgrade: the topic's segment files as they are. */
 int elog_segments_open(const elog_config *cfg, elog **out);
 
-/* Brings the embedded topic at `path` (DIR/log/<topic>) from the earlier layout, a RocksDB
- * database keyed by offset, into segment files, and finishes an upgrade that a crash cut short.
- * Nothing to do (0) when the topic is already in segments or does not exist yet. Holds an flock
- * on DIR/log meanwhile, so that two processes never upgrade one topic at once. */
-int elog_embedded_upgrade(const elog_config *cfg, const char *path);
+/* The embedded topic's directory, DIR/log/<topic>, into out. 0, or REG_EINVAL when too long. */
+int elog_embedded_path(const elog_config *cfg, char *out, size_t cap);
+
+/* Brings the embedded topic from the earlier layout, a RocksDB database keyed by offset, into
+ * segment files, and finishes an upgrade that a crash cut short. Nothing to do (0) when the
+ * topic is already in segments or does not exist yet. Holds an flock on DIR/log meanwhile, so
+ * that two processes never upgrade one topic at once. */
+int elog_embedded_upgrade(const elog_config *cfg);
 int elog_kafka_open(const elog_config *cfg, elog **out);
 
 #endif

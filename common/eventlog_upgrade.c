@@ -45,19 +45,15 @@ static uint64_t get_be(const unsigned char *p, int n)
     return v;
 }
 
-/* Syncs the directory holding path, so that a rename in it is durable. */
-static int sync_parent(const char *path)
+/* Renames from to to, both in the directory open as dir_fd, and syncs it: the rename is
+ * durable when this returns 0. */
+static int rename_durably(const char *from, const char *to, int dir_fd)
 {
-    char parent[4096];
-    snprintf(parent, sizeof parent, "%s", path);
-    char *slash = strrchr(parent, '/');
-    if (!slash) return REG_EINVAL;
-    *slash = 0;
-    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return REG_EIO;
-    int err = fsync(fd) == 0 ? 0 : REG_EIO;
-    close(fd);
-    return err;
+    if (rename(from, to) != 0) {
+        fprintf(stderr, "eventlog: cannot rename %s to %s: %s\n", from, to, strerror(errno));
+        return REG_EIO;
+    }
+    return fsync(dir_fd) == 0 ? 0 : REG_EIO;
 }
 
 /* Removes a directory of plain files (both layouts keep no subdirectories). Absent: 0. */
@@ -131,20 +127,8 @@ static int copy_records(const elog_config *cfg, const char *path, const char *tm
     return err;
 }
 
-static int upgrade_locked(const elog_config *cfg, const char *path);
-
-int elog_embedded_upgrade(const elog_config *cfg, const char *path)
-{
-    char parent[4096];
-    snprintf(parent, sizeof parent, "%s/log", cfg->dir);
-    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT ? 0 : REG_EIO; /* no log yet: nothing to upgrade */
-    int err = flock(fd, LOCK_EX) == 0 ? upgrade_locked(cfg, path) : REG_EIO;
-    close(fd); /* releases the flock */
-    return err;
-}
-
-static int upgrade_locked(const elog_config *cfg, const char *path)
+/* The upgrade of the topic at path, with DIR/log open as dir_fd and locked. */
+static int upgrade_locked(const elog_config *cfg, const char *path, int dir_fd)
 {
     char old[4200], tmp[4200], current[4200], tmp_topic[4200];
     snprintf(old, sizeof old, "%s.rocksdb-old", path);
@@ -153,13 +137,9 @@ static int upgrade_locked(const elog_config *cfg, const char *path)
     snprintf(tmp_topic, sizeof tmp_topic, "%s.upgrading", cfg->topic);
 
     int err = 0;
-    if (exists(old) && !exists(path)) {
-        if (rename(tmp, path) != 0) {
-            fprintf(stderr, "eventlog: %s: an upgrade was cut short and %s is missing\n", path,
-                    tmp);
-            return REG_EIO;
-        }
-        if ((err = sync_parent(path))) return err;
+    if (exists(old) && !exists(path) && (err = rename_durably(tmp, path, dir_fd))) {
+        fprintf(stderr, "eventlog: %s: an upgrade was cut short and cannot be finished\n", path);
+        return err;
     }
     if (exists(old) && (err = remove_flat_dir(old))) return err;
     if (!exists(current)) return 0;
@@ -169,11 +149,22 @@ static int upgrade_locked(const elog_config *cfg, const char *path)
             "files\n",
             path);
     int64_t copied = 0;
-    if ((err = remove_flat_dir(tmp))) return err;
-    if ((err = copy_records(cfg, path, tmp_topic, &copied))) return err;
-    if (rename(path, old) != 0 || (err = sync_parent(path))) return err ? err : REG_EIO;
-    if (rename(tmp, path) != 0 || (err = sync_parent(path))) return err ? err : REG_EIO;
-    if ((err = remove_flat_dir(old))) return err;
+    if ((err = remove_flat_dir(tmp)) || (err = copy_records(cfg, path, tmp_topic, &copied)) ||
+        (err = rename_durably(path, old, dir_fd)) || (err = rename_durably(tmp, path, dir_fd)) ||
+        (err = remove_flat_dir(old)))
+        return err;
     fprintf(stderr, "eventlog: %s: %lld records upgraded\n", path, (long long)copied);
     return 0;
+}
+
+int elog_embedded_upgrade(const elog_config *cfg)
+{
+    char parent[4096], path[4096];
+    snprintf(parent, sizeof parent, "%s/log", cfg->dir);
+    if (elog_embedded_path(cfg, path, sizeof path)) return REG_EINVAL;
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : REG_EIO; /* no log yet: nothing to upgrade */
+    int err = flock(fd, LOCK_EX) == 0 ? upgrade_locked(cfg, path, fd) : REG_EIO;
+    close(fd); /* releases the flock */
+    return err;
 }

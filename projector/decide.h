@@ -33,8 +33,8 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d);
 
 void decision_clear(decision *d);
 
-/* The outcome message for the bus, as JSON text: {"command_id", "status", "body"}. A device
- * answered with is not rendered again: the body is its record's text as t holds it. The caller
+/* The outcome message for the bus, as JSON text: {"command_id", "status", "body"}. A body that
+ * is a device is not rendered again: it is the device record's text as t holds it. The caller
  * frees the text; NULL when out of memory. */
 char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len);
 

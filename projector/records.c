@@ -92,11 +92,15 @@ static bool unshared(json_t *j, size_t holders)
     size_t i;
     json_t *v;
     if (json_is_object(j)) {
-        json_object_foreach(j, k, v) if ((json_is_object(v) || json_is_array(v)) &&
-                                         !unshared(v, 1)) return false;
+        json_object_foreach(j, k, v)
+        {
+            if ((json_is_object(v) || json_is_array(v)) && !unshared(v, 1)) return false;
+        }
     } else if (json_is_array(j)) {
-        json_array_foreach(j, i, v) if ((json_is_object(v) || json_is_array(v)) &&
-                                        !unshared(v, 1)) return false;
+        json_array_foreach(j, i, v)
+        {
+            if ((json_is_object(v) || json_is_array(v)) && !unshared(v, 1)) return false;
+        }
     }
     return true;
 }
