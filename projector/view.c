@@ -11,6 +11,8 @@
 #define _GNU_SOURCE
 #include "projector/view.h"
 #include "err.h"
+#include "projector/keys.h"
+#include "projector/postings.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -33,6 +35,13 @@ static const char *const cf_names[VIEW_CF_COUNT] = {
 enum {
     INDEX_FAMILIES = 1u << VIEW_IDX_META | 1u << VIEW_IDX_ATTR | 1u << VIEW_IDX_STATUS |
                      1u << VIEW_IDX_FIRMWARE | 1u << VIEW_IDX_LASTSEEN
+};
+/* The index families stored as posting lists (postings.h): the equality indexes. The last-seen
+ * index stays an entry per device: a device's last-seen time moves on its own, so its entries
+ * share no values to gather. */
+enum {
+    POSTING_FAMILIES = 1u << VIEW_IDX_META | 1u << VIEW_IDX_ATTR | 1u << VIEW_IDX_STATUS |
+                       1u << VIEW_IDX_FIRMWARE
 };
 
 /* The overlay's table: the entries back to back in the order their keys were first touched,
@@ -146,6 +155,17 @@ struct view_iter {
     char *upper; /* the prefix's successor, the iteration's upper bound */
     size_t upper_len;
     int started;
+    /* A posting family's iterator gives the entries of its lists (postings.h): the current
+     * list's suffixes (RocksDB's bytes, valid until `it` moves), the next one to give, and the
+     * entry's key built in `key` (the list key, then the suffix). Entries before `start` or
+     * outside the prefix are passed over. */
+    bool postings;
+    const char *list;
+    size_t nlist, at;
+    char *key;
+    size_t list_klen;
+    char *prefix, *start;
+    size_t plen, slen;
 };
 
 /* ---- A commit's WriteBatch is encoded here in RocksDB's own format (the WAL's: a fixed64
@@ -156,12 +176,14 @@ struct view_iter {
  * thread. view_open checks the encoding against put_cf's on a sample batch; should a RocksDB
  * version ever differ, the view builds its batches with put_cf instead. */
 
-enum { TAG_DELETE = 0x0, TAG_PUT = 0x1, TAG_CF_DELETE = 0x4, TAG_CF_PUT = 0x5 };
+enum { TAG_DELETE = 0x0, TAG_PUT = 0x1, TAG_MERGE = 0x2, TAG_CF = 0x4 /* added: with a family */ };
+
+enum batch_kind { BATCH_DELETE = TAG_DELETE, BATCH_PUT = TAG_PUT, BATCH_MERGE = TAG_MERGE };
 
 struct batch_entry {
     uint32_t cf_id;
     view_cf cf;
-    bool put;
+    uint8_t kind; /* enum batch_kind */
     const char *key, *val;
     size_t klen, vlen;
 };
@@ -190,18 +212,17 @@ static size_t batch_entry_size(const struct batch_entry *e)
 {
     size_t n =
         1 + (e->cf_id ? varint32_len(e->cf_id) : 0) + varint32_len((uint32_t)e->klen) + e->klen;
-    return e->put ? n + varint32_len((uint32_t)e->vlen) + e->vlen : n;
+    return e->kind != BATCH_DELETE ? n + varint32_len((uint32_t)e->vlen) + e->vlen : n;
 }
 
 static char *batch_entry_put(char *p, const struct batch_entry *e)
 {
-    *p++ =
-        (char)(e->cf_id ? (e->put ? TAG_CF_PUT : TAG_CF_DELETE) : (e->put ? TAG_PUT : TAG_DELETE));
+    *p++ = (char)(e->cf_id ? e->kind + TAG_CF : e->kind);
     if (e->cf_id) p = put_varint32(p, e->cf_id);
     p = put_varint32(p, (uint32_t)e->klen);
     memcpy(p, e->key, e->klen);
     p += e->klen;
-    if (!e->put) return p;
+    if (e->kind == BATCH_DELETE) return p;
     p = put_varint32(p, (uint32_t)e->vlen);
     if (e->vlen) memcpy(p, e->val, e->vlen);
     return p + e->vlen;
@@ -216,27 +237,42 @@ static char *batch_header(char *p, uint32_t count)
     return p + 12;
 }
 
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+/* Adds e to wb through RocksDB's own calls. */
+static void batch_add(const view *v, rocksdb_writebatch_t *wb, const struct batch_entry *e)
+{
+    if (e->kind == BATCH_PUT)
+        rocksdb_writebatch_put_cf(wb, v->cf[e->cf], e->key, e->klen, e->val, e->vlen);
+    else if (e->kind == BATCH_MERGE)
+        rocksdb_writebatch_merge_cf(wb, v->cf[e->cf], e->key, e->klen, e->val, e->vlen);
+    else
+        rocksdb_writebatch_delete_cf(wb, v->cf[e->cf], e->key, e->klen);
+}
+
 /* Encodes a sample batch both ways: true when the bytes are the same. */
 static bool batch_encoding_checks(view *v)
 {
     static const char long_key[200] = "k", long_val[300] = "v";
     const struct batch_entry sample[] = {
-        {v->cf_id[VIEW_META], VIEW_META, true, "next", "\0\0\0\0\0\0\0\1", 4, 8},
-        {v->cf_id[VIEW_DEVICES], VIEW_DEVICES, true, long_key, long_val, sizeof long_key,
+        {v->cf_id[VIEW_META], VIEW_META, BATCH_PUT, "next", "\0\0\0\0\0\0\0\1", 4, 8},
+        {v->cf_id[VIEW_DEVICES], VIEW_DEVICES, BATCH_PUT, long_key, long_val, sizeof long_key,
          sizeof long_val},
-        {v->cf_id[VIEW_IDX_META], VIEW_IDX_META, true, "idx", "", 3, 0},
-        {v->cf_id[VIEW_IDX_STATUS], VIEW_IDX_STATUS, false, "gone", NULL, 4, 0},
-        {v->cf_id[VIEW_SHADOWS], VIEW_SHADOWS, false, long_key, NULL, sizeof long_key, 0},
+        {v->cf_id[VIEW_IDX_META], VIEW_IDX_META, BATCH_MERGE, "idx", "\2", 3, 1},
+        {v->cf_id[VIEW_IDX_STATUS], VIEW_IDX_STATUS, BATCH_DELETE, "gone", NULL, 4, 0},
+        {v->cf_id[VIEW_IDX_ATTR], VIEW_IDX_ATTR, BATCH_MERGE, long_key, long_val, sizeof long_key,
+         sizeof long_val},
+        {v->cf_id[VIEW_SHADOWS], VIEW_SHADOWS, BATCH_DELETE, long_key, NULL, sizeof long_key, 0},
     };
     size_t n = sizeof sample / sizeof sample[0], size = 12;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     for (size_t i = 0; i < n; i++) {
-        const struct batch_entry *e = &sample[i];
-        if (e->put)
-            rocksdb_writebatch_put_cf(wb, v->cf[e->cf], e->key, e->klen, e->val, e->vlen);
-        else
-            rocksdb_writebatch_delete_cf(wb, v->cf[e->cf], e->key, e->klen);
-        size += batch_entry_size(e);
+        batch_add(v, wb, &sample[i]);
+        size += batch_entry_size(&sample[i]);
     }
     char *mine = malloc(size), *p = mine ? batch_header(mine, (uint32_t)n) : NULL;
     for (size_t i = 0; p && i < n; i++)
@@ -253,6 +289,95 @@ static bool batch_encoding_checks(view *v)
 void view_thread_init(void)
 {
     rocksdb_set_perf_level(rocksdb_disable);
+}
+
+/* ---- Index entries of a view older than posting lists (an empty value under the entry's whole
+ * key) are moved into lists when the primary opens it, once: each old entry is deleted and
+ * merged into its list, in batches. A crash midway is finished on the next open (the lists are
+ * never empty values, so what is left to move is told apart, and adding an id twice is
+ * harmless). VIEW_FORMAT_KEY in the meta family says it is done. */
+
+static const char VIEW_FORMAT_KEY[] = "view.format";
+enum { VIEW_FORMAT_POSTINGS = 2, CONVERT_BATCH = 10000 };
+
+/* Writes wb and empties it; 0 or REG_ESTORE. */
+static int convert_flush(view *v, rocksdb_writebatch_t *wb)
+{
+    char *errptr = NULL;
+    if (rocksdb_writebatch_count(wb)) rocksdb_write(v->db, v->wopts, wb, &errptr);
+    rocksdb_writebatch_clear(wb);
+    if (!errptr) return 0;
+    fprintf(stderr, "view: converting index entries failed: %s\n", errptr);
+    free(errptr);
+    return REG_ESTORE;
+}
+
+/* Moves one family's old entries into lists; *moved counts them. */
+static int convert_family(view *v, view_cf cf, rocksdb_writebatch_t *wb, size_t *moved)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(v->db, v->ropts, v->cf[cf]);
+    char *op = malloc(postings_operand_size(CONVERT_BATCH)), list[REG_KEY_MAX];
+    size_t list_len = 0, nop = 0;
+    int err = it && op ? 0 : REG_ENOMEM;
+    for (rocksdb_iter_seek_to_first(it); !err; rocksdb_iter_next(it)) {
+        bool valid = rocksdb_iter_valid(it);
+        size_t klen = 0, vlen = 0;
+        const char *k = valid ? rocksdb_iter_key(it, &klen) : NULL;
+        if (valid) rocksdb_iter_value(it, &vlen);
+        bool old = valid && vlen == 0 && klen >= POSTING_ID_BYTES &&
+                   klen - POSTING_SUFFIX_BYTES <= sizeof list;
+        size_t lk = old ? klen - POSTING_SUFFIX_BYTES : 0;
+        bool same_list = old && nop && lk == list_len && !memcmp(k, list, lk);
+        if (nop && (!same_list || nop == CONVERT_BATCH)) { /* the run so far: one operand */
+            rocksdb_writebatch_merge_cf(wb, v->cf[cf], list, list_len, op,
+                                        postings_operand_size(nop));
+            nop = 0;
+            if (rocksdb_writebatch_count(wb) >= 2 * CONVERT_BATCH) err = convert_flush(v, wb);
+        }
+        if (!valid) break;
+        if (!old) continue;
+        if (!nop) {
+            memcpy(list, k, lk);
+            list_len = lk;
+            op[0] = POSTING_OPERAND;
+        }
+        char *e = op + postings_operand_size(nop++);
+        e[0] = POSTING_ADD;
+        memcpy(e + 1, k + lk, POSTING_SUFFIX_BYTES);
+        rocksdb_writebatch_delete_cf(wb, v->cf[cf], k, klen);
+        (*moved)++;
+    }
+    char *errptr = NULL;
+    if (it) rocksdb_iter_get_error(it, &errptr);
+    if (errptr) {
+        fprintf(stderr, "view: reading index entries failed: %s\n", errptr);
+        free(errptr);
+        err = REG_ESTORE;
+    }
+    if (!err) err = convert_flush(v, wb);
+    if (it) rocksdb_iter_destroy(it);
+    free(op);
+    return err;
+}
+
+static int convert_to_postings(view *v)
+{
+    if (view_meta_get(v, VIEW_FORMAT_KEY, 0) >= VIEW_FORMAT_POSTINGS) return 0;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    size_t moved = 0;
+    int err = 0;
+    for (int cf = 0; cf < VIEW_CF_COUNT && !err; cf++)
+        if (POSTING_FAMILIES & 1u << cf) err = convert_family(v, (view_cf)cf, wb, &moved);
+    if (!err) {
+        unsigned char format[8];
+        put_be64(format, VIEW_FORMAT_POSTINGS);
+        rocksdb_writebatch_put_cf(wb, v->cf[VIEW_META], VIEW_FORMAT_KEY,
+                                  sizeof VIEW_FORMAT_KEY - 1, (const char *)format, 8);
+        err = convert_flush(v, wb);
+    }
+    rocksdb_writebatch_destroy(wb);
+    if (moved) fprintf(stderr, "view: moved %zu index entries into posting lists\n", moved);
+    return err;
 }
 
 int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **out)
@@ -325,6 +450,9 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     rocksdb_block_based_options_set_block_cache(v->index_topts, v->cache);
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(v->index_topts, 1);
     rocksdb_options_set_block_based_table_factory(v->index_opts, v->index_topts);
+    /* The posting lists' merges (a secondary folds them too when it reads). The last-seen
+     * family shares these options and never has a merge. */
+    rocksdb_options_set_merge_operator(v->index_opts, postings_merge_operator());
     const rocksdb_options_t *cf_opts[VIEW_CF_COUNT];
     for (int i = 0; i < VIEW_CF_COUNT; i++)
         cf_opts[i] = v->opts;
@@ -360,6 +488,11 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
         free(errptr);
     }
     v->own_batches = batch_encoding_checks(v);
+    int err = mode == VIEW_PRIMARY ? convert_to_postings(v) : 0;
+    if (err) {
+        view_close(v);
+        return err;
+    }
     *out = v;
     return 0;
 }
@@ -434,6 +567,7 @@ static int take_value(char *rv, size_t rlen, char **val, size_t *len)
 
 int view_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size_t *len)
 {
+    if (POSTING_FAMILIES & 1u << cf) return REG_EINVAL; /* entries are in lists: iterate */
     size_t rlen = 0;
     char *errptr = NULL;
     char *rv = rocksdb_get_cf(v->db, v->ropts, v->cf[cf], key, klen, &rlen, &errptr);
@@ -466,9 +600,31 @@ static char *prefix_successor(const void *prefix, size_t plen, size_t *ulen)
     return u;
 }
 
-static view_iter *iter_new(rocksdb_iterator_t *(*make)(void *ctx, rocksdb_readoptions_t *ro),
-                           void *ctx, const void *prefix, size_t plen, const void *start,
-                           size_t slen)
+/* Places a posting family's iterator on the first list that may hold an entry >= target: the
+ * list whose key is a prefix of target (its entries sort around target), else the first list
+ * after target. List keys are prefix-free (their strings hold no 0 byte), so no other list
+ * before target holds a greater entry. */
+static void postings_seek(rocksdb_iterator_t *it, const char *target, size_t tlen)
+{
+    rocksdb_iter_seek_for_prev(it, target, tlen);
+    if (rocksdb_iter_valid(it)) {
+        size_t klen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen <= tlen && !memcmp(k, target, klen)) return;
+    }
+    rocksdb_iter_seek(it, target, tlen);
+}
+
+/* A malloc'd copy of n bytes (1 byte for none); NULL when out of memory. */
+static char *dup_bytes(const void *p, size_t n)
+{
+    char *copy = malloc(n ? n : 1);
+    if (copy && n) memcpy(copy, p, n);
+    return copy;
+}
+
+view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen, const void *start,
+                            size_t slen)
 {
     view_iter *vi = calloc(1, sizeof *vi);
     if (!vi) return NULL;
@@ -477,30 +633,34 @@ static view_iter *iter_new(rocksdb_iterator_t *(*make)(void *ctx, rocksdb_readop
     vi->upper = prefix_successor(prefix, plen, &ulen);
     vi->upper_len = ulen;
     if (vi->upper) rocksdb_readoptions_set_iterate_upper_bound(vi->ro, vi->upper, ulen);
-    vi->it = make(ctx, vi->ro);
-    if (start)
-        rocksdb_iter_seek(vi->it, start, slen);
+    vi->it = rocksdb_create_iterator_cf(v->db, vi->ro, v->cf[cf]);
+    if (!(POSTING_FAMILIES & 1u << cf)) {
+        if (start)
+            rocksdb_iter_seek(vi->it, start, slen);
+        else
+            rocksdb_iter_seek(vi->it, prefix, plen);
+        return vi;
+    }
+    vi->postings = true;
+    vi->prefix = dup_bytes(prefix, plen);
+    vi->plen = plen;
+    vi->start = start ? dup_bytes(start, slen) : NULL;
+    vi->slen = slen;
+    vi->key = malloc(REG_KEY_MAX + POSTING_ID_BYTES);
+    if (!vi->prefix || (start && !vi->start) || !vi->key) {
+        view_iter_free(vi);
+        return NULL;
+    }
+    bool from_start = start && (slen > plen ? memcmp(vi->start, vi->prefix, plen) >= 0
+                                            : memcmp(vi->start, vi->prefix, slen) > 0);
+    if (from_start && vi->upper &&
+        memcmp(vi->start, vi->upper, slen < ulen ? slen : ulen) >= 0) /* past the prefix */
+        rocksdb_iter_seek(vi->it, vi->upper, ulen); /* the upper bound: nothing */
+    else if (from_start)
+        postings_seek(vi->it, vi->start, slen);
     else
-        rocksdb_iter_seek(vi->it, prefix, plen);
+        postings_seek(vi->it, vi->prefix, plen);
     return vi;
-}
-
-struct make_ctx {
-    view *v;
-    view_cf cf;
-};
-
-static rocksdb_iterator_t *make_db_iter(void *ctx, rocksdb_readoptions_t *ro)
-{
-    struct make_ctx *m = ctx;
-    return rocksdb_create_iterator_cf(m->v->db, ro, m->v->cf[m->cf]);
-}
-
-view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen, const void *start,
-                            size_t slen)
-{
-    struct make_ctx m = {v, cf};
-    return iter_new(make_db_iter, &m, prefix, plen, start, slen);
 }
 
 int view_last_key(view *v, view_cf cf, void *key, size_t cap, size_t *len)
@@ -527,8 +687,49 @@ int view_last_key(view *v, view_cf cf, void *key, size_t cap, size_t *len)
     return err;
 }
 
+/* The next entry of a posting family's iterator (view_iter_next). */
+static int postings_next(view_iter *vi, const char **key, size_t *klen)
+{
+    for (;;) {
+        while (vi->at < vi->nlist) {
+            const char *suffix = vi->list + vi->at++ * POSTING_SUFFIX_BYTES;
+            memcpy(vi->key + vi->list_klen, suffix, POSTING_SUFFIX_BYTES);
+            size_t n = vi->list_klen + POSTING_SUFFIX_BYTES;
+            if (n < vi->plen || memcmp(vi->key, vi->prefix, vi->plen)) continue;
+            if (vi->start) {
+                int c = memcmp(vi->key, vi->start, n < vi->slen ? n : vi->slen);
+                if (c < 0 || (c == 0 && n < vi->slen)) continue;
+            }
+            *key = vi->key;
+            *klen = n;
+            return 1;
+        }
+        if (vi->started) rocksdb_iter_next(vi->it);
+        vi->started = 1;
+        if (!rocksdb_iter_valid(vi->it)) return 0;
+        size_t lklen = 0, vlen = 0;
+        const char *lk = rocksdb_iter_key(vi->it, &lklen);
+        const char *val = rocksdb_iter_value(vi->it, &vlen);
+        long count = postings_list_count(val, vlen);
+        vi->at = vi->nlist = 0;
+        if (count < 0 || lklen > REG_KEY_MAX) {
+            fprintf(stderr, "view: an index entry is not a posting list; passed over\n");
+            continue;
+        }
+        memcpy(vi->key, lk, lklen);
+        vi->list_klen = lklen;
+        vi->list = val + 1;
+        vi->nlist = (size_t)count;
+    }
+}
+
 int view_iter_next(view_iter *vi, const char **key, size_t *klen, const char **val, size_t *vlen)
 {
+    if (vi->postings) {
+        *val = "";
+        *vlen = 0;
+        return postings_next(vi, key, klen);
+    }
     if (vi->started) rocksdb_iter_next(vi->it);
     vi->started = 1;
     if (!rocksdb_iter_valid(vi->it)) return 0;
@@ -543,6 +744,9 @@ void view_iter_free(view_iter *vi)
     rocksdb_iter_destroy(vi->it);
     rocksdb_readoptions_destroy(vi->ro);
     free(vi->upper);
+    free(vi->prefix);
+    free(vi->start);
+    free(vi->key);
     free(vi);
 }
 
@@ -1194,60 +1398,111 @@ void view_txn_drop_base(view_txn *t)
     t->base = NULL;
 }
 
-static void put_be64(unsigned char *p, uint64_t v)
+/* A commit's entries in the order written: the sorted overlay's, each run of a posting family's
+ * entries that share a list key made one merge operand (postings.h), then the meta values. */
+struct commit_plan {
+    struct batch_entry *e;
+    size_t n;
+    char *operands;               /* the merge operands' bytes */
+    unsigned char (*meta_bytes)[8]; /* the meta values, big-endian */
+};
+
+static void plan_release(struct commit_plan *plan)
 {
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (unsigned char)v;
+    free(plan->e);
+    free(plan->operands);
+    free(plan->meta_bytes);
 }
 
-/* The i-th entry of a commit: the sorted overlay entries, then the meta values. */
-static struct batch_entry commit_entry(const view *v, const struct sort_item *sorted, size_t n,
-                                       const view_meta_value *meta,
-                                       const unsigned char (*meta_bytes)[8], size_t i)
+/* The run of posting-family entries from sorted[i] that share its list key: its end, with the
+ * operand written at *op (the last write of each key says add or remove). */
+static size_t posting_run(const struct sort_item *sorted, size_t n, size_t i, char **op)
 {
-    if (i >= n)
-        return (struct batch_entry){v->cf_id[VIEW_META],
-                                    VIEW_META,
-                                    true,
-                                    meta[i - n].name,
-                                    (const char *)meta_bytes[i - n],
-                                    strlen(meta[i - n].name),
-                                    8};
-    const struct overlay_entry *e = sorted[i].e;
-    return (struct batch_entry){
-        v->cf_id[e->cf], e->cf,  e->state != ENTRY_DELETE, e->data, e->data + e->klen,
-        e->klen,         e->vlen};
+    const struct overlay_entry *first = sorted[i].e;
+    size_t list_len = first->klen - POSTING_SUFFIX_BYTES, j = i;
+    char *p = *op;
+    *p++ = POSTING_OPERAND;
+    for (; j < n; j++) {
+        const struct overlay_entry *e = sorted[j].e;
+        if (e->cf != first->cf || e->klen != first->klen || memcmp(e->data, first->data, list_len))
+            break;
+        const struct overlay_entry *next = j + 1 < n ? sorted[j + 1].e : NULL;
+        if (next && next->cf == e->cf && next->klen == e->klen &&
+            !memcmp(next->data, e->data, e->klen))
+            continue; /* written again after: that write counts */
+        *p++ = e->state == ENTRY_DELETE ? POSTING_REMOVE : POSTING_ADD;
+        memcpy(p, e->data + list_len, POSTING_SUFFIX_BYTES);
+        p += POSTING_SUFFIX_BYTES;
+    }
+    *op = p;
+    return j;
 }
 
-/* The commit's batch, encoded here or through put_cf; NULL when out of memory. */
-static rocksdb_writebatch_t *batch_build(view *v, const struct sort_item *sorted, size_t n,
-                                         const view_meta_value *meta,
-                                         const unsigned char (*meta_bytes)[8], size_t nmeta)
+/* Plans the commit of the n sorted entries and the meta values. 0, REG_ENOMEM, or REG_EINVAL
+ * when a posting family's key is too short to end with a device id. */
+static int plan_build(const view *v, const struct sort_item *sorted, size_t n,
+                      const view_meta_value *meta, size_t nmeta, struct commit_plan *plan)
 {
-    size_t total = n + nmeta;
+    *plan = (struct commit_plan){0};
+    size_t postings = 0;
+    for (size_t i = 0; i < n; i++)
+        if (POSTING_FAMILIES & 1u << sorted[i].e->cf) {
+            if (sorted[i].e->klen < POSTING_ID_BYTES) return REG_EINVAL;
+            postings++;
+        }
+    plan->e = malloc((n + nmeta + 1) * sizeof *plan->e);
+    plan->operands = malloc(postings * (POSTING_OP_BYTES + 1) + 1);
+    plan->meta_bytes = malloc((nmeta + 1) * sizeof *plan->meta_bytes);
+    if (!plan->e || !plan->operands || !plan->meta_bytes) {
+        plan_release(plan);
+        return REG_ENOMEM;
+    }
+    char *op = plan->operands;
+    for (size_t i = 0; i < n;) {
+        const struct overlay_entry *e = sorted[i].e;
+        struct batch_entry *b = &plan->e[plan->n++];
+        if (POSTING_FAMILIES & 1u << e->cf) {
+            char *start = op;
+            i = posting_run(sorted, n, i, &op);
+            *b = (struct batch_entry){v->cf_id[e->cf], e->cf, BATCH_MERGE, e->data, start,
+                                      e->klen - POSTING_SUFFIX_BYTES, (size_t)(op - start)};
+            continue;
+        }
+        *b = (struct batch_entry){v->cf_id[e->cf],
+                                  e->cf,
+                                  e->state == ENTRY_DELETE ? BATCH_DELETE : BATCH_PUT,
+                                  e->data,
+                                  e->data + e->klen,
+                                  e->klen,
+                                  e->vlen};
+        i++;
+    }
+    for (size_t i = 0; i < nmeta; i++) {
+        put_be64(plan->meta_bytes[i], (uint64_t)meta[i].value);
+        plan->e[plan->n++] =
+            (struct batch_entry){v->cf_id[VIEW_META],         VIEW_META, BATCH_PUT, meta[i].name,
+                                 (const char *)plan->meta_bytes[i], strlen(meta[i].name), 8};
+    }
+    return 0;
+}
+
+/* The commit's batch, encoded here or through RocksDB's calls; NULL when out of memory. */
+static rocksdb_writebatch_t *batch_build(view *v, const struct commit_plan *plan)
+{
     if (!v->own_batches) {
         rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-        for (size_t i = 0; i < total; i++) {
-            struct batch_entry e = commit_entry(v, sorted, n, meta, meta_bytes, i);
-            if (e.put)
-                rocksdb_writebatch_put_cf(wb, v->cf[e.cf], e.key, e.klen, e.val, e.vlen);
-            else
-                rocksdb_writebatch_delete_cf(wb, v->cf[e.cf], e.key, e.klen);
-        }
+        for (size_t i = 0; i < plan->n; i++)
+            batch_add(v, wb, &plan->e[i]);
         return wb;
     }
     size_t size = 12;
-    for (size_t i = 0; i < total; i++) {
-        struct batch_entry e = commit_entry(v, sorted, n, meta, meta_bytes, i);
-        size += batch_entry_size(&e);
-    }
+    for (size_t i = 0; i < plan->n; i++)
+        size += batch_entry_size(&plan->e[i]);
     char *rep = malloc(size);
     if (!rep) return NULL;
-    char *p = batch_header(rep, (uint32_t)total);
-    for (size_t i = 0; i < total; i++) {
-        struct batch_entry e = commit_entry(v, sorted, n, meta, meta_bytes, i);
-        p = batch_entry_put(p, &e);
-    }
+    char *p = batch_header(rep, (uint32_t)plan->n);
+    for (size_t i = 0; i < plan->n; i++)
+        p = batch_entry_put(p, &plan->e[i]);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create_from(rep, size);
     free(rep);
     return wb;
@@ -1258,13 +1513,13 @@ int view_txn_write(view_txn *t, const view_meta_value *meta, size_t nmeta)
     if (view_txn_seal(t)) return REG_ENOMEM; /* a no-op when sealed already */
     size_t n = 0;
     struct sort_item *sorted = sorted_entries(t, &n);
-    unsigned char(*meta_bytes)[8] = malloc((nmeta ? nmeta : 1) * sizeof *meta_bytes);
-    for (size_t i = 0; meta_bytes && i < nmeta; i++)
-        put_be64(meta_bytes[i], (uint64_t)meta[i].value);
-    rocksdb_writebatch_t *wb =
-        sorted && meta_bytes ? batch_build(t->v, sorted, n, meta, meta_bytes, nmeta) : NULL;
+    if (!sorted) return REG_ENOMEM;
+    struct commit_plan plan;
+    int err = plan_build(t->v, sorted, n, meta, nmeta, &plan);
     free(sorted);
-    free(meta_bytes);
+    if (err) return err;
+    rocksdb_writebatch_t *wb = batch_build(t->v, &plan);
+    plan_release(&plan);
     if (!wb) return REG_ENOMEM;
     char *errptr = NULL;
     rocksdb_write(t->v->db, t->v->wopts, wb, &errptr);

@@ -14,10 +14,10 @@
  *                'i' T token_id(16)     -> sha256(token) (32 bytes)
  *   devices      T D                    -> device JSON (with its metadata)
  *   serials      T serial               -> D
- *   idx_meta     T key 0 value 0 D      -> ""
- *   idx_attr     T device_type 0 status 0 D -> ""
- *   idx_status   T status 0 D           -> ""
- *   idx_firmware T firmware 0 D         -> ""
+ *   idx_meta     T key 0 value 0 D      -> ""  (posting lists)
+ *   idx_attr     T device_type 0 status 0 D -> ""  (posting lists)
+ *   idx_status   T status 0 D           -> ""  (posting lists)
+ *   idx_firmware T firmware 0 D         -> ""  (posting lists)
  *   idx_lastseen T be64(last_seen_ms) D -> ""
  *   commands     command_id(16)         -> outcome JSON (recognises a re-sent command)
  *   cas          'f' T ca_id(16)        -> factory CA JSON {ca_id, subject, fingerprint, not_after,
@@ -37,7 +37,12 @@
  *                                          rotation; the rotation scheduler walks it in order)
  *   shadows      T D                    -> shadow JSON {desired, reported, metadata: {desired,
  *                                          reported}, version, last_updated_ms} (common/shadow.h)
- *   meta         name                   -> value (consumed offsets)
+ *   meta         name                   -> value (consumed offsets; the view's format)
+ *
+ * The four equality indexes marked "posting lists" are stored as lists of device ids, one per
+ * indexed value and chunk of ids (projector/postings.h), but read and written as the entries
+ * above: a transaction puts ("" as the value) and deletes entries, and iterating the family
+ * gives them in key order with empty values. view_get of one of their entries is REG_EINVAL.
  */
 #ifndef REG_VIEW_H
 #define REG_VIEW_H
@@ -94,8 +99,8 @@ int view_catch_up(view *v);
  * beyond *len. REG_ENOTFOUND when absent. */
 int view_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size_t *len);
 
-/* Iterates the committed keys that start with prefix, in key order, from `start` (a key >=
- * prefix; NULL for the prefix itself). The caller owns the iterator. */
+/* Iterates the committed keys that start with prefix, in key order, from `start` (the first key
+ * >= start; NULL for the prefix itself). The caller owns the iterator; NULL when out of memory. */
 view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen, const void *start,
                             size_t slen);
 /* The greatest committed key of cf: its first cap bytes in key, its length in *len. 0,

@@ -1,12 +1,17 @@
 /*
  * test_view.c - unit tests of the projector's transactions (projector/view.c) on a real view in
- * a temporary directory, against a model: random puts, deletes and reads over a few thousand
- * keys per column family, in batches chained as the projector chains them (each batch reads
- * through the one being committed), are checked read by read, and after every commit the whole
- * committed state is compared with the model key by key and, for the index families, by
- * iterating them in key order. The keys share a tenant prefix and some are prefixes of others,
- * which the commit's sort must order as RocksDB does; index keys are written several times in a
- * batch, where the last write must win.
+ * a temporary directory, against a model: random puts, deletes and reads in batches chained as
+ * the projector chains them (each batch reads through the one being committed), are checked
+ * read by read, and after every commit the whole committed state is compared with the model.
+ *
+ * Two kinds of family: keyed ones (records, and the last-seen index), a few thousand keys each,
+ * read key by key and iterated, whose keys share a tenant prefix and some are prefixes of others,
+ * which the commit's sort must order as RocksDB does; and posting families (the equality
+ * indexes, postings.h), whose entries (tenant, value, device id) are kept in lists and are only
+ * iterated: whole, by value, by the list's chunk, by a prefix longer than a list key, and from a
+ * cursor. Index keys are written several times in a batch, where the last write must win. The
+ * view is closed and opened again between commits, so that the lists' merges also run in
+ * RocksDB's flushes and compactions and over lists read from table files.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -16,16 +21,25 @@
 #include <cmocka.h>
 
 #include "err.h"
+#include "projector/postings.h"
 #include "projector/view.h"
 
+#include <rocksdb/c.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { NKEYS = 3000, MAXVAL = 300, NFAM = 4 };
-static const view_cf families[NFAM] = {VIEW_DEVICES, VIEW_SERIALS, VIEW_IDX_META, VIEW_IDX_ATTR};
-static const bool is_index[NFAM] = {false, false, true, true};
+enum { NKEYS = 3000, MAXVAL = 300, NFAM = 3 };
+static const view_cf families[NFAM] = {VIEW_DEVICES, VIEW_SERIALS, VIEW_IDX_LASTSEEN};
+static const bool is_index[NFAM] = {false, false, true};
+
+/* The posting families' entries: NTEN tenants x NVAL values x NDEV devices. The devices' ids
+ * fall into a few chunks (their first POSTING_CHUNK_BYTES), as time-ordered ids do. */
+enum { NPF = 2, NTEN = 2, NVAL = 5, NDEV = 240, NCHUNK = 4, NENTRY = NTEN * NVAL * NDEV };
+static const view_cf posting_families[NPF] = {VIEW_IDX_META, VIEW_IDX_ATTR};
+static const char *const values[NVAL] = {"a", "ab", "b", "thermostat", "z"};
+static unsigned char device_ids[NDEV][16];
 
 static char dir[] = "/tmp/test-view-XXXXXX";
 static view *v;
@@ -39,9 +53,11 @@ struct value {
 
 /* committed[f][k]; batch[i] the writes of the two batches in flight (set: written there). */
 static struct value committed[NFAM][NKEYS];
+static bool posted[NPF][NENTRY]; /* the committed posting entries */
 struct batch_model {
     bool set[NFAM][NKEYS];
     struct value val[NFAM][NKEYS];
+    bool post_set[NPF][NENTRY], post_val[NPF][NENTRY];
 };
 static struct batch_model batches[2];
 
@@ -65,10 +81,29 @@ static size_t key_of(int k, unsigned char *out)
     return 18 + (size_t)(k % 4);
 }
 
+/* Posting entry e's key: tenant, value, 0, device id. */
+static size_t posting_key(int e, unsigned char *out)
+{
+    int t = e / (NVAL * NDEV), val = e / NDEV % NVAL, d = e % NDEV;
+    memset(out, 0xa5 + t, 16);
+    size_t n = strlen(values[val]);
+    memcpy(out + 16, values[val], n + 1);
+    memcpy(out + 17 + n, device_ids[d], 16);
+    return 33 + n;
+}
+
 static int setup(void **state)
 {
     (void)state;
     if (!mkdtemp(dir)) return -1;
+    for (int d = 0; d < NDEV; d++) {
+        static const unsigned char chunk[NCHUNK][5] = {
+            {0x01, 0x8f, 0x00, 0x00, 0x10}, {0x01, 0x8f, 0x00, 0x00, 0x11},
+            {0x01, 0x8f, 0x00, 0x01, 0x00}, {0x01, 0x90, 0xff, 0xff, 0xff}};
+        memcpy(device_ids[d], chunk[d % NCHUNK], 5);
+        for (int i = 5; i < 16; i++)
+            device_ids[d][i] = (unsigned char)next_random();
+    }
     return view_open(dir, VIEW_PRIMARY, 8, &v);
 }
 
@@ -92,8 +127,26 @@ static const struct value *expected(int cur, int f, int k, bool has_base)
 /* n random operations on t (batch model cur). */
 static void random_ops(view_txn *t, int cur, bool has_base, int n)
 {
-    unsigned char key[32];
+    unsigned char key[64];
     for (int i = 0; i < n; i++) {
+        if (next_random() % 2) { /* a posting family's entry */
+            int f = (int)(next_random() % NPF), e = (int)(next_random() % NENTRY);
+            size_t klen = posting_key(e, key);
+            unsigned op = (unsigned)(next_random() % 10);
+            if (op < 9) {
+                batches[cur].post_set[f][e] = true;
+                batches[cur].post_val[f][e] = op < 5;
+                if (op < 5)
+                    view_txn_put(t, posting_families[f], key, klen, "", 0);
+                else
+                    view_txn_delete(t, posting_families[f], key, klen);
+            } else {
+                char *val = NULL;
+                assert_int_equal(view_txn_get(t, posting_families[f], key, klen, &val, NULL),
+                                 REG_EINVAL);
+            }
+            continue;
+        }
         int f = (int)(next_random() % NFAM), k = (int)(next_random() % NKEYS);
         /* Index keys come from a narrower range, so that one is written several times. */
         if (is_index[f]) k %= NKEYS / 8;
@@ -132,15 +185,87 @@ static void random_ops(view_txn *t, int cur, bool has_base, int n)
     }
 }
 
+/* A posting entry's key as the model sorts them. */
+struct model_key {
+    size_t len;
+    unsigned char b[64];
+};
+
+static int model_key_order(const void *a, const void *b)
+{
+    const struct model_key *x = a, *y = b;
+    int c = memcmp(x->b, y->b, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Iterates cf from prefix (and start, if slen) and checks that it gives exactly the keys of
+ * want (n, sorted) that start with prefix and are >= start. */
+static void check_postings_iter(view_cf cf, const struct model_key *want, size_t n,
+                                const unsigned char *prefix, size_t plen,
+                                const unsigned char *start, size_t slen)
+{
+    view_iter *it = view_iter_prefix(v, cf, prefix, plen, slen ? start : NULL, slen);
+    assert_non_null(it);
+    const char *ik, *iv;
+    size_t iklen, ivlen;
+    struct model_key s = {.len = slen};
+    if (slen) memcpy(s.b, start, slen);
+    for (size_t i = 0; i < n; i++) {
+        if (want[i].len < plen || (plen && memcmp(want[i].b, prefix, plen))) continue;
+        if (slen && model_key_order(&want[i], &s) < 0) continue;
+        assert_int_equal(view_iter_next(it, &ik, &iklen, &iv, &ivlen), 1);
+        assert_int_equal(iklen, want[i].len);
+        assert_memory_equal(ik, want[i].b, iklen);
+        assert_int_equal(ivlen, 0);
+    }
+    assert_int_equal(view_iter_next(it, &ik, &iklen, &iv, &ivlen), 0);
+    view_iter_free(it);
+}
+
+/* Compares a posting family with the model: whole tenants, a value, a value's chunk, a prefix
+ * reaching into the suffixes, and from cursors (present entries and absent ones). */
+static void check_postings(int f)
+{
+    static struct model_key want[NENTRY];
+    size_t n = 0;
+    for (int e = 0; e < NENTRY; e++)
+        if (posted[f][e]) want[n].len = posting_key(e, want[n].b), n++;
+    qsort(want, n, sizeof want[0], model_key_order);
+    view_cf cf = posting_families[f];
+    unsigned char k[64];
+    char *val = NULL;
+    assert_int_equal(view_get(v, cf, k, posting_key(0, k), &val, NULL), REG_EINVAL);
+    for (int t = 0; t < NTEN; t++) {
+        memset(k, 0xa5 + t, 16);
+        check_postings_iter(cf, want, n, k, 16, NULL, 0);
+    }
+    check_postings_iter(cf, want, n, NULL, 0, NULL, 0);
+    for (int round = 0; round < 8; round++) {
+        int e = (int)(next_random() % NENTRY);
+        size_t klen = posting_key(e, k), vend = klen - 16;
+        check_postings_iter(cf, want, n, k, vend, NULL, 0);     /* the value */
+        check_postings_iter(cf, want, n, k, vend + 5, NULL, 0); /* its chunk */
+        check_postings_iter(cf, want, n, k, vend + 8, NULL, 0); /* into the suffixes */
+        check_postings_iter(cf, want, n, k, 16, k, klen);       /* from an entry */
+        check_postings_iter(cf, want, n, k, 16, k, vend + 7);   /* from a partial key */
+        check_postings_iter(cf, want, n, k, vend, k, 10);       /* from before the prefix */
+    }
+}
+
 /* Folds batch cur into the committed model and compares the view with it. */
 static void commit_model(int cur)
 {
     for (int f = 0; f < NFAM; f++)
         for (int k = 0; k < NKEYS; k++)
             if (batches[cur].set[f][k]) committed[f][k] = batches[cur].val[f][k];
+    for (int f = 0; f < NPF; f++)
+        for (int e = 0; e < NENTRY; e++)
+            if (batches[cur].post_set[f][e]) posted[f][e] = batches[cur].post_val[f][e];
     memset(&batches[cur], 0, sizeof batches[cur]);
+    for (int f = 0; f < NPF; f++)
+        check_postings(f);
 
-    unsigned char key[32];
+    unsigned char key[64];
     for (int f = 0; f < NFAM; f++) {
         for (int k = 0; k < NKEYS; k++) {
             char *val = NULL;
@@ -203,10 +328,129 @@ static void test_chained_batches_match_model(void **state)
     view_txn_free(inflight);
 }
 
+/* Batches one after another, the view closed and opened again after each: the lists' merges
+ * then also run in flushes, in compactions (four flushes make one) and over lists read from
+ * table files. Goes on from the state the test before left. */
+static void test_batches_across_reopens(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 8; round++) {
+        view_txn *t = view_txn_begin(v, NULL);
+        assert_non_null(t);
+        random_ops(t, 0, false, 4000);
+        assert_int_equal(view_txn_write(t, NULL, 0), 0);
+        view_txn_free(t);
+        commit_model(0);
+        view_close(v);
+        v = NULL;
+        assert_int_equal(view_open(dir, VIEW_PRIMARY, 8, &v), 0);
+        commit_model(0); /* nothing new: the same state read back */
+    }
+}
+
+/* RocksDB opened directly on a view (every family with default options): for writing what an
+ * older view held. */
+static rocksdb_t *raw_open(const char *path, rocksdb_column_family_handle_t **cfs, size_t *ncf,
+                           char ***names)
+{
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *err = NULL;
+    *names = rocksdb_list_column_families(o, path, ncf, &err);
+    assert_null(err);
+    const rocksdb_options_t *cf_opts[32];
+    assert_true(*ncf <= 32);
+    for (size_t i = 0; i < *ncf; i++)
+        cf_opts[i] = o;
+    rocksdb_t *db = rocksdb_open_column_families(o, path, (int)*ncf, (const char *const *)*names,
+                                                 cf_opts, cfs, &err);
+    assert_null(err);
+    rocksdb_options_destroy(o);
+    return db;
+}
+
+/* A view from before posting lists: its index entries are keys with empty values, and the
+ * conversion at open moves them into lists, also when an earlier conversion stopped midway
+ * (some entries already in a list, the format not yet marked). */
+static void test_old_index_entries_converted(void **state)
+{
+    (void)state;
+    char odir[] = "/tmp/test-view-old-XXXXXX", path[64], cmd[96];
+    assert_non_null(mkdtemp(odir));
+    view *ov = NULL;
+    assert_int_equal(view_open(odir, VIEW_PRIMARY, 8, &ov), 0);
+    view_close(ov);
+
+    snprintf(path, sizeof path, "%s/view", odir);
+    rocksdb_column_family_handle_t *cfs[32];
+    size_t ncf = 0;
+    char **names = NULL;
+    rocksdb_t *db = raw_open(path, cfs, &ncf, &names);
+    rocksdb_column_family_handle_t *meta = NULL, *idx = NULL;
+    for (size_t i = 0; i < ncf; i++) {
+        if (!strcmp(names[i], "default")) meta = cfs[i];
+        if (!strcmp(names[i], "idx_meta")) idx = cfs[i];
+    }
+    assert_non_null(meta);
+    assert_non_null(idx);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    char *err = NULL;
+    rocksdb_delete_cf(db, wo, meta, "view.format", 11, &err);
+    assert_null(err);
+    static bool want_set[NENTRY];
+    memset(want_set, 0, sizeof want_set);
+    unsigned char k[64];
+    for (int e = 0; e < NENTRY; e += 3) { /* old entries */
+        size_t klen = posting_key(e, k);
+        rocksdb_put_cf(db, wo, idx, (const char *)k, klen, "", 0, &err);
+        assert_null(err);
+        want_set[e] = true;
+    }
+    /* One list an earlier conversion wrote: entry 1's, holding entry 1. */
+    size_t klen = posting_key(1, k);
+    char list[1 + POSTING_SUFFIX_BYTES] = {POSTING_LIST};
+    memcpy(list + 1, k + klen - POSTING_SUFFIX_BYTES, POSTING_SUFFIX_BYTES);
+    rocksdb_put_cf(db, wo, idx, (const char *)k, klen - POSTING_SUFFIX_BYTES, list, sizeof list,
+                   &err);
+    assert_null(err);
+    want_set[1] = true;
+    rocksdb_writeoptions_destroy(wo);
+    for (size_t i = 0; i < ncf; i++) {
+        rocksdb_column_family_handle_destroy(cfs[i]);
+        rocksdb_free(names[i]);
+    }
+    rocksdb_free(names);
+    rocksdb_close(db);
+
+    for (int reopen = 0; reopen < 2; reopen++) { /* converted, then opened as it is */
+        assert_int_equal(view_open(odir, VIEW_PRIMARY, 8, &ov), 0);
+        assert_int_equal(view_meta_get(ov, "view.format", 0), 2);
+        view_iter *it = view_iter_prefix(ov, VIEW_IDX_META, NULL, 0, NULL, 0);
+        const char *ik, *iv;
+        size_t iklen, ivlen;
+        static struct model_key want[NENTRY];
+        size_t n = 0;
+        for (int e = 0; e < NENTRY; e++)
+            if (want_set[e]) want[n].len = posting_key(e, want[n].b), n++;
+        qsort(want, n, sizeof want[0], model_key_order);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(view_iter_next(it, &ik, &iklen, &iv, &ivlen), 1);
+            assert_int_equal(iklen, want[i].len);
+            assert_memory_equal(ik, want[i].b, iklen);
+        }
+        assert_int_equal(view_iter_next(it, &ik, &iklen, &iv, &ivlen), 0);
+        view_iter_free(it);
+        view_close(ov);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", odir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chained_batches_match_model),
+        cmocka_unit_test(test_batches_across_reopens),
+        cmocka_unit_test(test_old_index_entries_converted),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
