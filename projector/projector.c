@@ -306,7 +306,7 @@ static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
         goto out_decision;
     }
     size_t kept_len = 0;
-    char *kept = decision_kept_outcome(cmd, &d, &kept_len);
+    char *kept = decision_kept_outcome(&d, &kept_len);
     if (kept)
         view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, kept, kept_len);
     else

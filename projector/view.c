@@ -12,7 +12,7 @@
 #include "projector/view.h"
 #include "err.h"
 #include "projector/keys.h"
-#include "projector/postings.h"
+#include "projector/chunked.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -36,12 +36,14 @@ enum {
     INDEX_FAMILIES = 1u << VIEW_IDX_META | 1u << VIEW_IDX_ATTR | 1u << VIEW_IDX_STATUS |
                      1u << VIEW_IDX_FIRMWARE | 1u << VIEW_IDX_LASTSEEN
 };
-/* The index families stored as posting lists (postings.h): the equality indexes. The last-seen
- * index stays an entry per device: a device's last-seen time moves on its own, so its entries
- * share no values to gather. */
-enum {
-    POSTING_FAMILIES = 1u << VIEW_IDX_META | 1u << VIEW_IDX_ATTR | 1u << VIEW_IDX_STATUS |
-                       1u << VIEW_IDX_FIRMWARE
+/* The chunked families (chunked.h) and the length of their keys' suffix, the part of the key
+ * kept in the chunk: the equality indexes (the last 11 bytes of the device id: a chunk per value
+ * and 256 ms of registrations) and the commands' outcomes (the last 10 of the command id: a chunk
+ * per millisecond of commands). The last-seen index stays an entry per device: a device's
+ * last-seen time moves on its own, so its entries share no key to gather under. */
+static const uint8_t chunk_suffix[VIEW_CF_COUNT] = {
+    [VIEW_IDX_META] = 11,     [VIEW_IDX_ATTR] = 11, [VIEW_IDX_STATUS] = 11,
+    [VIEW_IDX_FIRMWARE] = 11, [VIEW_COMMANDS] = 10,
 };
 
 /* The overlay's table: the entries back to back in the order their keys were first touched,
@@ -155,15 +157,15 @@ struct view_iter {
     char *upper; /* the prefix's successor, the iteration's upper bound */
     size_t upper_len;
     int started;
-    /* A posting family's iterator gives the entries of its lists (postings.h): the current
-     * list's suffixes (RocksDB's bytes, valid until `it` moves), the next one to give, and the
-     * entry's key built in `key` (the list key, then the suffix). Entries before `start` or
-     * outside the prefix are passed over. */
-    bool postings;
-    const char *list;
-    size_t nlist, at;
+    /* A chunked family's iterator gives the entries of its chunks (chunked.h): the current
+     * chunk (RocksDB's bytes, valid until `it` moves), where its next entry is, and the entry's
+     * key built in `key` (the chunk key, then the suffix). Entries before `start` or outside
+     * the prefix are passed over. */
+    size_t suffix; /* the family's suffix length; 0 for a family not chunked */
+    const char *chunk;
+    size_t chunk_len, at;
     char *key;
-    size_t list_klen;
+    size_t chunk_klen;
     char *prefix, *start;
     size_t plen, slen;
 };
@@ -291,14 +293,14 @@ void view_thread_init(void)
     rocksdb_set_perf_level(rocksdb_disable);
 }
 
-/* ---- Index entries of a view older than posting lists (an empty value under the entry's whole
- * key) are moved into lists when the primary opens it, once: each old entry is deleted and
- * merged into its list, in batches. A crash midway is finished on the next open (the lists are
- * never empty values, so what is left to move is told apart, and adding an id twice is
- * harmless). VIEW_FORMAT_KEY in the meta family says it is done. */
+/* ---- The entries of a chunked family in a view older than chunks (an index entry's empty value,
+ * a command's outcome, under the entry's whole key) are moved into chunks when the primary
+ * opens it, once: each old entry is deleted and merged into its chunk, in batches. A crash
+ * midway is finished on the next open (a chunk is told apart from an old entry's value, and
+ * putting an entry again is harmless). VIEW_FORMAT_KEY in the meta family says it is done. */
 
 static const char VIEW_FORMAT_KEY[] = "view.format";
-enum { VIEW_FORMAT_POSTINGS = 2, CONVERT_BATCH = 10000 };
+enum { VIEW_FORMAT_CHUNKS = 2, CONVERT_BATCH = 10000, CONVERT_RUN_BYTES = 1 << 20 };
 
 /* Writes wb and empties it; 0 or REG_ESTORE. */
 static int convert_flush(view *v, rocksdb_writebatch_t *wb)
@@ -307,76 +309,96 @@ static int convert_flush(view *v, rocksdb_writebatch_t *wb)
     if (rocksdb_writebatch_count(wb)) rocksdb_write(v->db, v->wopts, wb, &errptr);
     rocksdb_writebatch_clear(wb);
     if (!errptr) return 0;
-    fprintf(stderr, "view: converting index entries failed: %s\n", errptr);
+    fprintf(stderr, "view: converting to chunks failed: %s\n", errptr);
     free(errptr);
     return REG_ESTORE;
 }
 
-/* Moves one family's old entries into lists; *moved counts them. */
+/* An operand being gathered from old entries of one chunk. */
+struct convert_run {
+    char key[REG_KEY_MAX];
+    size_t klen, len, cap, n;
+    char *op;
+};
+
+/* Merges the run into its chunk (when it has entries) and empties it. */
+static void convert_run_end(view *v, view_cf cf, rocksdb_writebatch_t *wb, struct convert_run *r)
+{
+    if (r->n) rocksdb_writebatch_merge_cf(wb, v->cf[cf], r->key, r->klen, r->op, r->len);
+    r->n = 0;
+}
+
+/* Moves one family's old entries into chunks; *moved counts them. */
 static int convert_family(view *v, view_cf cf, rocksdb_writebatch_t *wb, size_t *moved)
 {
+    size_t s = chunk_suffix[cf];
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(v->db, v->ropts, v->cf[cf]);
-    char *op = malloc(postings_operand_size(CONVERT_BATCH)), list[REG_KEY_MAX];
-    size_t list_len = 0, nop = 0;
-    int err = it && op ? 0 : REG_ENOMEM;
-    for (rocksdb_iter_seek_to_first(it); !err; rocksdb_iter_next(it)) {
-        bool valid = rocksdb_iter_valid(it);
+    struct convert_run run = {0};
+    int err = it ? 0 : REG_ENOMEM;
+    for (rocksdb_iter_seek_to_first(it); !err && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t klen = 0, vlen = 0;
-        const char *k = valid ? rocksdb_iter_key(it, &klen) : NULL;
-        if (valid) rocksdb_iter_value(it, &vlen);
-        bool old = valid && vlen == 0 && klen >= POSTING_ID_BYTES &&
-                   klen - POSTING_SUFFIX_BYTES <= sizeof list;
-        size_t lk = old ? klen - POSTING_SUFFIX_BYTES : 0;
-        bool same_list = old && nop && lk == list_len && !memcmp(k, list, lk);
-        if (nop && (!same_list || nop == CONVERT_BATCH)) { /* the run so far: one operand */
-            rocksdb_writebatch_merge_cf(wb, v->cf[cf], list, list_len, op,
-                                        postings_operand_size(nop));
-            nop = 0;
-            if (rocksdb_writebatch_count(wb) >= 2 * CONVERT_BATCH) err = convert_flush(v, wb);
+        const char *k = rocksdb_iter_key(it, &klen), *val = rocksdb_iter_value(it, &vlen);
+        bool chunk = vlen >= CHUNK_HEADER && val[0] == CHUNK_LIST && (size_t)val[1] == s;
+        if (chunk || klen < s || klen - s > REG_KEY_MAX || vlen >= CHUNK_VALUE_MAX) continue;
+        size_t ck = klen - s, need = chunk_op_size(s, vlen);
+        if (run.n && (ck != run.klen || memcmp(k, run.key, ck) || run.len >= CONVERT_RUN_BYTES))
+            convert_run_end(v, cf, wb, &run);
+        if (rocksdb_writebatch_count(wb) >= CONVERT_BATCH) { /* a run's deletes go with it */
+            convert_run_end(v, cf, wb, &run);
+            if ((err = convert_flush(v, wb))) break;
         }
-        if (!valid) break;
-        if (!old) continue;
-        if (!nop) {
-            memcpy(list, k, lk);
-            list_len = lk;
-            op[0] = POSTING_OPERAND;
+        if (!run.n) {
+            memcpy(run.key, k, ck);
+            run.klen = ck;
+            run.len = CHUNK_HEADER;
         }
-        char *e = op + postings_operand_size(nop++);
-        e[0] = POSTING_ADD;
-        memcpy(e + 1, k + lk, POSTING_SUFFIX_BYTES);
+        if (run.len + need > run.cap) {
+            size_t cap = (run.len + need) * 2;
+            char *grown = realloc(run.op, cap);
+            if (!grown) {
+                err = REG_ENOMEM;
+                break;
+            }
+            run.op = grown;
+            run.cap = cap;
+        }
+        if (!run.n) chunk_op_header(run.op, s);
+        run.len = (size_t)(chunk_op_entry(run.op + run.len, true, k + ck, s, val, vlen) - run.op);
+        run.n++;
         rocksdb_writebatch_delete_cf(wb, v->cf[cf], k, klen);
         (*moved)++;
     }
+    if (!err) convert_run_end(v, cf, wb, &run);
     char *errptr = NULL;
     if (it) rocksdb_iter_get_error(it, &errptr);
     if (errptr) {
-        fprintf(stderr, "view: reading index entries failed: %s\n", errptr);
+        fprintf(stderr, "view: reading %s failed: %s\n", cf_names[cf], errptr);
         free(errptr);
         err = REG_ESTORE;
     }
     if (!err) err = convert_flush(v, wb);
     if (it) rocksdb_iter_destroy(it);
-    free(op);
+    free(run.op);
     return err;
 }
 
-static int convert_to_postings(view *v)
+static int convert_to_chunks(view *v)
 {
-    if (view_meta_get(v, VIEW_FORMAT_KEY, 0) >= VIEW_FORMAT_POSTINGS) return 0;
+    if (view_meta_get(v, VIEW_FORMAT_KEY, 0) >= VIEW_FORMAT_CHUNKS) return 0;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     size_t moved = 0;
     int err = 0;
     for (int cf = 0; cf < VIEW_CF_COUNT && !err; cf++)
-        if (POSTING_FAMILIES & 1u << cf) err = convert_family(v, (view_cf)cf, wb, &moved);
+        if (chunk_suffix[cf]) err = convert_family(v, (view_cf)cf, wb, &moved);
     if (!err) {
         unsigned char format[8];
-        put_be64(format, VIEW_FORMAT_POSTINGS);
-        rocksdb_writebatch_put_cf(wb, v->cf[VIEW_META], VIEW_FORMAT_KEY,
-                                  sizeof VIEW_FORMAT_KEY - 1, (const char *)format, 8);
+        put_be64(format, VIEW_FORMAT_CHUNKS);
+        rocksdb_writebatch_put_cf(wb, v->cf[VIEW_META], VIEW_FORMAT_KEY, sizeof VIEW_FORMAT_KEY - 1,
+                                  (const char *)format, 8);
         err = convert_flush(v, wb);
     }
     rocksdb_writebatch_destroy(wb);
-    if (moved) fprintf(stderr, "view: moved %zu index entries into posting lists\n", moved);
+    if (moved) fprintf(stderr, "view: moved %zu entries into chunks\n", moved);
     return err;
 }
 
@@ -396,6 +418,9 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     rocksdb_options_set_create_if_missing(v->opts, 1);
     rocksdb_options_set_create_missing_column_families(v->opts, 1);
     rocksdb_options_set_compression(v->opts, rocksdb_lz4_compression);
+    /* The chunked families' merges (a secondary folds them too when it reads); every family's
+     * options are copies of these, and only the chunked ones ever have a merge. */
+    rocksdb_options_set_merge_operator(v->opts, chunk_merge_operator());
     rocksdb_options_increase_parallelism(v->opts, 2);
     rocksdb_options_set_write_buffer_size(v->opts, 32 << 20);
     /* All column families' memtables together, and the WALs they pin: each secondary (a front
@@ -450,9 +475,6 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     rocksdb_block_based_options_set_block_cache(v->index_topts, v->cache);
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(v->index_topts, 1);
     rocksdb_options_set_block_based_table_factory(v->index_opts, v->index_topts);
-    /* The posting lists' merges (a secondary folds them too when it reads). The last-seen
-     * family shares these options and never has a merge. */
-    rocksdb_options_set_merge_operator(v->index_opts, postings_merge_operator());
     const rocksdb_options_t *cf_opts[VIEW_CF_COUNT];
     for (int i = 0; i < VIEW_CF_COUNT; i++)
         cf_opts[i] = v->opts;
@@ -488,7 +510,7 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
         free(errptr);
     }
     v->own_batches = batch_encoding_checks(v);
-    int err = mode == VIEW_PRIMARY ? convert_to_postings(v) : 0;
+    int err = mode == VIEW_PRIMARY ? convert_to_chunks(v) : 0;
     if (err) {
         view_close(v);
         return err;
@@ -565,9 +587,46 @@ static int take_value(char *rv, size_t rlen, char **val, size_t *len)
     return 0;
 }
 
+/* A malloc'd, NUL-terminated copy of n bytes. */
+static char *copy_bytes(const char *p, size_t n)
+{
+    char *copy = malloc(n + 1);
+    if (!copy) return NULL;
+    memcpy(copy, p, n);
+    copy[n] = 0;
+    return copy;
+}
+
+/* view_get of a chunked family: the entry in its chunk. */
+static int chunked_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size_t *len)
+{
+    size_t s = chunk_suffix[cf], clen = 0, cs = 0;
+    if (klen < s) return REG_ENOTFOUND; /* no such entry can be written (plan_build) */
+    char *errptr = NULL;
+    char *chunk = rocksdb_get_cf(v->db, v->ropts, v->cf[cf], key, klen - s, &clen, &errptr);
+    if (errptr) {
+        fprintf(stderr, "view: get failed: %s\n", errptr);
+        free(errptr);
+        return REG_ESTORE;
+    }
+    if (!chunk) return REG_ENOTFOUND;
+    int err = chunk_count(chunk, clen, false, &cs) < 0 || cs != s ? REG_EDECODE : REG_ENOTFOUND;
+    chunk_entry e;
+    size_t at = CHUNK_HEADER;
+    const char *suffix = (const char *)key + klen - s;
+    while (err == REG_ENOTFOUND && chunk_next(chunk, clen, false, s, &at, &e)) {
+        int c = memcmp(e.suffix, suffix, s);
+        if (c > 0) break;
+        if (c == 0) err = (*val = copy_bytes(e.val, e.vlen)) ? 0 : REG_ENOMEM;
+        if (c == 0 && !err && len) *len = e.vlen;
+    }
+    rocksdb_free(chunk);
+    return err;
+}
+
 int view_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size_t *len)
 {
-    if (POSTING_FAMILIES & 1u << cf) return REG_EINVAL; /* entries are in lists: iterate */
+    if (chunk_suffix[cf]) return chunked_get(v, cf, key, klen, val, len);
     size_t rlen = 0;
     char *errptr = NULL;
     char *rv = rocksdb_get_cf(v->db, v->ropts, v->cf[cf], key, klen, &rlen, &errptr);
@@ -600,11 +659,11 @@ static char *prefix_successor(const void *prefix, size_t plen, size_t *ulen)
     return u;
 }
 
-/* Places a posting family's iterator on the first list that may hold an entry >= target: the
- * list whose key is a prefix of target (its entries sort around target), else the first list
- * after target. List keys are prefix-free (their strings hold no 0 byte), so no other list
- * before target holds a greater entry. */
-static void postings_seek(rocksdb_iterator_t *it, const char *target, size_t tlen)
+/* Places a chunked family's iterator on the first chunk that may hold an entry >= target: the
+ * chunk whose key is a prefix of target (its entries sort around target), else the first chunk
+ * after target. Chunk keys are prefix-free, so no other chunk before target holds a greater
+ * entry. */
+static void chunks_seek(rocksdb_iterator_t *it, const char *target, size_t tlen)
 {
     rocksdb_iter_seek_for_prev(it, target, tlen);
     if (rocksdb_iter_valid(it)) {
@@ -634,19 +693,19 @@ view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen
     vi->upper_len = ulen;
     if (vi->upper) rocksdb_readoptions_set_iterate_upper_bound(vi->ro, vi->upper, ulen);
     vi->it = rocksdb_create_iterator_cf(v->db, vi->ro, v->cf[cf]);
-    if (!(POSTING_FAMILIES & 1u << cf)) {
+    if (!chunk_suffix[cf]) {
         if (start)
             rocksdb_iter_seek(vi->it, start, slen);
         else
             rocksdb_iter_seek(vi->it, prefix, plen);
         return vi;
     }
-    vi->postings = true;
+    vi->suffix = chunk_suffix[cf];
     vi->prefix = dup_bytes(prefix, plen);
     vi->plen = plen;
     vi->start = start ? dup_bytes(start, slen) : NULL;
     vi->slen = slen;
-    vi->key = malloc(REG_KEY_MAX + POSTING_ID_BYTES);
+    vi->key = malloc(REG_KEY_MAX + CHUNK_SUFFIX_MAX);
     if (!vi->prefix || (start && !vi->start) || !vi->key) {
         view_iter_free(vi);
         return NULL;
@@ -655,11 +714,11 @@ view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen
                                             : memcmp(vi->start, vi->prefix, slen) > 0);
     if (from_start && vi->upper &&
         memcmp(vi->start, vi->upper, slen < ulen ? slen : ulen) >= 0) /* past the prefix */
-        rocksdb_iter_seek(vi->it, vi->upper, ulen); /* the upper bound: nothing */
+        rocksdb_iter_seek(vi->it, vi->upper, ulen);                   /* the upper bound: nothing */
     else if (from_start)
-        postings_seek(vi->it, vi->start, slen);
+        chunks_seek(vi->it, vi->start, slen);
     else
-        postings_seek(vi->it, vi->prefix, plen);
+        chunks_seek(vi->it, vi->prefix, plen);
     return vi;
 }
 
@@ -667,34 +726,46 @@ int view_last_key(view *v, view_cf cf, void *key, size_t cap, size_t *len)
 {
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(v->db, v->ropts, v->cf[cf]);
     if (!it) return REG_ENOMEM;
-    rocksdb_iter_seek_to_last(it);
+    size_t s = chunk_suffix[cf];
     int err = REG_ENOTFOUND;
-    if (rocksdb_iter_valid(it)) {
-        size_t n = 0;
-        const char *k = rocksdb_iter_key(it, &n);
-        memcpy(key, k, n < cap ? n : cap);
-        *len = n;
-        err = 0;
-    } else {
-        char *errptr = NULL;
-        rocksdb_iter_get_error(it, &errptr);
-        if (errptr) {
-            free(errptr);
-            err = REG_ESTORE;
+    /* In a chunked family, the last chunk's last entry; a chunk may be empty (all deleted). */
+    for (rocksdb_iter_seek_to_last(it); err == REG_ENOTFOUND && rocksdb_iter_valid(it);
+         rocksdb_iter_prev(it)) {
+        size_t n = 0, clen = 0, cs = 0;
+        const char *k = rocksdb_iter_key(it, &n), *chunk = s ? rocksdb_iter_value(it, &clen) : NULL;
+        chunk_entry e, last = {0};
+        size_t at = CHUNK_HEADER;
+        if (s && (chunk_count(chunk, clen, false, &cs) < 0 || cs != s)) {
+            err = REG_EDECODE;
+            break;
         }
+        while (s && chunk_next(chunk, clen, false, s, &at, &e))
+            last = e;
+        if (s && !last.suffix) continue;
+        memcpy(key, k, n < cap ? n : cap);
+        if (s && n < cap) memcpy((char *)key + n, last.suffix, n + s <= cap ? s : cap - n);
+        *len = n + s;
+        err = 0;
+    }
+    char *errptr = NULL;
+    rocksdb_iter_get_error(it, &errptr);
+    if (errptr) {
+        free(errptr);
+        err = REG_ESTORE;
     }
     rocksdb_iter_destroy(it);
     return err;
 }
 
-/* The next entry of a posting family's iterator (view_iter_next). */
-static int postings_next(view_iter *vi, const char **key, size_t *klen)
+/* The next entry of a chunked family's iterator (view_iter_next). */
+static int chunks_next(view_iter *vi, const char **key, size_t *klen, const char **val,
+                       size_t *vlen)
 {
     for (;;) {
-        while (vi->at < vi->nlist) {
-            const char *suffix = vi->list + vi->at++ * POSTING_SUFFIX_BYTES;
-            memcpy(vi->key + vi->list_klen, suffix, POSTING_SUFFIX_BYTES);
-            size_t n = vi->list_klen + POSTING_SUFFIX_BYTES;
+        chunk_entry e;
+        while (vi->chunk && chunk_next(vi->chunk, vi->chunk_len, false, vi->suffix, &vi->at, &e)) {
+            memcpy(vi->key + vi->chunk_klen, e.suffix, vi->suffix);
+            size_t n = vi->chunk_klen + vi->suffix;
             if (n < vi->plen || memcmp(vi->key, vi->prefix, vi->plen)) continue;
             if (vi->start) {
                 int c = memcmp(vi->key, vi->start, n < vi->slen ? n : vi->slen);
@@ -702,34 +773,32 @@ static int postings_next(view_iter *vi, const char **key, size_t *klen)
             }
             *key = vi->key;
             *klen = n;
+            *val = e.vlen ? e.val : "";
+            *vlen = e.vlen;
             return 1;
         }
+        vi->chunk = NULL;
         if (vi->started) rocksdb_iter_next(vi->it);
         vi->started = 1;
         if (!rocksdb_iter_valid(vi->it)) return 0;
-        size_t lklen = 0, vlen = 0;
-        const char *lk = rocksdb_iter_key(vi->it, &lklen);
-        const char *val = rocksdb_iter_value(vi->it, &vlen);
-        long count = postings_list_count(val, vlen);
-        vi->at = vi->nlist = 0;
-        if (count < 0 || lklen > REG_KEY_MAX) {
-            fprintf(stderr, "view: an index entry is not a posting list; passed over\n");
+        size_t ck_len = 0, len = 0, s = 0;
+        const char *ck = rocksdb_iter_key(vi->it, &ck_len);
+        const char *chunk = rocksdb_iter_value(vi->it, &len);
+        if (chunk_count(chunk, len, false, &s) < 0 || s != vi->suffix || ck_len > REG_KEY_MAX) {
+            fprintf(stderr, "view: a chunked family's value is not a chunk; passed over\n");
             continue;
         }
-        memcpy(vi->key, lk, lklen);
-        vi->list_klen = lklen;
-        vi->list = val + 1;
-        vi->nlist = (size_t)count;
+        memcpy(vi->key, ck, ck_len);
+        vi->chunk_klen = ck_len;
+        vi->chunk = chunk;
+        vi->chunk_len = len;
+        vi->at = CHUNK_HEADER;
     }
 }
 
 int view_iter_next(view_iter *vi, const char **key, size_t *klen, const char **val, size_t *vlen)
 {
-    if (vi->postings) {
-        *val = "";
-        *vlen = 0;
-        return postings_next(vi, key, klen);
-    }
+    if (vi->suffix) return chunks_next(vi, key, klen, val, vlen);
     if (vi->started) rocksdb_iter_next(vi->it);
     vi->started = 1;
     if (!rocksdb_iter_valid(vi->it)) return 0;
@@ -956,16 +1025,6 @@ view_txn *view_txn_begin(view *v, view_txn *base)
         return NULL;
     }
     return t;
-}
-
-/* A malloc'd, NUL-terminated copy of n bytes. */
-static char *copy_bytes(const char *p, size_t n)
-{
-    char *copy = malloc(n + 1);
-    if (!copy) return NULL;
-    memcpy(copy, p, n);
-    copy[n] = 0;
-    return copy;
 }
 
 /* Keeps a committed value read through t in t's overlay (an ENTRY_READ entry with bytes), so that
@@ -1398,12 +1457,12 @@ void view_txn_drop_base(view_txn *t)
     t->base = NULL;
 }
 
-/* A commit's entries in the order written: the sorted overlay's, each run of a posting family's
- * entries that share a list key made one merge operand (postings.h), then the meta values. */
+/* A commit's entries in the order written: the sorted overlay's, each run of a chunked family's
+ * entries that share a chunk key made one merge operand (chunked.h), then the meta values. */
 struct commit_plan {
     struct batch_entry *e;
     size_t n;
-    char *operands;               /* the merge operands' bytes */
+    char *operands;                 /* the merge operands' bytes */
     unsigned char (*meta_bytes)[8]; /* the meta values, big-endian */
 };
 
@@ -1414,44 +1473,43 @@ static void plan_release(struct commit_plan *plan)
     free(plan->meta_bytes);
 }
 
-/* The run of posting-family entries from sorted[i] that share its list key: its end, with the
- * operand written at *op (the last write of each key says add or remove). */
-static size_t posting_run(const struct sort_item *sorted, size_t n, size_t i, char **op)
+/* The run of a chunked family's entries from sorted[i] that share its chunk key: its end, with
+ * the operand written at *op (a key written several times: its last write). */
+static size_t chunk_run(const struct sort_item *sorted, size_t n, size_t i, char **op)
 {
     const struct overlay_entry *first = sorted[i].e;
-    size_t list_len = first->klen - POSTING_SUFFIX_BYTES, j = i;
-    char *p = *op;
-    *p++ = POSTING_OPERAND;
+    size_t s = chunk_suffix[first->cf], ck = first->klen - s, j = i;
+    char *p = chunk_op_header(*op, s);
     for (; j < n; j++) {
         const struct overlay_entry *e = sorted[j].e;
-        if (e->cf != first->cf || e->klen != first->klen || memcmp(e->data, first->data, list_len))
-            break;
+        if (e->cf != first->cf || e->klen != first->klen || memcmp(e->data, first->data, ck)) break;
         const struct overlay_entry *next = j + 1 < n ? sorted[j + 1].e : NULL;
         if (next && next->cf == e->cf && next->klen == e->klen &&
             !memcmp(next->data, e->data, e->klen))
             continue; /* written again after: that write counts */
-        *p++ = e->state == ENTRY_DELETE ? POSTING_REMOVE : POSTING_ADD;
-        memcpy(p, e->data + list_len, POSTING_SUFFIX_BYTES);
-        p += POSTING_SUFFIX_BYTES;
+        p = chunk_op_entry(p, e->state != ENTRY_DELETE, e->data + ck, s, e->data + e->klen,
+                           e->vlen);
     }
     *op = p;
     return j;
 }
 
 /* Plans the commit of the n sorted entries and the meta values. 0, REG_ENOMEM, or REG_EINVAL
- * when a posting family's key is too short to end with a device id. */
+ * when a chunked family's key is shorter than its suffix or its value too long for a chunk. */
 static int plan_build(const view *v, const struct sort_item *sorted, size_t n,
                       const view_meta_value *meta, size_t nmeta, struct commit_plan *plan)
 {
     *plan = (struct commit_plan){0};
-    size_t postings = 0;
-    for (size_t i = 0; i < n; i++)
-        if (POSTING_FAMILIES & 1u << sorted[i].e->cf) {
-            if (sorted[i].e->klen < POSTING_ID_BYTES) return REG_EINVAL;
-            postings++;
-        }
+    size_t op_bytes = 1;
+    for (size_t i = 0; i < n; i++) {
+        const struct overlay_entry *e = sorted[i].e;
+        size_t s = chunk_suffix[e->cf];
+        if (!s) continue;
+        if (e->klen < s || e->vlen >= CHUNK_VALUE_MAX) return REG_EINVAL;
+        op_bytes += CHUNK_HEADER + chunk_op_size(s, e->vlen);
+    }
     plan->e = malloc((n + nmeta + 1) * sizeof *plan->e);
-    plan->operands = malloc(postings * (POSTING_OP_BYTES + 1) + 1);
+    plan->operands = malloc(op_bytes);
     plan->meta_bytes = malloc((nmeta + 1) * sizeof *plan->meta_bytes);
     if (!plan->e || !plan->operands || !plan->meta_bytes) {
         plan_release(plan);
@@ -1461,11 +1519,16 @@ static int plan_build(const view *v, const struct sort_item *sorted, size_t n,
     for (size_t i = 0; i < n;) {
         const struct overlay_entry *e = sorted[i].e;
         struct batch_entry *b = &plan->e[plan->n++];
-        if (POSTING_FAMILIES & 1u << e->cf) {
+        if (chunk_suffix[e->cf]) {
             char *start = op;
-            i = posting_run(sorted, n, i, &op);
-            *b = (struct batch_entry){v->cf_id[e->cf], e->cf, BATCH_MERGE, e->data, start,
-                                      e->klen - POSTING_SUFFIX_BYTES, (size_t)(op - start)};
+            i = chunk_run(sorted, n, i, &op);
+            *b = (struct batch_entry){v->cf_id[e->cf],
+                                      e->cf,
+                                      BATCH_MERGE,
+                                      e->data,
+                                      start,
+                                      e->klen - chunk_suffix[e->cf],
+                                      (size_t)(op - start)};
             continue;
         }
         *b = (struct batch_entry){v->cf_id[e->cf],
@@ -1479,9 +1542,13 @@ static int plan_build(const view *v, const struct sort_item *sorted, size_t n,
     }
     for (size_t i = 0; i < nmeta; i++) {
         put_be64(plan->meta_bytes[i], (uint64_t)meta[i].value);
-        plan->e[plan->n++] =
-            (struct batch_entry){v->cf_id[VIEW_META],         VIEW_META, BATCH_PUT, meta[i].name,
-                                 (const char *)plan->meta_bytes[i], strlen(meta[i].name), 8};
+        plan->e[plan->n++] = (struct batch_entry){v->cf_id[VIEW_META],
+                                                  VIEW_META,
+                                                  BATCH_PUT,
+                                                  meta[i].name,
+                                                  (const char *)plan->meta_bytes[i],
+                                                  strlen(meta[i].name),
+                                                  8};
     }
     return 0;
 }

@@ -2,7 +2,7 @@
 # run.sh - builds one libFuzzer harness with clang and runs it for a bounded time over its corpus
 # (the seeds in tests/fuzz/corpus_NAME plus what it finds, kept in the build directory). CTest runs
 # each parser's fuzzer briefly on every build; run longer by hand:
-#   tests/fuzz/run.sh codec|http|pki|mqtt|shadow|tls13|eventlog|postings SECONDS OUT_DIR SCHEMAS_EMBEDDED_C
+#   tests/fuzz/run.sh codec|http|pki|mqtt|shadow|tls13|eventlog|chunked SECONDS OUT_DIR SCHEMAS_EMBEDDED_C
 set -euo pipefail
 name=$1 seconds=$2 out=$3 schemas_c=$4
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,7 +25,7 @@ case "$name" in
            "$top/common/eventlog_embedded.c" "$top/common/eventlog_upgrade.c" \
            "$top/common/eventlog_kafka.c" "$top/common/err.c" \
            $(pkg-config --cflags --libs zlib rocksdb rdkafka jansson) -lpthread -o "$out/fuzz_$name" ;;
-  postings) clang "${flags[@]}" "$top/tests/fuzz/fuzz_postings.c" "$top/projector/postings.c" \
+  chunked) clang "${flags[@]}" "$top/tests/fuzz/fuzz_chunked.c" "$top/projector/chunked.c" \
            $(pkg-config --cflags --libs rocksdb) -o "$out/fuzz_$name" ;;
   *) echo "unknown fuzzer $name" >&2; exit 2 ;;
 esac

@@ -186,7 +186,7 @@ static char *decide_apply(view_txn *t, json_t *cmd, int *status, char **kept)
     size_t len = 0, kept_len = 0;
     char *text = decision_outcome(t, cmd, &d, &len);
     assert_non_null(text);
-    *kept = decision_kept_outcome(cmd, &d, &kept_len);
+    *kept = decision_kept_outcome(&d, &kept_len);
     *status = d.status;
     decision_clear(&d);
     return text;

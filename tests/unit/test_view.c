@@ -4,14 +4,15 @@
  * the projector chains them (each batch reads through the one being committed), are checked
  * read by read, and after every commit the whole committed state is compared with the model.
  *
- * Two kinds of family: keyed ones (records, and the last-seen index), a few thousand keys each,
- * read key by key and iterated, whose keys share a tenant prefix and some are prefixes of others,
- * which the commit's sort must order as RocksDB does; and posting families (the equality
- * indexes, postings.h), whose entries (tenant, value, device id) are kept in lists and are only
- * iterated: whole, by value, by the list's chunk, by a prefix longer than a list key, and from a
+ * Two kinds of family: keyed ones (records, the last-seen index, the commands' outcomes, kept in
+ * chunks by the first 6 bytes of their ids), a few thousand keys each, read key by key and
+ * iterated, whose keys share a tenant prefix and some are prefixes of others, which the commit's
+ * sort must order as RocksDB does; and the equality indexes, whose entries (tenant, value,
+ * device id) are kept in chunks (chunked.h) and are written only, never read in a transaction:
+ * iterated whole, by value, by the chunk, by a prefix longer than a chunk key, and from a
  * cursor. Index keys are written several times in a batch, where the last write must win. The
- * view is closed and opened again between commits, so that the lists' merges also run in
- * RocksDB's flushes and compactions and over lists read from table files.
+ * view is closed and opened again between commits, so that the chunks' merges also run in
+ * RocksDB's flushes and compactions and over chunks read from table files.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -21,7 +22,7 @@
 #include <cmocka.h>
 
 #include "err.h"
-#include "projector/postings.h"
+#include "projector/chunked.h"
 #include "projector/view.h"
 
 #include <rocksdb/c.h>
@@ -30,12 +31,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { NKEYS = 3000, MAXVAL = 300, NFAM = 3 };
-static const view_cf families[NFAM] = {VIEW_DEVICES, VIEW_SERIALS, VIEW_IDX_LASTSEEN};
-static const bool is_index[NFAM] = {false, false, true};
+enum { NKEYS = 3000, MAXVAL = 300, NFAM = 4, COMMANDS = 3 };
+static const view_cf families[NFAM] = {VIEW_DEVICES, VIEW_SERIALS, VIEW_IDX_LASTSEEN,
+                                       VIEW_COMMANDS};
+static const bool is_index[NFAM] = {false, false, true, false};
 
 /* The posting families' entries: NTEN tenants x NVAL values x NDEV devices. The devices' ids
- * fall into a few chunks (their first POSTING_CHUNK_BYTES), as time-ordered ids do. */
+ * fall into a few chunks (their first 5 bytes), as time-ordered ids do. */
 enum { NPF = 2, NTEN = 2, NVAL = 5, NDEV = 240, NCHUNK = 4, NENTRY = NTEN * NVAL * NDEV };
 static const view_cf posting_families[NPF] = {VIEW_IDX_META, VIEW_IDX_ATTR};
 static const char *const values[NVAL] = {"a", "ab", "b", "thermostat", "z"};
@@ -70,10 +72,24 @@ static uint64_t next_random(void)
     return rng;
 }
 
-/* Key k: a shared 16-byte prefix, two bytes of k / 4, then k % 4 zero bytes, so that keys
- * k - k % 4 .. k - k % 4 + 3 are each a prefix of the next. */
-static size_t key_of(int k, unsigned char *out)
+/* Key k of family f. The commands family's are 16-byte ids in five chunks (their first 6 bytes,
+ * as the milliseconds of time-ordered ids), in key order as k ascends. The others': a shared
+ * 16-byte prefix, two bytes of k / 4, then k % 4 zero bytes, so that keys k - k % 4 .. k - k %
+ * 4 + 3 are each a prefix of the next. */
+static size_t key_of(int f, int k, unsigned char *out)
 {
+    if (f == COMMANDS) {
+        static const unsigned char chunk[5][6] = {{1, 2, 3, 4, 5, 6},
+                                                  {1, 2, 3, 4, 5, 7},
+                                                  {1, 2, 3, 4, 6, 0},
+                                                  {1, 2, 3, 5, 0, 0},
+                                                  {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+        memcpy(out, chunk[k * 5 / NKEYS], 6);
+        memset(out + 6, 0x3c, 10);
+        out[14] = (unsigned char)(k >> 8);
+        out[15] = (unsigned char)k;
+        return 16;
+    }
     memset(out, 0xa5, 16);
     out[16] = (unsigned char)(k / 4 >> 8);
     out[17] = (unsigned char)(k / 4);
@@ -97,9 +113,10 @@ static int setup(void **state)
     (void)state;
     if (!mkdtemp(dir)) return -1;
     for (int d = 0; d < NDEV; d++) {
-        static const unsigned char chunk[NCHUNK][5] = {
-            {0x01, 0x8f, 0x00, 0x00, 0x10}, {0x01, 0x8f, 0x00, 0x00, 0x11},
-            {0x01, 0x8f, 0x00, 0x01, 0x00}, {0x01, 0x90, 0xff, 0xff, 0xff}};
+        static const unsigned char chunk[NCHUNK][5] = {{0x01, 0x8f, 0x00, 0x00, 0x10},
+                                                       {0x01, 0x8f, 0x00, 0x00, 0x11},
+                                                       {0x01, 0x8f, 0x00, 0x01, 0x00},
+                                                       {0x01, 0x90, 0xff, 0xff, 0xff}};
         memcpy(device_ids[d], chunk[d % NCHUNK], 5);
         for (int i = 5; i < 16; i++)
             device_ids[d][i] = (unsigned char)next_random();
@@ -150,7 +167,7 @@ static void random_ops(view_txn *t, int cur, bool has_base, int n)
         int f = (int)(next_random() % NFAM), k = (int)(next_random() % NKEYS);
         /* Index keys come from a narrower range, so that one is written several times. */
         if (is_index[f]) k %= NKEYS / 8;
-        size_t klen = key_of(k, key);
+        size_t klen = key_of(f, k, key);
         unsigned op = (unsigned)(next_random() % 10);
         if (op < 5) {
             struct value *w = &batches[cur].val[f][k];
@@ -233,8 +250,14 @@ static void check_postings(int f)
     qsort(want, n, sizeof want[0], model_key_order);
     view_cf cf = posting_families[f];
     unsigned char k[64];
-    char *val = NULL;
-    assert_int_equal(view_get(v, cf, k, posting_key(0, k), &val, NULL), REG_EINVAL);
+    for (int e = 0; e < NENTRY; e += 7) { /* read by key: in its chunk, or not */
+        char *val = NULL;
+        size_t len = 1;
+        int err = view_get(v, cf, k, posting_key(e, k), &val, &len);
+        assert_int_equal(err, posted[f][e] ? 0 : REG_ENOTFOUND);
+        if (!err) assert_int_equal(len, 0);
+        free(val);
+    }
     for (int t = 0; t < NTEN; t++) {
         memset(k, 0xa5 + t, 16);
         check_postings_iter(cf, want, n, k, 16, NULL, 0);
@@ -270,7 +293,7 @@ static void commit_model(int cur)
         for (int k = 0; k < NKEYS; k++) {
             char *val = NULL;
             size_t len = 0;
-            int err = view_get(v, families[f], key, key_of(k, key), &val, &len);
+            int err = view_get(v, families[f], key, key_of(f, k, key), &val, &len);
             if (!committed[f][k].present) {
                 assert_int_equal(err, REG_ENOTFOUND);
                 continue;
@@ -280,16 +303,30 @@ static void commit_model(int cur)
             assert_memory_equal(val, committed[f][k].b, len);
             free(val);
         }
-        if (!is_index[f]) continue;
-        /* In key order: k ascending is key order (a key precedes those it is a prefix of). */
-        view_iter *it = view_iter_prefix(v, families[f], key, 16, NULL, 0);
+        if (f == COMMANDS) { /* its greatest key: the last chunk's last entry */
+            int last = NKEYS - 1;
+            while (last >= 0 && !committed[f][last].present)
+                last--;
+            unsigned char lk[16];
+            size_t lklen = 0;
+            int err = view_last_key(v, families[f], lk, sizeof lk, &lklen);
+            assert_int_equal(err, last < 0 ? REG_ENOTFOUND : 0);
+            if (last >= 0) {
+                assert_int_equal(lklen, key_of(f, last, key));
+                assert_memory_equal(lk, key, 16);
+            }
+        }
+        if (!is_index[f] && f != COMMANDS) continue;
+        /* In key order: k ascending is key order (a key precedes those it is a prefix of). The
+         * commands family whole (its chunks), the others under their shared prefix. */
+        view_iter *it = view_iter_prefix(v, families[f], key, f == COMMANDS ? 0 : 16, NULL, 0);
         assert_non_null(it);
         const char *ik, *iv;
         size_t iklen, ivlen;
         for (int k = 0; k < NKEYS; k++) {
             if (!committed[f][k].present) continue;
             assert_int_equal(view_iter_next(it, &ik, &iklen, &iv, &ivlen), 1);
-            size_t klen = key_of(k, key);
+            size_t klen = key_of(f, k, key);
             assert_int_equal(iklen, klen);
             assert_memory_equal(ik, key, klen);
             assert_int_equal(ivlen, committed[f][k].len);
@@ -368,10 +405,11 @@ static rocksdb_t *raw_open(const char *path, rocksdb_column_family_handle_t **cf
     return db;
 }
 
-/* A view from before posting lists: its index entries are keys with empty values, and the
- * conversion at open moves them into lists, also when an earlier conversion stopped midway
- * (some entries already in a list, the format not yet marked). */
-static void test_old_index_entries_converted(void **state)
+/* A view from before chunks: its index entries are keys with empty values and its commands'
+ * outcomes are under their ids, and the conversion at open moves them into chunks, also when an
+ * earlier conversion stopped midway (some entries already in a chunk, the format not yet
+ * marked). */
+static void test_old_entries_converted(void **state)
 {
     (void)state;
     char odir[] = "/tmp/test-view-old-XXXXXX", path[64], cmd[96];
@@ -385,13 +423,15 @@ static void test_old_index_entries_converted(void **state)
     size_t ncf = 0;
     char **names = NULL;
     rocksdb_t *db = raw_open(path, cfs, &ncf, &names);
-    rocksdb_column_family_handle_t *meta = NULL, *idx = NULL;
+    rocksdb_column_family_handle_t *meta = NULL, *idx = NULL, *commands = NULL;
     for (size_t i = 0; i < ncf; i++) {
         if (!strcmp(names[i], "default")) meta = cfs[i];
         if (!strcmp(names[i], "idx_meta")) idx = cfs[i];
+        if (!strcmp(names[i], "commands")) commands = cfs[i];
     }
     assert_non_null(meta);
     assert_non_null(idx);
+    assert_non_null(commands);
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     char *err = NULL;
     rocksdb_delete_cf(db, wo, meta, "view.format", 11, &err);
@@ -407,12 +447,19 @@ static void test_old_index_entries_converted(void **state)
     }
     /* One list an earlier conversion wrote: entry 1's, holding entry 1. */
     size_t klen = posting_key(1, k);
-    char list[1 + POSTING_SUFFIX_BYTES] = {POSTING_LIST};
-    memcpy(list + 1, k + klen - POSTING_SUFFIX_BYTES, POSTING_SUFFIX_BYTES);
-    rocksdb_put_cf(db, wo, idx, (const char *)k, klen - POSTING_SUFFIX_BYTES, list, sizeof list,
-                   &err);
+    char list[CHUNK_HEADER + 11 + 1] = {CHUNK_LIST, 11};
+    memcpy(list + CHUNK_HEADER, k + klen - 11, 11); /* and its value's length, 0 */
+    rocksdb_put_cf(db, wo, idx, (const char *)k, klen - 11, list, sizeof list, &err);
     assert_null(err);
     want_set[1] = true;
+    enum { OLD_COMMANDS = 50 }; /* old outcomes under their command ids */
+    for (int c = 0; c < OLD_COMMANDS; c++) {
+        char outcome[64];
+        int olen = snprintf(outcome, sizeof outcome, "{\"status\":%d}", 200 + c);
+        key_of(COMMANDS, c * (NKEYS / OLD_COMMANDS), k);
+        rocksdb_put_cf(db, wo, commands, (const char *)k, 16, outcome, (size_t)olen, &err);
+        assert_null(err);
+    }
     rocksdb_writeoptions_destroy(wo);
     for (size_t i = 0; i < ncf; i++) {
         rocksdb_column_family_handle_destroy(cfs[i]);
@@ -439,6 +486,20 @@ static void test_old_index_entries_converted(void **state)
         }
         assert_int_equal(view_iter_next(it, &ik, &iklen, &iv, &ivlen), 0);
         view_iter_free(it);
+        for (int c = 0; c < OLD_COMMANDS; c++) {
+            char *val = NULL, want_outcome[64];
+            size_t len = 0;
+            snprintf(want_outcome, sizeof want_outcome, "{\"status\":%d}", 200 + c);
+            key_of(COMMANDS, c * (NKEYS / OLD_COMMANDS), k);
+            assert_int_equal(view_get(ov, VIEW_COMMANDS, k, 16, &val, &len), 0);
+            assert_string_equal(val, want_outcome);
+            free(val);
+        }
+        unsigned char lk[16];
+        size_t lklen = 0;
+        assert_int_equal(view_last_key(ov, VIEW_COMMANDS, lk, sizeof lk, &lklen), 0);
+        key_of(COMMANDS, (OLD_COMMANDS - 1) * (NKEYS / OLD_COMMANDS), k);
+        assert_memory_equal(lk, k, 16);
         view_close(ov);
     }
     snprintf(cmd, sizeof cmd, "rm -rf %s", odir);
@@ -450,7 +511,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chained_batches_match_model),
         cmocka_unit_test(test_batches_across_reopens),
-        cmocka_unit_test(test_old_index_entries_converted),
+        cmocka_unit_test(test_old_entries_converted),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
