@@ -451,6 +451,14 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     v->bloom = rocksdb_filterpolicy_create_bloom_full(10);
     rocksdb_block_based_options_set_filter_policy(v->topts, v->bloom);
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(v->topts, 1);
+    /* Point reads (a device's record, most of all) went through the block cache for the filter
+     * and index blocks of every level-0 file they look in, and binary-searched the data block:
+     * the level-0 files' filter and index blocks are pinned while the files live, and data
+     * blocks carry a hash index of their keys (the deciding thread -3% in three of four pairs). */
+    rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(v->topts, 1);
+    rocksdb_block_based_options_set_data_block_index_type(
+        v->topts, rocksdb_block_based_table_data_block_index_type_binary_search_and_hash);
+    rocksdb_block_based_options_set_data_block_hash_ratio(v->topts, 0.75);
     rocksdb_options_set_block_based_table_factory(v->opts, v->topts);
     v->ropts = rocksdb_readoptions_create();
     v->wopts = rocksdb_writeoptions_create();
