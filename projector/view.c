@@ -2,7 +2,9 @@
  * view.c - the RocksDB view (view.h): opening the column families as primary or secondary,
  * committed reads, prefix iteration, and the projector's transactions (an overlay hash of the
  * batch's writes over the committed view, so that deciding a command sees the effects of the
- * commands before it in the same batch; written as one WriteBatch at the commit).
+ * commands before it in the same batch; written as one WriteBatch at the commit, which
+ * view_batch.c builds), and the chunked families' side of reads (chunked.h): an entry read in
+ * its chunk, iterators that walk chunks' entries, and the conversion of older views.
  *
  * Durability: view writes are not synced. The logs are the durable record; after a crash the
  * projector re-applies from the offsets the view last committed, which are written in the same
@@ -13,6 +15,7 @@
 #include "err.h"
 #include "projector/keys.h"
 #include "projector/chunked.h"
+#include "projector/view_batch.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -79,7 +82,7 @@ struct view {
     rocksdb_writeoptions_t *wopts;
     rocksdb_column_family_handle_t *cf[VIEW_CF_COUNT];
     uint32_t cf_id[VIEW_CF_COUNT];
-    bool own_batches; /* batch_entry_put encodes as put_cf does (checked at open) */
+    view_batch_target batch_target; /* where commits go (view_batch.h; set at open) */
     /* What freed transactions leave for the next ones (txn_alloc, overlay_grow): a batch's
      * overlay is a few MiB, and taking it fresh from the allocator each batch cost the
      * projector's thread ~10% in page faults and TLB shootdowns. */
@@ -169,124 +172,6 @@ struct view_iter {
     char *prefix, *start;
     size_t plen, slen;
 };
-
-/* ---- A commit's WriteBatch is encoded here in RocksDB's own format (the WAL's: a fixed64
- * sequence number and a fixed32 count, then per entry a tag byte, the column family's id as a
- * varint32 unless it is the default family, the key, and for a put the value, each a varint32
- * length and the bytes) and handed to RocksDB in one copy (rocksdb_writebatch_create_from).
- * Building it with put_cf, a growing std::string append per entry, was 15% of the committer
- * thread. view_open checks the encoding against put_cf's on a sample batch; should a RocksDB
- * version ever differ, the view builds its batches with put_cf instead. */
-
-enum { TAG_DELETE = 0x0, TAG_PUT = 0x1, TAG_MERGE = 0x2, TAG_CF = 0x4 /* added: with a family */ };
-
-enum batch_kind { BATCH_DELETE = TAG_DELETE, BATCH_PUT = TAG_PUT, BATCH_MERGE = TAG_MERGE };
-
-struct batch_entry {
-    uint32_t cf_id;
-    view_cf cf;
-    uint8_t kind; /* enum batch_kind */
-    const char *key, *val;
-    size_t klen, vlen;
-};
-
-static size_t varint32_len(uint32_t x)
-{
-    size_t n = 1;
-    while (x >= 0x80) {
-        x >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static char *put_varint32(char *p, uint32_t x)
-{
-    while (x >= 0x80) {
-        *p++ = (char)(x | 0x80);
-        x >>= 7;
-    }
-    *p++ = (char)x;
-    return p;
-}
-
-static size_t batch_entry_size(const struct batch_entry *e)
-{
-    size_t n =
-        1 + (e->cf_id ? varint32_len(e->cf_id) : 0) + varint32_len((uint32_t)e->klen) + e->klen;
-    return e->kind != BATCH_DELETE ? n + varint32_len((uint32_t)e->vlen) + e->vlen : n;
-}
-
-static char *batch_entry_put(char *p, const struct batch_entry *e)
-{
-    *p++ = (char)(e->cf_id ? e->kind + TAG_CF : e->kind);
-    if (e->cf_id) p = put_varint32(p, e->cf_id);
-    p = put_varint32(p, (uint32_t)e->klen);
-    memcpy(p, e->key, e->klen);
-    p += e->klen;
-    if (e->kind == BATCH_DELETE) return p;
-    p = put_varint32(p, (uint32_t)e->vlen);
-    if (e->vlen) memcpy(p, e->val, e->vlen);
-    return p + e->vlen;
-}
-
-/* The batch header for `count` entries (sequence number 0: RocksDB assigns it). */
-static char *batch_header(char *p, uint32_t count)
-{
-    memset(p, 0, 8);
-    for (int i = 0; i < 4; i++)
-        p[8 + i] = (char)(count >> (8 * i));
-    return p + 12;
-}
-
-static void put_be64(unsigned char *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (unsigned char)v;
-}
-
-/* Adds e to wb through RocksDB's own calls. */
-static void batch_add(const view *v, rocksdb_writebatch_t *wb, const struct batch_entry *e)
-{
-    if (e->kind == BATCH_PUT)
-        rocksdb_writebatch_put_cf(wb, v->cf[e->cf], e->key, e->klen, e->val, e->vlen);
-    else if (e->kind == BATCH_MERGE)
-        rocksdb_writebatch_merge_cf(wb, v->cf[e->cf], e->key, e->klen, e->val, e->vlen);
-    else
-        rocksdb_writebatch_delete_cf(wb, v->cf[e->cf], e->key, e->klen);
-}
-
-/* Encodes a sample batch both ways: true when the bytes are the same. */
-static bool batch_encoding_checks(view *v)
-{
-    static const char long_key[200] = "k", long_val[300] = "v";
-    const struct batch_entry sample[] = {
-        {v->cf_id[VIEW_META], VIEW_META, BATCH_PUT, "next", "\0\0\0\0\0\0\0\1", 4, 8},
-        {v->cf_id[VIEW_DEVICES], VIEW_DEVICES, BATCH_PUT, long_key, long_val, sizeof long_key,
-         sizeof long_val},
-        {v->cf_id[VIEW_IDX_META], VIEW_IDX_META, BATCH_MERGE, "idx", "\2", 3, 1},
-        {v->cf_id[VIEW_IDX_STATUS], VIEW_IDX_STATUS, BATCH_DELETE, "gone", NULL, 4, 0},
-        {v->cf_id[VIEW_IDX_ATTR], VIEW_IDX_ATTR, BATCH_MERGE, long_key, long_val, sizeof long_key,
-         sizeof long_val},
-        {v->cf_id[VIEW_SHADOWS], VIEW_SHADOWS, BATCH_DELETE, long_key, NULL, sizeof long_key, 0},
-    };
-    size_t n = sizeof sample / sizeof sample[0], size = 12;
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    for (size_t i = 0; i < n; i++) {
-        batch_add(v, wb, &sample[i]);
-        size += batch_entry_size(&sample[i]);
-    }
-    char *mine = malloc(size), *p = mine ? batch_header(mine, (uint32_t)n) : NULL;
-    for (size_t i = 0; p && i < n; i++)
-        p = batch_entry_put(p, &sample[i]);
-    size_t theirs_len = 0;
-    const char *theirs = rocksdb_writebatch_data(wb, &theirs_len);
-    bool same = mine && theirs_len == size && !memcmp(theirs, mine, size);
-    free(mine);
-    rocksdb_writebatch_destroy(wb);
-    if (!same) fprintf(stderr, "view: this RocksDB encodes batches differently; using put_cf\n");
-    return same;
-}
 
 void view_thread_init(void)
 {
@@ -392,7 +277,7 @@ static int convert_to_chunks(view *v)
         if (chunk_suffix[cf]) err = convert_family(v, (view_cf)cf, wb, &moved);
     if (!err) {
         unsigned char format[8];
-        put_be64(format, VIEW_FORMAT_CHUNKS);
+        view_put_be64(format, VIEW_FORMAT_CHUNKS);
         rocksdb_writebatch_put_cf(wb, v->cf[VIEW_META], VIEW_FORMAT_KEY, sizeof VIEW_FORMAT_KEY - 1,
                                   (const char *)format, 8);
         err = convert_flush(v, wb);
@@ -517,7 +402,8 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
         fprintf(stderr, "view: block cache prepopulation not set: %s\n", errptr);
         free(errptr);
     }
-    v->own_batches = batch_encoding_checks(v);
+    v->batch_target = (view_batch_target){v->cf, v->cf_id, chunk_suffix, false};
+    v->batch_target.own_encoding = view_batch_encoding_checks(&v->batch_target);
     int err = mode == VIEW_PRIMARY ? convert_to_chunks(v) : 0;
     if (err) {
         view_close(v);
@@ -1314,179 +1200,6 @@ static void txn_free(view_txn *t)
     free(t);
 }
 
-static int entry_order(const void *a, const void *b)
-{
-    const struct overlay_entry *x = *(struct overlay_entry *const *)a;
-    const struct overlay_entry *y = *(struct overlay_entry *const *)b;
-    if (x->cf != y->cf) return x->cf < y->cf ? -1 : 1;
-    size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->data, y->data, n);
-    if (c) return c;
-    if (x->klen != y->klen) return x->klen < y->klen ? -1 : 1;
-    return x < y ? -1 : x > y; /* an index family's key written twice: in the order written */
-}
-
-/* ---- The commit's key order, by radix: qsort with entry_order was a fifth of the committer
- * thread (40,000 entries a batch, a dozen memcmp calls each over a shared tenant prefix). Entries
- * are split by column family, then each range is sorted on the 8 key bytes after the prefix its
- * keys share, and each run of entries equal in those 8 bytes again from there. */
-
-struct sort_item {
-    uint64_t word; /* 8 key bytes from the range's offset, big-endian, zeros past the key's end */
-    struct overlay_entry *e;
-};
-
-static uint64_t key_word(const struct overlay_entry *e, size_t off)
-{
-    const unsigned char *p = (const unsigned char *)e->data + off;
-    uint64_t w = 0;
-    if (off + 8 <= e->klen) {
-        memcpy(&w, p, 8);
-        return __builtin_bswap64(w);
-    }
-    for (size_t i = 0; i < 8; i++)
-        w = w << 8 | (off + i < e->klen ? p[i] : 0);
-    return w;
-}
-
-static void insertion_sort(struct sort_item *a, size_t n)
-{
-    for (size_t i = 1; i < n; i++) {
-        struct sort_item x = a[i];
-        size_t j = i;
-        for (; j > 0 && entry_order(&a[j - 1].e, &x.e) > 0; j--)
-            a[j] = a[j - 1];
-        a[j] = x;
-    }
-}
-
-/* Sorts a by word, least significant byte first, using tmp (n items); skips the bytes in which
- * all words agree. */
-static void radix_by_word(struct sort_item *a, struct sort_item *tmp, size_t n)
-{
-    size_t count[8][256] = {{0}};
-    for (size_t i = 0; i < n; i++)
-        for (int b = 0; b < 8; b++)
-            count[b][(a[i].word >> (8 * b)) & 0xff]++;
-    struct sort_item *from = a, *to = tmp;
-    for (int b = 0; b < 8; b++) {
-        size_t *c = count[b], sum = 0;
-        if (c[(a[0].word >> (8 * b)) & 0xff] == n) continue; /* every word has this byte */
-        for (int v = 0; v < 256; v++) {
-            size_t k = c[v];
-            c[v] = sum;
-            sum += k;
-        }
-        for (size_t i = 0; i < n; i++)
-            to[c[(from[i].word >> (8 * b)) & 0xff]++] = from[i];
-        struct sort_item *x = from;
-        from = to;
-        to = x;
-    }
-    if (from != a) memcpy(a, from, n * sizeof *a);
-}
-
-/* Sorts a by word, keeping the order of equal words. Below WORD_INSERTION_MAX items this beats
- * the radix passes, whose 16 KiB of counts are cleared and summed per call: the index families'
- * keys (a value, then a device id whose first bytes a batch shares) split into many runs of a
- * few dozen equal words, and sorting those by radix made the commit's sort a sixth of the
- * committer thread. */
-enum { WORD_INSERTION_MAX = 64 };
-static void insertion_sort_by_word(struct sort_item *a, size_t n)
-{
-    for (size_t i = 1; i < n; i++) {
-        struct sort_item x = a[i];
-        size_t j = i;
-        for (; j > 0 && a[j - 1].word > x.word; j--)
-            a[j] = a[j - 1];
-        a[j] = x;
-    }
-}
-
-/* How many of the first m bytes of x and y agree, 8 at a time: byte by byte, finding what the
- * keys of a range share (a tenant, the front of time-ordered ids) was most of the sort. */
-static size_t shared_bytes(const char *x, const char *y, size_t m)
-{
-    size_t j = 0;
-    for (; j + 8 <= m; j += 8) {
-        uint64_t wx, wy;
-        memcpy(&wx, x + j, 8);
-        memcpy(&wy, y + j, 8);
-        if (wx != wy) return j + (size_t)__builtin_ctzll(wx ^ wy) / 8; /* little-endian */
-    }
-    while (j < m && x[j] == y[j])
-        j++;
-    return j;
-}
-
-/* Sorts n entries of one column family whose keys agree in their first `off` bytes. */
-static void sort_range(struct sort_item *a, struct sort_item *tmp, size_t n, size_t off)
-{
-    if (n <= 16) {
-        insertion_sort(a, n);
-        return;
-    }
-    /* Keys that end within the shared bytes are prefixes of all the others: they go first. */
-    size_t ended = 0;
-    for (size_t i = 0; i < n; i++)
-        if (a[i].e->klen <= off) {
-            struct sort_item x = a[i];
-            a[i] = a[ended];
-            a[ended++] = x;
-        }
-    insertion_sort(a, ended);
-    a += ended;
-    n -= ended;
-    if (n < 2) return;
-    /* Skip the bytes all remaining keys share. */
-    const char *first = a[0].e->data;
-    size_t shared = a[0].e->klen - off;
-    for (size_t i = 1; i < n && shared; i++) {
-        const char *k = a[i].e->data;
-        size_t m = a[i].e->klen - off < shared ? a[i].e->klen - off : shared;
-        shared = shared_bytes(k + off, first + off, m);
-    }
-    off += shared;
-    for (size_t i = 0; i < n; i++)
-        a[i].word = key_word(a[i].e, off);
-    if (n <= WORD_INSERTION_MAX)
-        insertion_sort_by_word(a, n);
-    else
-        radix_by_word(a, tmp, n);
-    for (size_t i = 0, j; i < n; i = j) {
-        for (j = i + 1; j < n && a[j].word == a[i].word; j++)
-            ;
-        if (j - i > 1) sort_range(a + i, tmp, j - i, off + 8);
-    }
-}
-
-/* The entries to write (all but ENTRY_READ) in key order within column family order, in a
- * malloc'd array of *n (the caller frees it); NULL when out of memory. */
-static struct sort_item *sorted_entries(view_txn *t, size_t *n)
-{
-    size_t total = t->used ? t->used : 1, start[VIEW_CF_COUNT + 1] = {0};
-    struct sort_item *a = malloc(2 * total * sizeof *a);
-    if (!a) return NULL;
-    struct sort_item *tmp = a + total;
-    for (size_t i = 0; i < t->used; i++) {
-        struct overlay_entry *e = &t->tab.entries[i];
-        if (e->state != ENTRY_READ) start[e->cf + 1]++;
-    }
-    for (int c = 0; c < VIEW_CF_COUNT; c++)
-        start[c + 1] += start[c];
-    size_t at[VIEW_CF_COUNT];
-    memcpy(at, start, sizeof at);
-    for (size_t i = 0; i < t->used; i++) {
-        struct overlay_entry *e = &t->tab.entries[i];
-        if (e->state != ENTRY_READ) tmp[at[e->cf]++] = (struct sort_item){0, e};
-    }
-    *n = start[VIEW_CF_COUNT];
-    memcpy(a, tmp, *n * sizeof *a);
-    for (int c = 0; c < VIEW_CF_COUNT; c++)
-        sort_range(a + start[c], tmp, start[c + 1] - start[c], 0);
-    return a;
-}
-
 int view_txn_seal(view_txn *t)
 {
     for (size_t i = 0; i < t->used; i++)
@@ -1499,137 +1212,22 @@ void view_txn_drop_base(view_txn *t)
     t->base = NULL;
 }
 
-/* A commit's entries in the order written: the sorted overlay's, each run of a chunked family's
- * entries that share a chunk key made one merge operand (chunked.h), then the meta values. */
-struct commit_plan {
-    struct batch_entry *e;
-    size_t n;
-    char *operands;                 /* the merge operands' bytes */
-    unsigned char (*meta_bytes)[8]; /* the meta values, big-endian */
-};
-
-static void plan_release(struct commit_plan *plan)
-{
-    free(plan->e);
-    free(plan->operands);
-    free(plan->meta_bytes);
-}
-
-/* The run of a chunked family's entries from sorted[i] that share its chunk key: its end, with
- * the operand written at *op (a key written several times: its last write). */
-static size_t chunk_run(const struct sort_item *sorted, size_t n, size_t i, char **op)
-{
-    const struct overlay_entry *first = sorted[i].e;
-    size_t s = chunk_suffix[first->cf], ck = first->klen - s, j = i;
-    char *p = chunk_op_header(*op, s);
-    for (; j < n; j++) {
-        const struct overlay_entry *e = sorted[j].e;
-        if (e->cf != first->cf || e->klen != first->klen || memcmp(e->data, first->data, ck)) break;
-        const struct overlay_entry *next = j + 1 < n ? sorted[j + 1].e : NULL;
-        if (next && next->cf == e->cf && next->klen == e->klen &&
-            !memcmp(next->data, e->data, e->klen))
-            continue; /* written again after: that write counts */
-        p = chunk_op_entry(p, e->state != ENTRY_DELETE, e->data + ck, s, e->data + e->klen,
-                           e->vlen);
-    }
-    *op = p;
-    return j;
-}
-
-/* Plans the commit of the n sorted entries and the meta values. 0, REG_ENOMEM, or REG_EINVAL
- * when a chunked family's key is shorter than its suffix or its value too long for a chunk. */
-static int plan_build(const view *v, const struct sort_item *sorted, size_t n,
-                      const view_meta_value *meta, size_t nmeta, struct commit_plan *plan)
-{
-    *plan = (struct commit_plan){0};
-    size_t op_bytes = 1;
-    for (size_t i = 0; i < n; i++) {
-        const struct overlay_entry *e = sorted[i].e;
-        size_t s = chunk_suffix[e->cf];
-        if (!s) continue;
-        if (e->klen < s || e->vlen >= CHUNK_VALUE_MAX) return REG_EINVAL;
-        op_bytes += CHUNK_HEADER + chunk_op_size(s, e->vlen);
-    }
-    plan->e = malloc((n + nmeta + 1) * sizeof *plan->e);
-    plan->operands = malloc(op_bytes);
-    plan->meta_bytes = malloc((nmeta + 1) * sizeof *plan->meta_bytes);
-    if (!plan->e || !plan->operands || !plan->meta_bytes) {
-        plan_release(plan);
-        return REG_ENOMEM;
-    }
-    char *op = plan->operands;
-    for (size_t i = 0; i < n;) {
-        const struct overlay_entry *e = sorted[i].e;
-        struct batch_entry *b = &plan->e[plan->n++];
-        if (chunk_suffix[e->cf]) {
-            char *start = op;
-            i = chunk_run(sorted, n, i, &op);
-            *b = (struct batch_entry){v->cf_id[e->cf],
-                                      e->cf,
-                                      BATCH_MERGE,
-                                      e->data,
-                                      start,
-                                      e->klen - chunk_suffix[e->cf],
-                                      (size_t)(op - start)};
-            continue;
-        }
-        *b = (struct batch_entry){v->cf_id[e->cf],
-                                  e->cf,
-                                  e->state == ENTRY_DELETE ? BATCH_DELETE : BATCH_PUT,
-                                  e->data,
-                                  e->data + e->klen,
-                                  e->klen,
-                                  e->vlen};
-        i++;
-    }
-    for (size_t i = 0; i < nmeta; i++) {
-        put_be64(plan->meta_bytes[i], (uint64_t)meta[i].value);
-        plan->e[plan->n++] = (struct batch_entry){v->cf_id[VIEW_META],
-                                                  VIEW_META,
-                                                  BATCH_PUT,
-                                                  meta[i].name,
-                                                  (const char *)plan->meta_bytes[i],
-                                                  strlen(meta[i].name),
-                                                  8};
-    }
-    return 0;
-}
-
-/* The commit's batch, encoded here or through RocksDB's calls; NULL when out of memory. */
-static rocksdb_writebatch_t *batch_build(view *v, const struct commit_plan *plan)
-{
-    if (!v->own_batches) {
-        rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-        for (size_t i = 0; i < plan->n; i++)
-            batch_add(v, wb, &plan->e[i]);
-        return wb;
-    }
-    size_t size = 12;
-    for (size_t i = 0; i < plan->n; i++)
-        size += batch_entry_size(&plan->e[i]);
-    char *rep = malloc(size);
-    if (!rep) return NULL;
-    char *p = batch_header(rep, (uint32_t)plan->n);
-    for (size_t i = 0; i < plan->n; i++)
-        p = batch_entry_put(p, &plan->e[i]);
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create_from(rep, size);
-    free(rep);
-    return wb;
-}
-
 int view_txn_write(view_txn *t, const view_meta_value *meta, size_t nmeta)
 {
     if (view_txn_seal(t)) return REG_ENOMEM; /* a no-op when sealed already */
+    view_write *w = malloc((t->used ? t->used : 1) * sizeof *w);
+    if (!w) return REG_ENOMEM;
     size_t n = 0;
-    struct sort_item *sorted = sorted_entries(t, &n);
-    if (!sorted) return REG_ENOMEM;
-    struct commit_plan plan;
-    int err = plan_build(t->v, sorted, n, meta, nmeta, &plan);
-    free(sorted);
+    for (size_t i = 0; i < t->used; i++) { /* in the order written: the later write wins */
+        const struct overlay_entry *e = &t->tab.entries[i];
+        if (e->state != ENTRY_READ)
+            w[n++] = (view_write){e->cf,   e->state == ENTRY_DELETE, e->klen, e->vlen,
+                                  e->data, e->data + e->klen};
+    }
+    rocksdb_writebatch_t *wb = NULL;
+    int err = view_batch_build(&t->v->batch_target, w, n, meta, nmeta, &wb);
+    free(w);
     if (err) return err;
-    rocksdb_writebatch_t *wb = batch_build(t->v, &plan);
-    plan_release(&plan);
-    if (!wb) return REG_ENOMEM;
     char *errptr = NULL;
     rocksdb_write(t->v->db, t->v->wopts, wb, &errptr);
     rocksdb_writebatch_destroy(wb);
