@@ -223,7 +223,7 @@ static int convert_family(view *v, view_cf cf, rocksdb_writebatch_t *wb, size_t 
     for (rocksdb_iter_seek_to_first(it); !err && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t klen = 0, vlen = 0;
         const char *k = rocksdb_iter_key(it, &klen), *val = rocksdb_iter_value(it, &vlen);
-        bool chunk = vlen >= CHUNK_HEADER && val[0] == CHUNK_LIST && (size_t)val[1] == s;
+        bool chunk = vlen >= CHUNK_HEADER && val[0] == CHUNK_LIST && (unsigned char)val[1] == s;
         if (chunk || klen < s || klen - s > REG_KEY_MAX || vlen >= CHUNK_VALUE_MAX) continue;
         size_t ck = klen - s, need = chunk_op_size(s, vlen);
         if (run.n && (ck != run.klen || memcmp(k, run.key, ck) || run.len >= CONVERT_RUN_BYTES))
@@ -481,12 +481,12 @@ static int take_value(char *rv, size_t rlen, char **val, size_t *len)
     return 0;
 }
 
-/* A malloc'd, NUL-terminated copy of n bytes. */
-static char *copy_bytes(const char *p, size_t n)
+/* A malloc'd, NUL-terminated copy of n bytes (p may be NULL when n is 0). */
+static char *copy_bytes(const void *p, size_t n)
 {
     char *copy = malloc(n + 1);
     if (!copy) return NULL;
-    memcpy(copy, p, n);
+    if (n) memcpy(copy, p, n);
     copy[n] = 0;
     return copy;
 }
@@ -495,7 +495,7 @@ static char *copy_bytes(const char *p, size_t n)
 static int chunked_get(view *v, view_cf cf, const void *key, size_t klen, char **val, size_t *len)
 {
     size_t s = chunk_suffix[cf], clen = 0, cs = 0;
-    if (klen < s) return REG_ENOTFOUND; /* no such entry can be written (plan_build) */
+    if (klen < s) return REG_ENOTFOUND; /* no such entry can be written (view_batch_build) */
     char *errptr = NULL;
     char *chunk = rocksdb_get_cf(v->db, v->ropts, v->cf[cf], key, klen - s, &clen, &errptr);
     if (errptr) {
@@ -568,14 +568,6 @@ static void chunks_seek(rocksdb_iterator_t *it, const char *target, size_t tlen)
     rocksdb_iter_seek(it, target, tlen);
 }
 
-/* A malloc'd copy of n bytes (1 byte for none); NULL when out of memory. */
-static char *dup_bytes(const void *p, size_t n)
-{
-    char *copy = malloc(n ? n : 1);
-    if (copy && n) memcpy(copy, p, n);
-    return copy;
-}
-
 view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen, const void *start,
                             size_t slen)
 {
@@ -595,9 +587,9 @@ view_iter *view_iter_prefix(view *v, view_cf cf, const void *prefix, size_t plen
         return vi;
     }
     vi->suffix = chunk_suffix[cf];
-    vi->prefix = dup_bytes(prefix, plen);
+    vi->prefix = copy_bytes(prefix, plen);
     vi->plen = plen;
-    vi->start = start ? dup_bytes(start, slen) : NULL;
+    vi->start = start ? copy_bytes(start, slen) : NULL;
     vi->slen = slen;
     vi->key = malloc(REG_KEY_MAX + CHUNK_SUFFIX_MAX);
     if (!vi->prefix || (start && !vi->start) || !vi->key) {

@@ -17,11 +17,12 @@
 
 /* ---- A commit's WriteBatch is encoded here in RocksDB's own format (the WAL's: a fixed64
  * sequence number and a fixed32 count, then per entry a tag byte, the column family's id as a
- * varint32 unless it is the default family, the key, and for a put the value, each a varint32
- * length and the bytes) and handed to RocksDB in one copy (rocksdb_writebatch_create_from).
- * Building it with put_cf, a growing std::string append per entry, was 15% of the committer
- * thread. view_open checks the encoding against put_cf's on a sample batch; should a RocksDB
- * version ever differ, the view builds its batches with put_cf instead. */
+ * varint32 unless it is the default family, the key, and for a put or a merge the value, each a
+ * varint32 length and the bytes) and handed to RocksDB in one copy
+ * (rocksdb_writebatch_create_from). Building it with put_cf, a growing std::string append per
+ * entry, was 15% of the committer thread. view_open checks the encoding against put_cf's on a
+ * sample batch; should a RocksDB version ever differ, the view builds its batches with put_cf
+ * instead. */
 
 enum { TAG_DELETE = 0x0, TAG_PUT = 0x1, TAG_MERGE = 0x2, TAG_CF = 0x4 /* added: with a family */ };
 
@@ -296,7 +297,7 @@ static struct sort_item *sorted_writes(const view_write *w, size_t n)
     return a;
 }
 
-/* A commit's entries in the order written: the sorted overlay's, each run of a chunked family's
+/* A commit's entries in the order written: the sorted writes, each run of a chunked family's
  * entries that share a chunk key made one merge operand (chunked.h), then the meta values. */
 struct commit_plan {
     struct batch_entry *e;
