@@ -218,16 +218,22 @@ static int add_outcome(struct batch *bt, char *text, size_t len)
     return 0;
 }
 
-static int decide_one(projector *p, struct batch *bt, const elog_record *rec)
+/* The record's command, decoded; NULL (counted, said on stderr) when it is not one. */
+static json_t *decode_command(projector *p, struct batch *bt, const elog_record *rec)
 {
     json_t *cmd = NULL;
     int err = codec_decode(p->codec, "registry.Command", rec->value, rec->value_len, &cmd);
-    if (err) {
-        fprintf(stderr, "projector: command at offset %lld skipped: %s\n", (long long)rec->offset,
-                reg_strerror(err));
-        bt->malformed++;
-        return 0;
-    }
+    if (!err) return cmd;
+    fprintf(stderr, "projector: command at offset %lld skipped: %s\n", (long long)rec->offset,
+            reg_strerror(err));
+    bt->malformed++;
+    return NULL;
+}
+
+/* Decides one command (taken). */
+static int decide_one(projector *p, struct batch *bt, json_t *cmd)
+{
+    int err = 0;
     const char *cid_s = json_string_value(json_object_get(cmd, "command_id"));
     reg_uuid cid;
     if (!cid_s || reg_uuid_parse(cid_s, &cid)) {
@@ -380,12 +386,54 @@ static int batch_new(projector *p, view_txn *base, codec_buf *enc, struct batch 
     return bt->txn ? 0 : REG_ENOMEM;
 }
 
-/* Decides n records into the batch. */
+enum { DECIDE_WINDOW = 64 }; /* decide_records */
+
+/* Reads the records of the devices that the n commands change (every command that names a
+ * device_id but a registration, whose device is new) in one batched lookup (view_txn_prefetch):
+ * one lookup each, as deciding them one by one made, was a fifth of the deciding thread in a
+ * stream of metadata patches. */
+static int prefetch_devices(view_txn *t, json_t *const *cmds, int n)
+{
+    unsigned char keys[DECIDE_WINDOW][32];
+    const void *kp[DECIDE_WINDOW];
+    size_t klens[DECIDE_WINDOW], m = 0;
+    for (int i = 0; i < n && i < DECIDE_WINDOW; i++) {
+        const char *kind = NULL;
+        json_t *b = NULL;
+        if (cmds[i]) json_object_foreach(json_object_get(cmds[i], "body"), kind, b) break;
+        reg_uuid tid, did;
+        if (!kind || !strcmp(kind, "RegisterDevice") ||
+            reg_uuid_parse(json_string_value(json_object_get(cmds[i], "tenant_id")), &tid) ||
+            reg_uuid_parse(json_string_value(json_object_get(b, "device_id")), &did))
+            continue;
+        memcpy(keys[m], tid.b, 16);
+        memcpy(keys[m] + 16, did.b, 16);
+        kp[m] = keys[m];
+        klens[m++] = 32;
+    }
+    return m ? view_txn_prefetch(t, VIEW_DEVICES, kp, klens, m) : 0;
+}
+
+/* Decides n records into the batch, a window at a time: its commands decoded, the devices they
+ * change read in one lookup, then decided. A window, not the whole batch: thousands of decoded
+ * commands held at once pushed each other out of the caches (the deciding thread +15%). */
 static int decide_records(projector *p, struct batch *bt, const elog_record *recs, int n)
 {
+    json_t *cmds[DECIDE_WINDOW];
     int err = 0;
-    for (int i = 0; i < n && !err; i++)
-        err = decide_one(p, bt, &recs[i]);
+    for (int at = 0; at < n && !err; at += DECIDE_WINDOW) {
+        int w = n - at < DECIDE_WINDOW ? n - at : DECIDE_WINDOW;
+        for (int i = 0; i < w; i++)
+            cmds[i] = decode_command(p, bt, &recs[at + i]);
+        err = prefetch_devices(bt->txn, cmds, w);
+        for (int i = 0; i < w && !err; i++) {
+            json_t *cmd = cmds[i];
+            cmds[i] = NULL;
+            if (cmd) err = decide_one(p, bt, cmd);
+        }
+        for (int i = 0; i < w; i++) /* what an error left */
+            json_decref(cmds[i]);
+    }
     bt->next_offset = recs[n - 1].offset + 1;
     bt->ncommands += n;
     return err;

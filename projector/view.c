@@ -967,6 +967,42 @@ int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **v
     return 0;
 }
 
+int view_txn_prefetch(view_txn *t, view_cf cf, const void *const *keys, const size_t *klens,
+                      size_t n)
+{
+    if ((INDEX_FAMILIES & 1u << cf) || chunk_suffix[cf]) return REG_EINVAL;
+    const char **want = malloc((n ? n : 1) * sizeof *want);
+    size_t *want_lens = malloc((n ? n : 1) * sizeof *want_lens), m = 0;
+    rocksdb_pinnableslice_t **vals = malloc((n ? n : 1) * sizeof *vals);
+    char **errs = malloc((n ? n : 1) * sizeof *errs);
+    int err = want && want_lens && vals && errs ? 0 : REG_ENOMEM;
+    for (size_t i = 0; !err && i < n; i++) {
+        uint32_t h = overlay_hash(cf, keys[i], klens[i]);
+        if (overlay_find(t, cf, keys[i], klens[i], h)) continue; /* read or written already */
+        if (t->base && overlay_find(t->base, cf, keys[i], klens[i], h)) continue; /* its value */
+        want[m] = keys[i];
+        want_lens[m++] = klens[i];
+    }
+    if (!err && m)
+        rocksdb_batched_multi_get_cf(t->v->db, t->v->ropts, t->v->cf[cf], m, want, want_lens, vals,
+                                     errs, false);
+    for (size_t j = 0; !err && j < m; j++) {
+        if (errs[j]) { /* left to the read that needs it, which reports it */
+            free(errs[j]);
+        } else if (vals[j]) {
+            size_t len = 0;
+            const char *val = rocksdb_pinnableslice_value(vals[j], &len);
+            cache_committed(t, cf, want[j], want_lens[j], val, len);
+        }
+        if (vals[j]) rocksdb_pinnableslice_destroy(vals[j]);
+    }
+    free(want);
+    free(want_lens);
+    free(vals);
+    free(errs);
+    return err;
+}
+
 void view_txn_put(view_txn *t, view_cf cf, const void *key, size_t klen, const void *val,
                   size_t vlen)
 {

@@ -12,7 +12,9 @@
  * iterated whole, by value, by the chunk, by a prefix longer than a chunk key, and from a
  * cursor. Index keys are written several times in a batch, where the last write must win. The
  * view is closed and opened again between commits, so that the chunks' merges also run in
- * RocksDB's flushes and compactions and over chunks read from table files.
+ * RocksDB's flushes and compactions and over chunks read from table files. Batched reads ahead
+ * (view_txn_prefetch) are mixed in: the reads after them must still see the batch's, its base's
+ * and the committed values.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -162,6 +164,20 @@ static void random_ops(view_txn *t, int cur, bool has_base, int n)
                 assert_int_equal(view_txn_get(t, posting_families[f], key, klen, &val, NULL),
                                  REG_EINVAL);
             }
+            continue;
+        }
+        if (next_random() % 64 == 0) { /* a batched read ahead of some keys */
+            int f = (int)(next_random() % NFAM);
+            unsigned char pk[8][64];
+            const void *kp[8];
+            size_t kl[8];
+            for (int j = 0; j < 8; j++) {
+                kl[j] = key_of(f, (int)(next_random() % NKEYS), pk[j]);
+                kp[j] = pk[j];
+            }
+            bool refused = is_index[f] || f == COMMANDS; /* index and chunked families */
+            assert_int_equal(view_txn_prefetch(t, families[f], kp, kl, 8),
+                             refused ? REG_EINVAL : 0);
             continue;
         }
         int f = (int)(next_random() % NFAM), k = (int)(next_random() % NKEYS);
