@@ -14,12 +14,12 @@
  *                'i' T token_id(16)     -> sha256(token) (32 bytes)
  *   devices      T D                    -> device JSON (with its metadata)
  *   serials      T serial               -> D
- *   idx_meta     T key 0 value 0 D      -> ""  (posting lists)
- *   idx_attr     T device_type 0 status 0 D -> ""  (posting lists)
- *   idx_status   T status 0 D           -> ""  (posting lists)
- *   idx_firmware T firmware 0 D         -> ""  (posting lists)
+ *   idx_meta     T key 0 value 0 D      -> ""  (chunked)
+ *   idx_attr     T device_type 0 status 0 D -> ""  (chunked)
+ *   idx_status   T status 0 D           -> ""  (chunked)
+ *   idx_firmware T firmware 0 D         -> ""  (chunked)
  *   idx_lastseen T be64(last_seen_ms) D -> ""
- *   commands     command_id(16)         -> outcome JSON (recognises a re-sent command)
+ *   commands     command_id(16)         -> outcome JSON (recognises a re-sent command) (chunked)
  *   cas          'f' T ca_id(16)        -> factory CA JSON {ca_id, subject, fingerprint, not_after,
  *                                          pem, created_at}
  *                'i' T                  -> the tenant's issuing CA certificate (PEM)
@@ -39,10 +39,10 @@
  *                                          reported}, version, last_updated_ms} (common/shadow.h)
  *   meta         name                   -> value (consumed offsets; the view's format)
  *
- * The four equality indexes marked "posting lists" are stored as lists of device ids, one per
- * indexed value and chunk of ids (projector/postings.h), but read and written as the entries
- * above: a transaction puts ("" as the value) and deletes entries, and iterating the family
- * gives them in key order with empty values. view_get of one of their entries is REG_EINVAL.
+ * The families marked "chunked" are stored in chunks (projector/chunked.h: the equality indexes
+ * as posting lists, one per indexed value and 256 ms of device ids; the outcomes one chunk per
+ * millisecond of command ids), but read and written as the entries above: puts and deletes
+ * through a transaction, view_get, view_last_key and iterators give entries, never chunks.
  */
 #ifndef REG_VIEW_H
 #define REG_VIEW_H
