@@ -100,12 +100,11 @@ static void metadata_key(reg_key *k, const reg_uuid *tid, const reg_uuid *did, c
     key_add(key_str0(key_str0(key_add(key_reset(k), tid->b, 16), key), value), did->b, 16);
 }
 
-/* Sets (value non-NULL) or deletes one metadata key of a device (its stored JSON, borrowed) and
- * keeps the metadata index in step. */
-static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, json_t *dev,
+/* Sets (value non-NULL) or deletes one metadata key of a device (md: its metadata object,
+ * borrowed) and keeps the metadata index in step. */
+static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, json_t *md,
                          const char *key, const char *value)
 {
-    json_t *md = json_object_get(dev, "metadata");
     const char *old = json_string_value(json_object_get(md, key));
     reg_key ik;
     if (old && value && !strcmp(old, value)) return; /* unchanged: the index entry stays */
@@ -219,13 +218,22 @@ static void change_attributes(json_t *dev, const json_t *b, view_txn *t, const r
     }
 }
 
-static void change_metadata(json_t *dev, const json_t *b, view_txn *t, const reg_uuid *tid,
-                            const reg_uuid *did)
+/* A metadata change, made in the record's text (record_device_meta): only the metadata is
+ * decoded, and the attribute indexes stay as they are. */
+static int apply_metadata_changed(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
+                                  const json_t *ev, const json_t *b)
 {
+    record_device_meta m;
+    int err = record_device_meta_read(t, tid, did, &m);
+    if (err) return err == REG_ENOTFOUND ? REG_EDECODE : err;
     const char *mk;
     json_t *mv;
     json_object_foreach(json_object_get(b, "changes"), mk, mv)
-        set_metadata(t, tid, did, dev, mk, json_string_value(mv));
+        set_metadata(t, tid, did, m.metadata, mk, json_string_value(mv));
+    err = record_device_meta_store(t, tid, did, &m,
+                                   json_integer_value(json_object_get(ev, "version")));
+    record_device_meta_release(&m);
+    return err;
 }
 
 static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *ev, const json_t *b)
@@ -338,8 +346,7 @@ int apply_event(view_txn *t, const json_t *ev, json_t **shadow)
         return apply_update_device(t, &tid, &eid, ev, change_status, b);
     if (!strcmp(kind, "DeviceAttributesChanged"))
         return apply_update_device(t, &tid, &eid, ev, change_attributes, b);
-    if (!strcmp(kind, "MetadataChanged"))
-        return apply_update_device(t, &tid, &eid, ev, change_metadata, b);
+    if (!strcmp(kind, "MetadataChanged")) return apply_metadata_changed(t, &tid, &eid, ev, b);
     if (!strcmp(kind, "ShadowUpdated")) return apply_shadow_updated(t, &tid, &eid, ev, b, shadow);
     int err = 0;
     if (apply_pki(t, &tid, &eid, kind, ev, b, &err)) return err;

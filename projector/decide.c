@@ -242,15 +242,20 @@ done:
 static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b,
                                  const decide_config *cfg, decision *d)
 {
-    int err = 0;
-    json_t *dev = decide_load_device(t, cmd, b, d, &err);
-    if (!dev) return err;
-    if (!strcmp(decide_str(dev, "status"), "decommissioned")) {
+    reg_uuid tid, did;
+    record_device_meta dev;
+    int err = REG_ENOTFOUND;
+    if (!reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) &&
+        !reg_uuid_parse(decide_str(b, "device_id"), &did))
+        err = record_device_meta_read(t, &tid, &did, &dev); /* the metadata alone decoded */
+    if (err == REG_ENOTFOUND) decide_reject(d, 404, "Not Found", "no such device");
+    if (err) return err == REG_ENOTFOUND ? 0 : err;
+    if (dev.decommissioned) {
         decide_reject(d, 409, "Conflict", "the device is decommissioned; that is final");
         goto done;
     }
     /* Only real changes become the event; count the keys the device will have. */
-    json_t *current = json_object_get(dev, "metadata");
+    json_t *current = dev.metadata;
     json_int_t count = (json_int_t)json_object_size(current);
     json_t *changes = json_object_get(b, "changes"), *effective = json_object();
     const char *key;
@@ -280,14 +285,13 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
     d->status = 200;
     d->reply_kind = REPLY_METADATA;
     if (json_object_size(effective)) {
-        json_int_t version = json_integer_value(json_object_get(dev, "version")) + 1;
-        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), version, "MetadataChanged",
+        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), dev.version + 1, "MetadataChanged",
                     jsonfast_pack("{s:o}", "changes", effective));
     } else {
         json_decref(effective);
     }
 done:
-    json_decref(dev);
+    record_device_meta_release(&dev);
     return 0;
 }
 
@@ -322,7 +326,6 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
     json_t *b = NULL;
     json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
     reg_uuid tid, did;
-    view_src src = {NULL, t};
     int err = 0;
     switch (d->reply_kind) {
     case REPLY_TENANT:
@@ -350,15 +353,13 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
     case REPLY_METADATA: {
         reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid);
         reg_uuid_parse(decide_str(b, "device_id"), &did);
-        json_t *dev = NULL;
-        err = record_device_hold(src, &tid, &did, &dev);
-        json_t *md = json_object_get(dev, "metadata");
+        record_device_meta dev;
+        err = record_device_meta_read(t, &tid, &did, &dev); /* the metadata alone decoded */
         if (!err)
             d->reply =
-                jsonfast_pack("{s:O, s:o, s:O}", "device_id", json_object_get(b, "device_id"),
-                              "metadata", json_is_object(md) ? json_incref(md) : json_object(),
-                              "version", json_object_get(dev, "version"));
-        json_decref(dev);
+                jsonfast_pack("{s:O, s:O, s:I}", "device_id", json_object_get(b, "device_id"),
+                              "metadata", dev.metadata, "version", (json_int_t)dev.version);
+        if (!err) record_device_meta_release(&dev);
         break;
     }
     default:

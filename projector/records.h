@@ -14,6 +14,7 @@
 #include "projector/view.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 
 /* The parts every JSON record's view_codec shares: compact text (jsonfast), and jansson's
  * reference counting. */
@@ -61,6 +62,28 @@ int record_metadata(view_src src, const reg_uuid *tenant, const reg_uuid *device
  * REG_E*. */
 int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                                      int64_t version);
+
+/* What a metadata change reads of a device record and writes back, from its stored text without
+ * decoding the rest (a patch decoded and rendered the whole record, and freed it, a third of its
+ * cost): the text, where its version and metadata are in it, the version, the metadata decoded
+ * alone, and whether the device is decommissioned. A record not in the compact form this file
+ * stores is rendered in it first. */
+typedef struct record_device_meta {
+    char *text; /* the record's text, malloc'd */
+    size_t len;
+    size_t version_at, version_end, metadata_at, metadata_end; /* the values' bytes in text */
+    int64_t version;
+    json_t *metadata; /* an object; the caller may change it before record_device_meta_store */
+    bool decommissioned;
+} record_device_meta;
+/* Reads m (release it with record_device_meta_release). 0, REG_ENOTFOUND, REG_EDECODE (no
+ * version or metadata object) or REG_E*. */
+int record_device_meta_read(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
+                            record_device_meta *m);
+/* Writes the record back with m->metadata and `version` in place of what it had. */
+int record_device_meta_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
+                             const record_device_meta *m, int64_t version);
+void record_device_meta_release(record_device_meta *m);
 
 /* Whether the device record's stored text (as the view keeps it) has this status, read from the
  * text without decoding it. */

@@ -3,7 +3,8 @@
  * moving a device record's shadow_version in its stored text. Only the top-level member moves,
  * whatever the metadata holds (a key of that name, the name inside a string, escaped quotes);
  * a record without the member gets it the long way; a missing device says so. A device's status
- * is read from its text the same way.
+ * is read from its text the same way, and a metadata change is made in the text as the whole
+ * decoded record would have it.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -116,13 +117,86 @@ static void test_status_from_text(void **state)
     assert_false(record_device_status_is(cut, strlen(cut), "decommissioned"));
 }
 
+/* A metadata change made in the text (record_device_meta_read, a change of the decoded metadata,
+ * record_device_meta_store) against the same change made to the whole decoded record and
+ * rendered again: byte for byte the same text, for records whose strings hold escapes, quotes,
+ * braces and non-ASCII, whose members come in any order, and whose nested values hold members
+ * of the same names. */
+static void test_metadata_change_in_text(void **state)
+{
+    (void)state;
+    const char *records[] = {
+        "{\"device_id\":\"d\",\"status\":\"active\",\"version\":3,\"shadow_version\":0,"
+        "\"metadata\":{\"region\":\"eu-west\",\"floor\":\"3\"},\"certificates\":[]}",
+        "{\"note\":\"\\\"version\\\":9,\\\"metadata\\\":{}\",\"metadata\":{\"q\":\"a\\\"b\\\\c\","
+        "\"version\":\"x\",\"\\u00e9t\\u00e9\":\"{[\"},\"status\":\"suspended\",\"version\":12,"
+        "\"certificates\":[{\"version\":1,\"metadata\":{\"a\":\"b\"}}]}",
+        "{\"metadata\":{},\"version\":1}",
+        "{\"version\":100000,\"metadata\":{\"k\":\"v\"},\"status\":\"decommissioned\"}",
+        /* not compact: rendered compact first */
+        "{\"version\" : 2, \"metadata\" : {\"a\" : \"1\"}, \"status\" : \"active\"}",
+    };
+    const bool decommissioned[] = {false, false, false, true, false};
+    const int64_t versions[] = {3, 12, 1, 100000, 2};
+    reg_key k;
+    key_add(key_add(key_reset(&k), tenant.b, 16), device.b, 16);
+    for (size_t r = 0; r < sizeof records / sizeof records[0]; r++) {
+        view_txn *t = view_txn_begin(v, NULL);
+        view_txn_put(t, VIEW_DEVICES, k.b, k.len, records[r], strlen(records[r]));
+        record_device_meta m;
+        assert_int_equal(record_device_meta_read(t, &tenant, &device, &m), 0);
+        assert_int_equal(m.version, versions[r]);
+        assert_int_equal(m.decommissioned, decommissioned[r]);
+        /* Change one key, add one, delete one: as the whole record would be changed. */
+        json_t *dev = json_loads(records[r], 0, NULL), *md = json_object_get(dev, "metadata");
+        assert_non_null(md);
+        assert_true(json_equal(md, m.metadata));
+        json_t *changes =
+            json_pack("{s:s, s:s, s:s}", "region", "\"north\"\\ ü", "new", "{}", "q", "");
+        const char *key;
+        json_t *val;
+        json_object_foreach(changes, key, val)
+        {
+            json_object_set(m.metadata, key, val);
+            json_object_set(md, key, val);
+        }
+        json_object_del(m.metadata, "floor");
+        json_object_del(md, "floor");
+        json_object_set_new(dev, "version", json_integer(versions[r] + 1));
+        assert_int_equal(record_device_meta_store(t, &tenant, &device, &m, versions[r] + 1), 0);
+        record_device_meta_release(&m);
+        char *want = json_dumps(dev, JSON_COMPACT), *got = NULL;
+        size_t len = 0;
+        assert_int_equal(record_device_text(t, &tenant, &device, &got, &len), 0);
+        assert_int_equal(len, strlen(got));
+        assert_string_equal(got, want);
+        free(want);
+        free(got);
+        json_decref(changes);
+        json_decref(dev);
+        view_txn_free(t);
+    }
+    /* No metadata object, or no device. */
+    view_txn *t = view_txn_begin(v, NULL);
+    const char *bad[] = {"{\"version\":1}", "{\"version\":1,\"metadata\":[]}", "{\"metadata\":{}}",
+                         "[1]", "{\"version\":1,\"metadata\":{"};
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        record_device_meta m;
+        view_txn_put(t, VIEW_DEVICES, k.b, k.len, bad[b], strlen(bad[b]));
+        assert_int_equal(record_device_meta_read(t, &tenant, &device, &m), REG_EDECODE);
+    }
+    view_txn_delete(t, VIEW_DEVICES, k.b, k.len);
+    record_device_meta m;
+    assert_int_equal(record_device_meta_read(t, &tenant, &device, &m), REG_ENOTFOUND);
+    view_txn_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_top_level_only),
-        cmocka_unit_test(test_long_way),
-        cmocka_unit_test(test_missing_device),
-        cmocka_unit_test(test_status_from_text),
+        cmocka_unit_test(test_top_level_only),          cmocka_unit_test(test_long_way),
+        cmocka_unit_test(test_missing_device),          cmocka_unit_test(test_status_from_text),
+        cmocka_unit_test(test_metadata_change_in_text),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
