@@ -250,7 +250,7 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
         err = record_device_meta_read(t, &tid, &did, &dev); /* the metadata alone decoded */
     if (err == REG_ENOTFOUND) decide_reject(d, 404, "Not Found", "no such device");
     if (err) return err == REG_ENOTFOUND ? 0 : err;
-    if (dev.decommissioned) {
+    if (dev.parts.decommissioned) {
         decide_reject(d, 409, "Conflict", "the device is decommissioned; that is final");
         goto done;
     }
@@ -285,8 +285,8 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
     d->status = 200;
     d->reply_kind = REPLY_METADATA;
     if (json_object_size(effective)) {
-        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), dev.version + 1, "MetadataChanged",
-                    jsonfast_pack("{s:o}", "changes", effective));
+        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), dev.parts.version + 1,
+                    "MetadataChanged", jsonfast_pack("{s:o}", "changes", effective));
     } else {
         json_decref(effective);
     }
@@ -358,7 +358,7 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
         if (!err)
             d->reply =
                 jsonfast_pack("{s:O, s:O, s:I}", "device_id", json_object_get(b, "device_id"),
-                              "metadata", dev.metadata, "version", (json_int_t)dev.version);
+                              "metadata", dev.metadata, "version", (json_int_t)dev.parts.version);
         if (!err) record_device_meta_release(&dev);
         break;
     }

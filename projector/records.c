@@ -1,6 +1,7 @@
 /* records.c - loading and rendering the view's entities (records.h). */
 #include "projector/records.h"
 #include "err.h"
+#include "projector/device_text.h"
 #include "projector/keys.h"
 #include "jsonfast.h"
 
@@ -230,70 +231,14 @@ static int top_level_scalar(const char *json, size_t len, const char *name, size
     return REG_ENOTFOUND;
 }
 
-/* The end of the JSON value at json[at] (a string, an object or array, or a scalar up to the
- * next ',', '}' or ']'), or 0 when the text ends first. Strings are skipped whole. */
-static size_t value_end(const char *json, size_t len, size_t at)
+/* Finds m->text's parts and decodes its metadata. */
+static int meta_parse(record_device_meta *m)
 {
-    int depth = 0;
-    for (size_t i = at; i < len; i++) {
-        char c = json[i];
-        if (c == '"') {
-            for (i++; i < len && json[i] != '"'; i++)
-                if (json[i] == '\\') i++;
-            if (i >= len) return 0;
-            if (depth == 0) return i + 1;
-        } else if (c == '{' || c == '[') {
-            depth++;
-        } else if (c == '}' || c == ']') {
-            if (depth == 0) return i > at ? i : 0; /* a scalar's end */
-            if (--depth == 0) return i + 1;
-        } else if (c == ',' && depth == 0) {
-            return i > at ? i : 0;
-        }
-    }
-    return 0;
-}
-
-/* Finds in a compact JSON object text the values of its top-level members "status", "version"
- * and "metadata" (keys compared as they are written: the names have nothing to escape). */
-static int meta_spans(record_device_meta *m)
-{
-    const char *j = m->text;
-    size_t len = m->len, at = 1, status_at = 0, status_end = 0;
-    bool has_version = false, has_metadata = false;
-    if (len < 2 || j[0] != '{') return REG_EDECODE;
-    while (at < len && j[at] == '"') {
-        size_t key_end = value_end(j, len, at);
-        if (!key_end || key_end >= len || j[key_end] != ':') return REG_EDECODE;
-        size_t v = key_end + 1, e = value_end(j, len, v);
-        if (!e) return REG_EDECODE;
-        const char *key = j + at + 1;
-        size_t klen = key_end - at - 2;
-        if (klen == 7 && !memcmp(key, "version", 7)) {
-            m->version_at = v, m->version_end = e, has_version = true;
-        } else if (klen == 8 && !memcmp(key, "metadata", 8)) {
-            m->metadata_at = v, m->metadata_end = e, has_metadata = true;
-        } else if (klen == 6 && !memcmp(key, "status", 6)) {
-            status_at = v, status_end = e;
-        }
-        if (e < len && j[e] == '}') break;
-        if (e >= len || j[e] != ',') return REG_EDECODE;
-        at = e + 1;
-    }
-    if (!has_version || !has_metadata) return REG_EDECODE;
-    char digits[24];
-    size_t n = m->version_end - m->version_at;
-    if (n == 0 || n >= sizeof digits) return REG_EDECODE;
-    memcpy(digits, j + m->version_at, n);
-    digits[n] = 0;
-    char *end = NULL;
-    m->version = strtoll(digits, &end, 10);
-    if (*end) return REG_EDECODE;
-    m->decommissioned =
-        status_end - status_at == 16 && !memcmp(j + status_at, "\"decommissioned\"", 16);
+    int err = device_text_parse(m->text, m->len, &m->parts);
+    if (err) return err;
     json_decref(m->metadata);
-    m->metadata =
-        jsonfast_load(j + m->metadata_at, m->metadata_end - m->metadata_at, JSONFAST_ALLOW_NUL);
+    m->metadata = jsonfast_load(m->text + m->parts.metadata_at,
+                                m->parts.metadata_end - m->parts.metadata_at, JSONFAST_ALLOW_NUL);
     return json_is_object(m->metadata) ? 0 : REG_EDECODE;
 }
 
@@ -303,12 +248,12 @@ int record_device_meta_read(view_txn *t, const reg_uuid *tenant, const reg_uuid 
     *m = (record_device_meta){0};
     int err = record_device_text(t, tenant, device, &m->text, &m->len);
     if (err) return err;
-    if (meta_spans(m)) { /* not in the compact form this file stores: rendered in it once */
+    if (meta_parse(m)) { /* not in the compact form this file stores: rendered in it once */
         json_t *dev = jsonfast_load(m->text, m->len, JSONFAST_ALLOW_NUL);
         free(m->text);
         m->text = json_is_object(dev) ? jsonfast_dump(dev, &m->len) : NULL;
         json_decref(dev);
-        err = m->text ? meta_spans(m) : REG_EDECODE;
+        err = m->text ? meta_parse(m) : REG_EDECODE;
     }
     if (err) record_device_meta_release(m);
     return err;
@@ -317,33 +262,12 @@ int record_device_meta_read(view_txn *t, const reg_uuid *tenant, const reg_uuid 
 int record_device_meta_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                              const record_device_meta *m, int64_t version)
 {
-    char digits[24];
-    int n = snprintf(digits, sizeof digits, "%lld", (long long)version);
-    size_t md_len = 0;
+    size_t md_len = 0, len = 0;
     char *md = jsonfast_dump(m->metadata, &md_len);
-    if (!md) return REG_ENOMEM;
-    /* The two values replaced in the order they come. */
-    size_t at[2] = {m->version_at, m->metadata_at}, end[2] = {m->version_end, m->metadata_end},
-           with_len[2] = {(size_t)n, md_len};
-    const char *with[2] = {digits, md};
-    int first = m->metadata_at < m->version_at;
-    size_t len = m->len - (end[0] - at[0]) - (end[1] - at[1]) + with_len[0] + with_len[1];
-    char *text = malloc(len), *o = text;
-    if (!text) {
-        free(md);
-        return REG_ENOMEM;
-    }
-    size_t from = 0;
-    for (int k = 0; k < 2; k++) {
-        int i = k ^ first;
-        memcpy(o, m->text + from, at[i] - from);
-        o += at[i] - from;
-        memcpy(o, with[i], with_len[i]);
-        o += with_len[i];
-        from = end[i];
-    }
-    memcpy(o, m->text + from, m->len - from);
+    char *text =
+        md ? device_text_splice(m->text, m->len, &m->parts, version, md, md_len, &len) : NULL;
     free(md);
+    if (!text) return REG_ENOMEM;
     record_device_store_text(t, tenant, device, text, len);
     free(text);
     return 0;

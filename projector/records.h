@@ -11,6 +11,7 @@
 #define REG_RECORDS_H
 
 #include "ids.h"
+#include "projector/device_text.h"
 #include "projector/view.h"
 
 #include <jansson.h>
@@ -71,10 +72,8 @@ int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const 
 typedef struct record_device_meta {
     char *text; /* the record's text, malloc'd */
     size_t len;
-    size_t version_at, version_end, metadata_at, metadata_end; /* the values' bytes in text */
-    int64_t version;
-    json_t *metadata; /* an object; the caller may change it before record_device_meta_store */
-    bool decommissioned;
+    device_text parts; /* where its version and metadata are; the version; the status */
+    json_t *metadata;  /* an object; the caller may change it before record_device_meta_store */
 } record_device_meta;
 /* Reads m (release it with record_device_meta_release). 0, REG_ENOTFOUND, REG_EDECODE (no
  * version or metadata object) or REG_E*. */

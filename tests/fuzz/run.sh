@@ -2,7 +2,7 @@
 # run.sh - builds one libFuzzer harness with clang and runs it for a bounded time over its corpus
 # (the seeds in tests/fuzz/corpus_NAME plus what it finds, kept in the build directory). CTest runs
 # each parser's fuzzer briefly on every build; run longer by hand:
-#   tests/fuzz/run.sh codec|http|pki|mqtt|shadow|tls13|eventlog|chunked SECONDS OUT_DIR SCHEMAS_EMBEDDED_C
+#   tests/fuzz/run.sh codec|http|pki|mqtt|shadow|tls13|eventlog|chunked|device_text SECONDS OUT_DIR SCHEMAS_EMBEDDED_C
 set -euo pipefail
 name=$1 seconds=$2 out=$3 schemas_c=$4
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,6 +27,8 @@ case "$name" in
            $(pkg-config --cflags --libs zlib rocksdb rdkafka jansson) -lpthread -o "$out/fuzz_$name" ;;
   chunked) clang "${flags[@]}" "$top/tests/fuzz/fuzz_chunked.c" "$top/projector/chunked.c" \
            $(pkg-config --cflags --libs rocksdb) -o "$out/fuzz_$name" ;;
+  device_text) clang "${flags[@]}" "$top/tests/fuzz/fuzz_device_text.c" "$top/projector/device_text.c" \
+           "$top/common/jsonfast.c" "$top/common/err.c" $(pkg-config --cflags --libs jansson) -o "$out/fuzz_$name" ;;
   *) echo "unknown fuzzer $name" >&2; exit 2 ;;
 esac
 "$out/fuzz_$name" -max_total_time="$seconds" -print_final_stats=1 "$out/corpus_$name" \

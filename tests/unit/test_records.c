@@ -133,11 +133,12 @@ static void test_metadata_change_in_text(void **state)
         "\"certificates\":[{\"version\":1,\"metadata\":{\"a\":\"b\"}}]}",
         "{\"metadata\":{},\"version\":1}",
         "{\"version\":100000,\"metadata\":{\"k\":\"v\"},\"status\":\"decommissioned\"}",
-        /* not compact: rendered compact first */
+        /* not compact, or a key written with an escape: rendered compact first */
         "{\"version\" : 2, \"metadata\" : {\"a\" : \"1\"}, \"status\" : \"active\"}",
+        "{\"versio\\u006e\":4,\"metadata\":{\"a\":\"1\"}}",
     };
-    const bool decommissioned[] = {false, false, false, true, false};
-    const int64_t versions[] = {3, 12, 1, 100000, 2};
+    const bool decommissioned[] = {false, false, false, true, false, false};
+    const int64_t versions[] = {3, 12, 1, 100000, 2, 4};
     reg_key k;
     key_add(key_add(key_reset(&k), tenant.b, 16), device.b, 16);
     for (size_t r = 0; r < sizeof records / sizeof records[0]; r++) {
@@ -145,8 +146,8 @@ static void test_metadata_change_in_text(void **state)
         view_txn_put(t, VIEW_DEVICES, k.b, k.len, records[r], strlen(records[r]));
         record_device_meta m;
         assert_int_equal(record_device_meta_read(t, &tenant, &device, &m), 0);
-        assert_int_equal(m.version, versions[r]);
-        assert_int_equal(m.decommissioned, decommissioned[r]);
+        assert_int_equal(m.parts.version, versions[r]);
+        assert_int_equal(m.parts.decommissioned, decommissioned[r]);
         /* Change one key, add one, delete one: as the whole record would be changed. */
         json_t *dev = json_loads(records[r], 0, NULL), *md = json_object_get(dev, "metadata");
         assert_non_null(md);
