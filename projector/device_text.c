@@ -35,38 +35,71 @@ static size_t value_end(const char *json, size_t len, size_t at)
     return 0;
 }
 
+/* One top-level member of a compact object text: its key as written (quotes off), and where its
+ * value starts and ends. */
+struct member {
+    const char *key;
+    size_t klen, at, end;
+};
+
+/* The member at *pos (1 for the first: just past the '{'): 1, with *pos moved to the next; 0 at
+ * the object's closing brace; REG_EDECODE when the text is not a compact object there. */
+static int next_member(const char *j, size_t len, size_t *pos, struct member *m)
+{
+    size_t at = *pos;
+    if (len < 2 || j[0] != '{' || at >= len) return REG_EDECODE;
+    if (j[at] == '}') return j[at - 1] == ',' ? REG_EDECODE : 0;
+    if (j[at] != '"') return REG_EDECODE;
+    size_t key_end = value_end(j, len, at);
+    if (!key_end || key_end >= len || j[key_end] != ':') return REG_EDECODE;
+    size_t v = key_end + 1, e = value_end(j, len, v);
+    if (!e || e >= len || (j[e] != ',' && j[e] != '}')) return REG_EDECODE;
+    *m = (struct member){j + at + 1, key_end - at - 2, v, e};
+    *pos = j[e] == ',' ? e + 1 : e;
+    return 1;
+}
+
+int device_text_member(const char *j, size_t len, const char *name, size_t *at, size_t *end)
+{
+    size_t pos = 1, n = strlen(name);
+    struct member m;
+    int r;
+    while ((r = next_member(j, len, &pos, &m)) == 1) {
+        if (memchr(m.key, '\\', m.klen)) return REG_EDECODE; /* as device_text_parse */
+        if (m.klen == n && !memcmp(m.key, name, n)) {
+            *at = m.at;
+            *end = m.end;
+            return 0;
+        }
+    }
+    return r < 0 ? REG_EDECODE : REG_ENOTFOUND;
+}
+
 int device_text_parse(const char *j, size_t len, device_text *d)
 {
     *d = (device_text){0};
-    size_t at = 1, status_at = 0, status_end = 0;
+    size_t pos = 1, status_at = 0, status_end = 0;
     bool has_version = false, has_metadata = false;
-    if (len < 2 || j[0] != '{') return REG_EDECODE;
-    while (at < len && j[at] == '"') {
-        size_t key_end = value_end(j, len, at);
-        if (!key_end || key_end >= len || j[key_end] != ':') return REG_EDECODE;
-        size_t v = key_end + 1, e = value_end(j, len, v);
-        if (!e) return REG_EDECODE;
+    struct member m;
+    int r;
+    while ((r = next_member(j, len, &pos, &m)) == 1) {
         /* Keys are compared as written: one written with an escape (which could spell one of these
          * names) or one of these names twice is not the form records are stored in. */
-        const char *key = j + at + 1;
-        size_t klen = key_end - at - 2;
-        if (memchr(key, '\\', klen)) return REG_EDECODE;
+        if (memchr(m.key, '\\', m.klen)) return REG_EDECODE;
         bool again = false;
-        if (klen == 7 && !memcmp(key, "version", 7)) {
+        if (m.klen == 7 && !memcmp(m.key, "version", 7)) {
             again = has_version;
-            d->version_at = v, d->version_end = e, has_version = true;
-        } else if (klen == 8 && !memcmp(key, "metadata", 8)) {
+            d->version_at = m.at, d->version_end = m.end, has_version = true;
+        } else if (m.klen == 8 && !memcmp(m.key, "metadata", 8)) {
             again = has_metadata;
-            d->metadata_at = v, d->metadata_end = e, has_metadata = true;
-        } else if (klen == 6 && !memcmp(key, "status", 6)) {
+            d->metadata_at = m.at, d->metadata_end = m.end, has_metadata = true;
+        } else if (m.klen == 6 && !memcmp(m.key, "status", 6)) {
             again = status_end != 0;
-            status_at = v, status_end = e;
+            status_at = m.at, status_end = m.end;
         }
         if (again) return REG_EDECODE;
-        if (e < len && j[e] == '}') break;
-        if (e >= len || j[e] != ',') return REG_EDECODE;
-        at = e + 1;
     }
+    if (r < 0) return REG_EDECODE;
     if (!has_version || !has_metadata) return REG_EDECODE;
     char digits[24];
     size_t n = d->version_end - d->version_at;

@@ -23,6 +23,11 @@ typedef struct device_text {
  * JSON object with a top-level integer version and a metadata member. */
 int device_text_parse(const char *text, size_t len, device_text *out);
 
+/* Where the value of the top-level member `name` is in the text (compact, as device_text_parse
+ * reads it). 0, REG_ENOTFOUND, or REG_EDECODE when the text is not in that form (a key written
+ * with an escape included). */
+int device_text_member(const char *text, size_t len, const char *name, size_t *at, size_t *end);
+
 /* The text (len bytes, as parsed into d) with `version` and the mlen bytes of metadata in place
  * of its own: malloc'd, *out_len its length; NULL when out of memory. */
 char *device_text_splice(const char *text, size_t len, const device_text *d, int64_t version,

@@ -188,49 +188,6 @@ int record_cert_by_id(view_src src, const reg_uuid *tenant, const char *cert_id,
     return err;
 }
 
-/* The value of the top-level member `name` in the JSON object text, when it is a string (quotes
- * included) or a number: where it starts and ends. Strings are skipped whole (escapes included)
- * and depth is counted, so a nested member of that name, or the name inside a string, is never
- * taken. 0, or REG_ENOTFOUND. */
-static int top_level_scalar(const char *json, size_t len, const char *name, size_t *start,
-                            size_t *end)
-{
-    size_t nlen = strlen(name);
-    int depth = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = json[i];
-        if (c == '{' || c == '[') {
-            depth++;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        } else if (c == '"') {
-            size_t from = i + 1;
-            for (i = from; i < len && json[i] != '"'; i++)
-                if (json[i] == '\\') i++;
-            if (i >= len) return REG_ENOTFOUND;
-            if (depth != 1 || i - from != nlen || memcmp(json + from, name, nlen) || i + 1 >= len ||
-                json[i + 1] != ':')
-                continue;
-            size_t d = i + 2, e = d;
-            if (e < len && json[e] == '"') {
-                for (e++; e < len && json[e] != '"'; e++)
-                    if (json[e] == '\\') e++;
-                if (e >= len) return REG_ENOTFOUND;
-                e++;
-            } else {
-                if (e < len && json[e] == '-') e++;
-                while (e < len && json[e] >= '0' && json[e] <= '9')
-                    e++;
-                if (e == d || (e < len && json[e] != ',' && json[e] != '}')) return REG_ENOTFOUND;
-            }
-            *start = d;
-            *end = e;
-            return 0;
-        }
-    }
-    return REG_ENOTFOUND;
-}
-
 /* Finds m->text's parts and decodes its metadata. */
 static int meta_parse(record_device_meta *m)
 {
@@ -283,7 +240,7 @@ void record_device_meta_release(record_device_meta *m)
 int record_device_status_is(const char *json, size_t len, const char *status)
 {
     size_t start = 0, end = 0, n = strlen(status);
-    return !top_level_scalar(json, len, "status", &start, &end) && end - start == n + 2 &&
+    return !device_text_member(json, len, "status", &start, &end) && end - start == n + 2 &&
            json[start] == '"' && !memcmp(json + start + 1, status, n);
 }
 
@@ -294,7 +251,10 @@ int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const 
     size_t len = 0, start = 0, end = 0;
     int err = record_device_text(t, tenant, device, &val, &len);
     if (err) return err;
-    if (top_level_scalar(val, len, "shadow_version", &start, &end) || val[start] == '"') {
+    bool digits_only = !device_text_member(val, len, "shadow_version", &start, &end);
+    for (size_t i = start + (start < end && val[start] == '-'); digits_only && i < end; i++)
+        digits_only = val[i] >= '0' && val[i] <= '9';
+    if (!digits_only || end == start + (val[start] == '-')) {
         /* Not in the compact form this file stores: take the long way. */
         json_t *dev = jsonfast_load(val, len, JSONFAST_ALLOW_NUL);
         free(val);
