@@ -325,8 +325,6 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
     const char *kind = NULL;
     json_t *b = NULL;
     json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
-    reg_uuid tid, did;
-    int err = 0;
     switch (d->reply_kind) {
     case REPLY_TENANT:
         d->reply = jsonfast_pack(
@@ -350,23 +348,14 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
          * is (decision_outcome); parsing the record here (a registration's is written as text)
          * cost as much as writing it. */
         break;
-    case REPLY_METADATA: {
-        reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid);
-        reg_uuid_parse(decide_str(b, "device_id"), &did);
-        record_device_meta dev;
-        err = record_device_meta_read(t, &tid, &did, &dev); /* the metadata alone decoded */
-        if (!err)
-            d->reply =
-                jsonfast_pack("{s:O, s:O, s:I}", "device_id", json_object_get(b, "device_id"),
-                              "metadata", dev.metadata, "version", (json_int_t)dev.parts.version);
-        if (!err) record_device_meta_release(&dev);
+    case REPLY_METADATA:
+        /* As a device: rendered from the record's text (decision_outcome). */
         break;
-    }
     default:
         if (d->reply_kind >= DECIDE_REPLY_PKI) return decide_pki_reply(t, cmd, b, d);
         d->reply = json_object();
     }
-    return err;
+    return 0;
 }
 
 void decision_clear(decision *d)
@@ -377,19 +366,23 @@ void decision_clear(decision *d)
     memset(d, 0, sizeof *d);
 }
 
-/* The stored text of the device an accepted device command answers with, or NULL. */
-static char *stored_device_reply(view_txn *t, const json_t *cmd, const decision *d, size_t *len)
+/* The stored text of the device an accepted device or metadata command answers with (*text, the
+ * caller frees it), and for metadata where its parts are. 0, REG_ENOTFOUND when the command is
+ * not answered that way, or the record's REG_E*. */
+static int stored_device_reply(view_txn *t, const json_t *cmd, const decision *d, char **text,
+                               size_t *len, device_text *parts)
 {
-    if (d->reply_kind != REPLY_DEVICE || d->status >= 400) return NULL;
+    if ((d->reply_kind != REPLY_DEVICE && d->reply_kind != REPLY_METADATA) || d->status >= 400)
+        return REG_ENOTFOUND;
     const char *kind = NULL;
     json_t *b = NULL;
     json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
     reg_uuid tid, did;
     if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) ||
         reg_uuid_parse(decide_str(b, "device_id"), &did))
-        return NULL;
-    char *val = NULL;
-    return record_device_text(t, &tid, &did, &val, len) ? NULL : val;
+        return REG_ENOTFOUND;
+    if (d->reply_kind == REPLY_DEVICE) return record_device_text(t, &tid, &did, text, len);
+    return record_device_parts(t, &tid, &did, text, len, parts);
 }
 
 /* Starts an outcome's text: {"command_id": ..., "status": status (the object left open). */
@@ -405,13 +398,34 @@ static void outcome_head(jsonfast_text *x, const json_t *cmd, int status)
 
 char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len)
 {
+    char *dev = NULL;
     size_t dev_len = 0;
-    char *dev = stored_device_reply(t, cmd, d, &dev_len);
-    if (dev) { /* the members jsonfast_pack's outcome below has, the body as it is stored */
+    device_text parts;
+    int err = stored_device_reply(t, cmd, d, &dev, &dev_len, &parts);
+    if (err && (err == REG_ENOTFOUND || d->reply_kind == REPLY_DEVICE))
+        err = REG_ENOTFOUND; /* a device no longer there answers with no body, as below */
+    if (err != REG_ENOTFOUND) { /* the members jsonfast_pack's outcome below has */
+        if (err) return NULL;
         jsonfast_text x = {0};
         outcome_head(&x, cmd, d->status);
         jsonfast_text_raw(&x, ",\"body\":");
-        jsonfast_text_raw(&x, dev); /* JSON text: no NUL inside */
+        if (d->reply_kind == REPLY_DEVICE) {
+            jsonfast_text_raw(&x, dev); /* the record as it is stored; JSON text: no NUL inside */
+        } else { /* {device_id, metadata, version}, the metadata's text as the record has it */
+            char digits[24];
+            snprintf(digits, sizeof digits, "%lld", (long long)parts.version);
+            const char *kind = NULL;
+            json_t *b = NULL;
+            json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
+            jsonfast_text_raw(&x, "{\"device_id\":");
+            jsonfast_text_value(&x, json_object_get(b, "device_id"));
+            jsonfast_text_raw(&x, ",\"metadata\":");
+            dev[parts.metadata_end] = 0; /* the text is ours */
+            jsonfast_text_raw(&x, dev + parts.metadata_at);
+            jsonfast_text_raw(&x, ",\"version\":");
+            jsonfast_text_raw(&x, digits);
+            jsonfast_text_raw(&x, "}");
+        }
         jsonfast_text_raw(&x, "}");
         free(dev);
         return jsonfast_text_end(&x, len);

@@ -34,8 +34,9 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d);
 void decision_clear(decision *d);
 
 /* The outcome message for the bus, as JSON text: {"command_id", "status", "body"}. A body that
- * is a device is not rendered again: it is the device record's text as t holds it. The caller
- * frees the text; NULL when out of memory. */
+ * is a device, or a device's metadata, is not rendered again: it is the device record's text, or
+ * its metadata's, as t holds it. The caller frees the text; NULL when out of memory or the
+ * record cannot be read. */
 char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len);
 
 /* What the commands family keeps of the outcome, for a duplicate of the command: NULL when it

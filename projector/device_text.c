@@ -11,6 +11,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The index of the quote that closes the string whose opening quote is json[open], or len when
+ * the text ends first. Most of a record is strings (ids, times, metadata), and finding each
+ * quote with memchr, then counting the backslashes before it, took the parse from a byte-by-byte
+ * loop's 2 ns a byte to a fraction of that: an odd run of backslashes escapes the quote. */
+static size_t string_close(const char *json, size_t len, size_t open)
+{
+    size_t from = open + 1;
+    for (;;) {
+        const char *q = memchr(json + from, '"', len - from);
+        if (!q) return len;
+        size_t at = (size_t)(q - json), slashes = 0;
+        while (at - slashes > open + 1 && json[at - slashes - 1] == '\\')
+            slashes++;
+        if (slashes % 2 == 0) return at;
+        from = at + 1;
+    }
+}
+
 /* The end of the JSON value at json[at] (a string, an object or array, or a scalar up to the
  * next ',', '}' or ']'), or 0 when the text ends first. Strings are skipped whole. */
 static size_t value_end(const char *json, size_t len, size_t at)
@@ -19,8 +37,7 @@ static size_t value_end(const char *json, size_t len, size_t at)
     for (size_t i = at; i < len; i++) {
         char c = json[i];
         if (c == '"') {
-            for (i++; i < len && json[i] != '"'; i++)
-                if (json[i] == '\\') i++;
+            i = string_close(json, len, i);
             if (i >= len) return 0;
             if (depth == 0) return i + 1;
         } else if (c == '{' || c == '[') {

@@ -188,32 +188,38 @@ int record_cert_by_id(view_src src, const reg_uuid *tenant, const char *cert_id,
     return err;
 }
 
-/* Finds m->text's parts and decodes its metadata. */
-static int meta_parse(record_device_meta *m)
+int record_device_parts(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, char **text,
+                        size_t *len, device_text *parts)
 {
-    int err = device_text_parse(m->text, m->len, &m->parts);
+    int err = record_device_text(t, tenant, device, text, len);
     if (err) return err;
-    json_decref(m->metadata);
-    m->metadata = jsonfast_load(m->text + m->parts.metadata_at,
-                                m->parts.metadata_end - m->parts.metadata_at, JSONFAST_ALLOW_NUL);
-    return json_is_object(m->metadata) ? 0 : REG_EDECODE;
+    if (device_text_parse(*text, *len, parts)) { /* not in the compact form this file stores */
+        json_t *dev = jsonfast_load(*text, *len, JSONFAST_ALLOW_NUL);
+        free(*text);
+        *text = json_is_object(dev) ? jsonfast_dump(dev, len) : NULL;
+        json_decref(dev);
+        err = *text ? device_text_parse(*text, *len, parts) : REG_EDECODE;
+        if (err) {
+            free(*text);
+            *text = NULL;
+        }
+    }
+    return err;
 }
 
 int record_device_meta_read(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                             record_device_meta *m)
 {
     *m = (record_device_meta){0};
-    int err = record_device_text(t, tenant, device, &m->text, &m->len);
+    int err = record_device_parts(t, tenant, device, &m->text, &m->len, &m->parts);
     if (err) return err;
-    if (meta_parse(m)) { /* not in the compact form this file stores: rendered in it once */
-        json_t *dev = jsonfast_load(m->text, m->len, JSONFAST_ALLOW_NUL);
-        free(m->text);
-        m->text = json_is_object(dev) ? jsonfast_dump(dev, &m->len) : NULL;
-        json_decref(dev);
-        err = m->text ? meta_parse(m) : REG_EDECODE;
+    m->metadata = jsonfast_load(m->text + m->parts.metadata_at,
+                                m->parts.metadata_end - m->parts.metadata_at, JSONFAST_ALLOW_NUL);
+    if (!json_is_object(m->metadata)) {
+        record_device_meta_release(m);
+        return REG_EDECODE;
     }
-    if (err) record_device_meta_release(m);
-    return err;
+    return 0;
 }
 
 int record_device_meta_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,

@@ -75,6 +75,11 @@ typedef struct record_device_meta {
     device_text parts; /* where its version and metadata are; the version; the status */
     json_t *metadata;  /* an object; the caller may change it before record_device_meta_store */
 } record_device_meta;
+/* The device record's text (*text, malloc'd, *len bytes) in the compact form this file stores,
+ * and where its version and metadata are in it, nothing decoded. 0, REG_ENOTFOUND, REG_EDECODE
+ * (no version or metadata) or REG_E*; on failure *text is not set to anything to free. */
+int record_device_parts(view_txn *t, const reg_uuid *tenant, const reg_uuid *device, char **text,
+                        size_t *len, device_text *parts);
 /* Reads m (release it with record_device_meta_release). 0, REG_ENOTFOUND, REG_EDECODE (no
  * version or metadata object) or REG_E*. */
 int record_device_meta_read(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
