@@ -335,6 +335,30 @@ static int open_view(const char *dir, enum view_mode mode, unsigned cache_mb, vi
     }
 }
 
+/* After a crash an unlogged view is as it was at its last flush (view.h): nothing is answered
+ * until the projector has decided again what the commands log held at the start, so that no
+ * read misses a write that was answered before the crash. */
+static void wait_for_projector(projector *p, elog *commands)
+{
+    int64_t end = elog_end_offset(commands);
+    uint64_t started = clock_mono_ns(), next_word = started + 10000000000ull;
+    projector_stats st;
+    for (;;) {
+        projector_get_stats(p, &st);
+        if (end < 0 || st.next_offset >= end) break;
+        if (clock_mono_ns() >= next_word) { /* a batch that keeps failing says why on stderr */
+            fprintf(stderr,
+                    "registry: deciding the commands the view had not flushed: %lld of %lld\n",
+                    (long long)st.next_offset, (long long)end);
+            next_word += 10000000000ull;
+        }
+        usleep(10000);
+    }
+    double took = (double)(clock_mono_ns() - started) / 1e9;
+    if (took > 0.5)
+        fprintf(stderr, "registry: the view caught up with the commands log in %.1f s\n", took);
+}
+
 /* `rebuild` and `verify`: the view from the events log alone. */
 static int run_rebuild(const struct options *o, int verify)
 {
@@ -468,8 +492,20 @@ int main(int argc, char **argv)
         goto out;
     }
     int owns_view = serve || project;
-    if ((err = open_view(o.data, owns_view ? VIEW_PRIMARY : VIEW_SECONDARY, o.view_cache_mb, &v))) {
+    /* `serve` on the embedded logs is the only process that can read its view (the logs are
+     * its own): that view is written without RocksDB's log (view.h). */
+    enum view_mode mode = serve && !o.kafka ? VIEW_PRIMARY_UNLOGGED : VIEW_PRIMARY;
+    if ((err = open_view(o.data, owns_view ? mode : VIEW_SECONDARY, o.view_cache_mb, &v))) {
         fprintf(stderr, "registry: cannot open the view: %s\n", reg_strerror(err));
+        goto out;
+    }
+    if (!owns_view && view_is_unlogged(v)) {
+        fprintf(stderr,
+                "registry: the view in %s is `registry serve`'s own (written without a "
+                "write-ahead log, other processes would not see its latest writes); "
+                "other processes read the view of `registry project`\n",
+                o.data);
+        err = REG_EINVAL;
         goto out;
     }
     if ((err = bus_open(o.redis, &b))) {
@@ -493,6 +529,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "registry: cannot start the projector: %s\n", reg_strerror(err));
             goto out;
         }
+        if (mode == VIEW_PRIMARY_UNLOGGED) wait_for_projector(proj, commands);
     }
 
     uv_loop_t *loop = uv_default_loop();

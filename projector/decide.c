@@ -403,7 +403,7 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
     device_text parts;
     int err = stored_device_reply(t, cmd, d, &dev, &dev_len, &parts);
     if (err && (err == REG_ENOTFOUND || d->reply_kind == REPLY_DEVICE))
-        err = REG_ENOTFOUND; /* a device no longer there answers with no body, as below */
+        err = REG_ENOTFOUND;    /* a device no longer there answers with no body, as below */
     if (err != REG_ENOTFOUND) { /* the members jsonfast_pack's outcome below has */
         if (err) return NULL;
         jsonfast_text x = {0};

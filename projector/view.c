@@ -287,12 +287,38 @@ static int convert_to_chunks(view *v)
     return err;
 }
 
+#define VIEW_UNLOGGED_KEY "view.unlogged"
+
+/* Records in the meta family whether this primary writes without RocksDB's log. The one write
+ * that goes through the log, so that a secondary opened now sees it. */
+static int mark_unlogged(view *v, bool unlogged)
+{
+    if (view_meta_get(v, VIEW_UNLOGGED_KEY, 0) == unlogged) return 0;
+    unsigned char flag[8];
+    view_put_be64(flag, unlogged);
+    rocksdb_writeoptions_t *logged = rocksdb_writeoptions_create();
+    char *errptr = NULL;
+    rocksdb_put_cf(v->db, logged, v->cf[VIEW_META], VIEW_UNLOGGED_KEY, sizeof VIEW_UNLOGGED_KEY - 1,
+                   (const char *)flag, 8, &errptr);
+    rocksdb_writeoptions_destroy(logged);
+    if (!errptr) return 0;
+    fprintf(stderr, "view: cannot mark the view: %s\n", errptr);
+    free(errptr);
+    return REG_ESTORE;
+}
+
+bool view_is_unlogged(view *v)
+{
+    return view_meta_get(v, VIEW_UNLOGGED_KEY, 0) == 1;
+}
+
 int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **out)
 {
     view_thread_init();
     char path[4096], sec[4096];
     if (snprintf(path, sizeof path, "%s/view", dir) >= (int)sizeof path) return REG_EINVAL;
-    if (mode == VIEW_PRIMARY && mkdir(path, 0700) != 0 && errno != EEXIST) return REG_EIO;
+    bool primary = mode != VIEW_SECONDARY;
+    if (primary && mkdir(path, 0700) != 0 && errno != EEXIST) return REG_EIO;
 
     view *v = calloc(1, sizeof *v);
     if (!v) return REG_ENOMEM;
@@ -347,6 +373,10 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     rocksdb_options_set_block_based_table_factory(v->opts, v->topts);
     v->ropts = rocksdb_readoptions_create();
     v->wopts = rocksdb_writeoptions_create();
+    if (mode == VIEW_PRIMARY_UNLOGGED) {
+        rocksdb_writeoptions_disable_WAL(v->wopts, 1);
+        rocksdb_options_set_atomic_flush(v->opts, 1);
+    }
 
     /* The projector reads a device's record (and shadow) soon after writing it, when the device
      * next changes, mostly from the newest table files, so a flush of those two families puts
@@ -377,7 +407,7 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
         if (INDEX_FAMILIES & 1u << i) cf_opts[i] = v->index_opts;
 
     char *errptr = NULL;
-    if (mode == VIEW_PRIMARY) {
+    if (primary) {
         v->db = rocksdb_open_column_families(v->opts, path, VIEW_CF_COUNT, cf_names, cf_opts, v->cf,
                                              &errptr);
     } else {
@@ -396,7 +426,7 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
         v->cf_id[i] = rocksdb_column_family_handle_get_id(v->cf[i]);
     const char *opt_name[1] = {"block_based_table_factory"},
                *opt_value[1] = {"{prepopulate_block_cache=kFlushOnly;}"};
-    if (mode == VIEW_PRIMARY) /* the warm families' factory is shared: setting one sets both */
+    if (primary) /* the warm families' factory is shared: setting one sets both */
         rocksdb_set_options_cf(v->db, v->cf[warm[0]], 1, opt_name, opt_value, &errptr);
     if (errptr) { /* the cache only warms more slowly */
         fprintf(stderr, "view: block cache prepopulation not set: %s\n", errptr);
@@ -404,7 +434,8 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
     }
     v->batch_target = (view_batch_target){v->cf, v->cf_id, chunk_suffix, false};
     v->batch_target.own_encoding = view_batch_encoding_checks(&v->batch_target);
-    int err = mode == VIEW_PRIMARY ? convert_to_chunks(v) : 0;
+    int err = primary ? convert_to_chunks(v) : 0;
+    if (!err && primary) err = mark_unlogged(v, mode == VIEW_PRIMARY_UNLOGGED);
     if (err) {
         view_close(v);
         return err;
@@ -417,7 +448,8 @@ void view_close(view *v)
 {
     if (!v) return;
     if (v->db && v->mode == VIEW_PRIMARY) {
-        /* Flushing the memtables makes the next start quick: nothing to replay from the WAL. */
+        /* Flushing the memtables makes the next start quick: nothing to replay from the WAL.
+         * (An unlogged view is flushed by RocksDB's close, all families at once.) */
         rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
         char *errptr = NULL;
         for (int i = 0; i < VIEW_CF_COUNT; i++) {

@@ -47,6 +47,7 @@
 #ifndef REG_VIEW_H
 #define REG_VIEW_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -75,9 +76,20 @@ typedef struct view view;
 typedef struct view_txn view_txn;
 typedef struct view_iter view_iter;
 
-enum view_mode { VIEW_PRIMARY, VIEW_SECONDARY };
+/* How a process opens the view:
+ * - VIEW_PRIMARY writes it, and secondaries in other processes follow its writes through
+ *   RocksDB's write-ahead log (the distributed deployment's projector).
+ * - VIEW_PRIMARY_UNLOGGED writes it without that log, for a view no other process reads
+ *   (`registry serve` on the embedded logs): the commands and events logs are the durable
+ *   record, so the view's own log only repeated them (a fifth of the committing thread). The
+ *   families are flushed together (RocksDB's atomic flush), so after a crash the view is as it
+ *   was at one commit, its consumed offsets included, and the projector decides again what came
+ *   after (the events it finds already in the events log are not appended twice). Closing the
+ *   view flushes it. It is marked so (view_is_unlogged) for a secondary to refuse.
+ * - VIEW_SECONDARY reads a primary's files. */
+enum view_mode { VIEW_PRIMARY, VIEW_PRIMARY_UNLOGGED, VIEW_SECONDARY };
 
-/* Opens the view in DIR/view (the primary creates it). A secondary opens the primary's files
+/* Opens the view in DIR/view (a primary creates it). A secondary opens the primary's files
  * read-only, keeping its own info log in DIR/view-secondary-<pid>. cache_mb sizes this
  * process's block cache (0: VIEW_CACHE_MB_DEFAULT); every front end has its own. The caller owns
  * *out. */
@@ -181,6 +193,10 @@ int view_src_get(view_src src, view_cf cf, const void *key, size_t klen, char **
 
 /* A meta value; absent reads as `dflt`. */
 int64_t view_meta_get(view *v, const char *name, int64_t dflt);
+
+/* Whether the view's primary, the last one that opened it, writes it VIEW_PRIMARY_UNLOGGED: a
+ * secondary then sees only what has been flushed, not the latest commits. */
+bool view_is_unlogged(view *v);
 
 /* A RocksDB property of the view (e.g. "rocksdb.estimate-num-keys") for a column family, as a
  * number; -1 when unavailable. */

@@ -9,9 +9,10 @@
  * (a device reporting two values, round robin over the devices; timed on their own as well),
  * then starts the projector and times it until
  * every command is decided, applied and committed. Without BROKERS the logs are the embedded ones
- * (fsync on, as `registry serve` runs); with BROKERS they are Kafka topics on that broker (a fresh
- * region per run). Prints commands/s and events/s, and leaves DIR usable by `registry serve`
- * (with REGISTRY_ADMIN_TOKEN=bench-admin) with the device ids in DIR/bench-ids.txt, for the
+ * (fsync on) and the view is unlogged, as `registry serve` runs; with BROKERS they are Kafka
+ * topics on that broker (a fresh region per run) and the view is logged for secondaries, as
+ * `registry project` runs. Prints commands/s and events/s, and leaves DIR usable by `registry
+ * serve` (with REGISTRY_ADMIN_TOKEN=bench-admin) with the device ids in DIR/bench-ids.txt, for the
  * lookup benchmark.
  */
 #define _GNU_SOURCE
@@ -92,7 +93,8 @@ int main(int argc, char **argv)
     bus *b = NULL;
     codec_registry *codec = NULL;
     if (elog_open(&cc, &commands) || elog_open(&ec, &events) ||
-        view_open(dir, VIEW_PRIMARY, 0, &v) || bus_open(NULL, &b) || codec_registry_new(&codec)) {
+        view_open(dir, brokers ? VIEW_PRIMARY : VIEW_PRIMARY_UNLOGGED, 0, &v) ||
+        bus_open(NULL, &b) || codec_registry_new(&codec)) {
         fprintf(stderr, "cannot open %s\n", dir);
         return 1;
     }

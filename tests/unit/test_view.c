@@ -31,7 +31,11 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 enum { NKEYS = 3000, MAXVAL = 300, NFAM = 4, COMMANDS = 3 };
 static const view_cf families[NFAM] = {VIEW_DEVICES, VIEW_SERIALS, VIEW_IDX_LASTSEEN,
@@ -522,12 +526,107 @@ static void test_old_entries_converted(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
-int main(void)
+/* A commit of the crash test: record i (big, so that the memtables fill and flush) in one
+ * family, its index entry in another, and the offset i in the meta family. */
+static void commit_numbered(view *uv, uint32_t i)
 {
+    static char big[16384];
+    unsigned char key[20] = {0xc0};
+    key[16] = (unsigned char)(i >> 24), key[17] = (unsigned char)(i >> 16);
+    key[18] = (unsigned char)(i >> 8), key[19] = (unsigned char)i;
+    memset(big, (int)(i & 0x7f), sizeof big);
+    view_txn *t = view_txn_begin(uv, NULL);
+    assert_non_null(t);
+    view_txn_put(t, VIEW_DEVICES, key, sizeof key, big, sizeof big);
+    view_txn_put(t, VIEW_SERIALS, key, sizeof key, key + 16, 4);
+    view_meta_value meta = {"test.next", (int64_t)i};
+    assert_int_equal(view_txn_write(t, &meta, 1), 0);
+    view_txn_free(t);
+}
+
+/* The crash test's writer: commits 1, 2, ... to an unlogged view in dir, writing each number
+ * to stdout once it is committed, until it is killed. */
+static int write_unlogged(const char *udir)
+{
+    view *uv = NULL;
+    if (view_open(udir, VIEW_PRIMARY_UNLOGGED, 8, &uv)) return 1;
+    for (uint32_t i = 1;; i++) {
+        commit_numbered(uv, i);
+        if (write(STDOUT_FILENO, &i, sizeof i) != sizeof i) return 1;
+    }
+}
+
+/* An unlogged view killed (SIGKILL) while it is written is, opened again, as it was at one
+ * commit: every family up to the same commit as its meta offset, nothing after (the families
+ * flushed together), and it has lost the commits its memtables held (no log). A clean close
+ * keeps everything. A secondary is told the view is unlogged. */
+static void test_unlogged_view_killed(void **state)
+{
+    (void)state;
+    char udir[64];
+    snprintf(udir, sizeof udir, "%s/unlogged", dir);
+    assert_int_equal(mkdir(udir, 0700), 0);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    /* The writer is this program run afresh (write_unlogged): RocksDB's background threads
+     * are not forked, and a forked child's flushes would never run. */
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        execl("/proc/self/exe", "test_view", "--write-unlogged", udir, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    uint32_t last = 0, got = 0;
+    while (last < 4000 && read(fds[0], &got, sizeof got) == sizeof got)
+        last = got; /* 64 MiB of records: the memtables have filled and flushed */
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    close(fds[0]);
+    assert_int_equal(last, 4000);
+
+    view *uv = NULL;
+    assert_int_equal(view_open(udir, VIEW_SECONDARY, 8, &uv), 0);
+    assert_true(view_is_unlogged(uv));
+    view_close(uv);
+    assert_int_equal(view_open(udir, VIEW_PRIMARY_UNLOGGED, 8, &uv), 0);
+    int64_t kept = view_meta_get(uv, "test.next", 0);
+    fprintf(stderr, "unlogged view killed after commit %u: kept up to %lld\n", last,
+            (long long)kept);
+    assert_true(kept > 0 && kept < (int64_t)last);
+    for (uint32_t i = 1; i <= last + 1; i++) {
+        unsigned char key[20] = {0xc0};
+        key[16] = (unsigned char)(i >> 24), key[17] = (unsigned char)(i >> 16);
+        key[18] = (unsigned char)(i >> 8), key[19] = (unsigned char)i;
+        char *val = NULL;
+        size_t len = 0;
+        bool want = i <= (uint32_t)kept;
+        int err = view_get(uv, VIEW_DEVICES, key, sizeof key, &val, &len);
+        assert_int_equal(err, want ? 0 : REG_ENOTFOUND);
+        if (!err) assert_int_equal(len, 16384);
+        free(val);
+        err = view_get(uv, VIEW_SERIALS, key, sizeof key, &val, &len);
+        assert_int_equal(err, want ? 0 : REG_ENOTFOUND);
+        free(val);
+    }
+    /* Closed cleanly, the commits after the last flush are kept. */
+    commit_numbered(uv, (uint32_t)kept + 1);
+    view_close(uv);
+    assert_int_equal(view_open(udir, VIEW_PRIMARY, 8, &uv), 0);
+    assert_int_equal(view_meta_get(uv, "test.next", 0), kept + 1);
+    assert_false(view_is_unlogged(uv)); /* opened logged, it says so */
+    view_close(uv);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "--write-unlogged")) return write_unlogged(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chained_batches_match_model),
         cmocka_unit_test(test_batches_across_reopens),
         cmocka_unit_test(test_old_entries_converted),
+        cmocka_unit_test(test_unlogged_view_killed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
