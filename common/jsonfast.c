@@ -217,9 +217,9 @@ static void put_value(jsonfast_text *t, const json_t *v, int depth)
     }
 }
 
-void jsonfast_text_raw(jsonfast_text *t, const char *s)
+void jsonfast_text_rawn(jsonfast_text *t, const char *s, size_t n)
 {
-    put(t, s, strlen(s));
+    put(t, s, n);
 }
 
 void jsonfast_text_string(jsonfast_text *t, const char *s)

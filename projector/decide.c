@@ -410,7 +410,7 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
         outcome_head(&x, cmd, d->status);
         jsonfast_text_raw(&x, ",\"body\":");
         if (d->reply_kind == REPLY_DEVICE) {
-            jsonfast_text_raw(&x, dev); /* the record as it is stored; JSON text: no NUL inside */
+            jsonfast_text_rawn(&x, dev, dev_len); /* the record as it is stored */
         } else { /* {device_id, metadata, version}, the metadata's text as the record has it */
             char digits[24];
             snprintf(digits, sizeof digits, "%lld", (long long)parts.version);
@@ -420,8 +420,7 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
             jsonfast_text_raw(&x, "{\"device_id\":");
             jsonfast_text_value(&x, json_object_get(b, "device_id"));
             jsonfast_text_raw(&x, ",\"metadata\":");
-            dev[parts.metadata_end] = 0; /* the text is ours */
-            jsonfast_text_raw(&x, dev + parts.metadata_at);
+            jsonfast_text_rawn(&x, dev + parts.metadata_at, parts.metadata_end - parts.metadata_at);
             jsonfast_text_raw(&x, ",\"version\":");
             jsonfast_text_raw(&x, digits);
             jsonfast_text_raw(&x, "}");

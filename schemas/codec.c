@@ -102,6 +102,7 @@ struct node;
 
 struct field {
     char *name;
+    size_t name_len;
     struct node *type;
     const json_t *raw_default; /* the schema's Avro JSON default (borrowed from tree->doc) */
     json_t *def;               /* the default in the codec's JSON mapping; NULL if none */
@@ -321,6 +322,7 @@ static int parse_named(struct tree *t, const json_t *j, const char *type, const 
                     goto done;
                 }
             nd->fields[i].name = strdup(fname);
+            nd->fields[i].name_len = strlen(fname);
             nd->n = i + 1;
             if (!nd->fields[i].name) {
                 rc = REG_ENOMEM;
@@ -1055,9 +1057,20 @@ static bool json_fits(const struct node *nd, const json_t *j)
 
 /* The value of record field f in object j, counted in *seen, or its default when j lacks it (a
  * field with a default may be left out); NULL when neither. */
-static const json_t *field_value(const struct field *f, const json_t *j, size_t *seen)
+/* Field f's value in the object j, or its default (NULL when it has none); *seen counts the
+ * members found. *it walks j's members in their order: values built in the schema's field order
+ * (as the projector builds events) are each the member at *it, found by one compare where
+ * json_object_get hashed the name (a third of encoding an event); others are looked up. */
+static const json_t *field_value(const struct field *f, const json_t *j, void **it, size_t *seen)
 {
-    const json_t *fv = json_object_get(j, f->name);
+    const json_t *fv = NULL;
+    if (*it && json_object_iter_key_len(*it) == f->name_len &&
+        !memcmp(json_object_iter_key(*it), f->name, f->name_len)) {
+        fv = json_object_iter_value(*it);
+        *it = json_object_iter_next((json_t *)j, *it);
+    } else {
+        fv = json_object_get(j, f->name);
+    }
     if (!fv) return f->def;
     (*seen)++;
     return fv;
@@ -1161,9 +1174,10 @@ static int fill(const struct node *nd, const json_t *j, avro_value_t *v, int dep
     }
     case K_RECORD: {
         size_t seen = 0;
+        void *it = json_object_iter((json_t *)j);
         for (size_t i = 0; i < nd->n; i++) {
             const struct field *f = &nd->fields[i];
-            const json_t *fv = field_value(f, j, &seen);
+            const json_t *fv = field_value(f, j, &it, &seen);
             if (!fv) return REG_EINVAL;
             avro_value_t child;
             if ((rc = avro_value_get_by_index(v, i, &child, NULL))) return av_err(rc);
@@ -1332,9 +1346,10 @@ static int write_value(const struct node *nd, const json_t *j, codec_buf *out, i
     }
     case K_RECORD: {
         size_t seen = 0;
+        void *it = json_object_iter((json_t *)j);
         for (size_t i = 0; i < nd->n; i++) {
             const struct field *f = &nd->fields[i];
-            const json_t *fv = field_value(f, j, &seen);
+            const json_t *fv = field_value(f, j, &it, &seen);
             if (!fv) return REG_EINVAL;
             if ((rc = write_value(f->type, fv, out, depth + 1))) return rc;
         }
@@ -1595,7 +1610,9 @@ static int to_json(const struct node *nd, avro_value_t *v, int depth, json_t **o
             json_t *x;
             int rc = avro_value_get_by_index(v, i, &child, NULL) ? REG_EDECODE : 0;
             if (!rc) rc = to_json(nd->fields[i].type, &child, depth + 1, &x);
-            if (!rc && json_object_set_new_nocheck(r, nd->fields[i].name, x)) rc = REG_ENOMEM;
+            if (!rc &&
+                json_object_setn_new_nocheck(r, nd->fields[i].name, nd->fields[i].name_len, x))
+                rc = REG_ENOMEM;
             if (rc) {
                 json_decref(r);
                 return rc;
@@ -1929,7 +1946,9 @@ static int read_value(const struct node *nd, struct cursor *c, int depth, json_t
         for (size_t i = 0; i < nd->n; i++) {
             json_t *v;
             rc = read_value(nd->fields[i].type, c, depth + 1, &v);
-            if (!rc && json_object_set_new_nocheck(r, nd->fields[i].name, v)) rc = REG_ENOMEM;
+            if (!rc &&
+                json_object_setn_new_nocheck(r, nd->fields[i].name, nd->fields[i].name_len, v))
+                rc = REG_ENOMEM;
             if (rc) {
                 json_decref(r);
                 return rc;
