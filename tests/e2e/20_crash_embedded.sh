@@ -62,4 +62,12 @@ echo "answered writes: $ANSWERED"
 kill -TERM "$API_PID"; wait "$API_PID" 2>/dev/null || true
 "$REGISTRY_BIN" verify --data "$DATA" > "$WORK/verify.out" 2>&1 && pass || { fail "verify failed"; cat "$WORK/verify.out"; }
 grep -q 'equals its events' "$WORK/verify.out" && pass || fail "verify: $(cat "$WORK/verify.out")"
+# serve's view is its own (no write-ahead log for secondaries to follow): a read-only front end
+# on it is refused, saying why, rather than serving reads that miss the latest writes.
+if timeout 30 "$REGISTRY_BIN" front --data "$DATA" --redis 127.0.0.1:9 --max-mqtt-connections 100 \
+  --listen-api 127.0.0.1:0 --listen-device 127.0.0.1:0 --listen-mqtt 127.0.0.1:0 > "$WORK/front.out" 2>&1; then
+  fail "a front end opened serve's unlogged view"
+else
+  grep -q 'written without a write-ahead log' "$WORK/front.out" && pass || fail "front: $(cat "$WORK/front.out")"
+fi
 finish
