@@ -221,10 +221,16 @@ static void change_attributes(json_t *dev, const json_t *b, view_txn *t, const r
 /* A metadata change, made in the record's text (record_device_meta): only the metadata is
  * decoded, and the attribute indexes stay as they are. */
 static int apply_metadata_changed(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                                  const json_t *ev, const json_t *b)
+                                  const json_t *ev, const json_t *b, apply_decided *decided)
 {
     record_device_meta m;
-    int err = record_device_meta_read(t, tid, did, &m);
+    int err = 0;
+    if (decided && decided->device.text) { /* as the decision read it: a read and parse fewer */
+        m = decided->device;
+        decided->device = (record_device_meta){0};
+    } else {
+        err = record_device_meta_read(t, tid, did, &m);
+    }
     if (err) return err == REG_ENOTFOUND ? REG_EDECODE : err;
     const char *mk;
     json_t *mv;
@@ -326,7 +332,14 @@ static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid
     return err;
 }
 
-int apply_event(view_txn *t, const json_t *ev, json_t **shadow)
+void apply_decided_clear(apply_decided *d)
+{
+    json_decref(d->shadow);
+    record_device_meta_release(&d->device);
+    d->shadow = NULL;
+}
+
+int apply_event(view_txn *t, const json_t *ev, apply_decided *decided)
 {
     reg_uuid tid, eid;
     if (reg_uuid_parse(str_or(ev, "tenant_id", ""), &tid) ||
@@ -346,8 +359,10 @@ int apply_event(view_txn *t, const json_t *ev, json_t **shadow)
         return apply_update_device(t, &tid, &eid, ev, change_status, b);
     if (!strcmp(kind, "DeviceAttributesChanged"))
         return apply_update_device(t, &tid, &eid, ev, change_attributes, b);
-    if (!strcmp(kind, "MetadataChanged")) return apply_metadata_changed(t, &tid, &eid, ev, b);
-    if (!strcmp(kind, "ShadowUpdated")) return apply_shadow_updated(t, &tid, &eid, ev, b, shadow);
+    if (!strcmp(kind, "MetadataChanged"))
+        return apply_metadata_changed(t, &tid, &eid, ev, b, decided);
+    if (!strcmp(kind, "ShadowUpdated"))
+        return apply_shadow_updated(t, &tid, &eid, ev, b, decided ? &decided->shadow : NULL);
     int err = 0;
     if (apply_pki(t, &tid, &eid, kind, ev, b, &err)) return err;
     return REG_EDECODE;

@@ -6,16 +6,28 @@
 #ifndef REG_APPLY_H
 #define REG_APPLY_H
 
+#include "projector/records.h"
 #include "projector/view.h"
 
 #include <jansson.h>
 
+/* What deciding a command worked out that applying its event would work out again, handed from
+ * the decision (decision.decided) to apply_event, which takes what it uses (and leaves it
+ * empty). Each must be what applying would find: the decision read it through the same
+ * transaction, and nothing changed it between the decision and its one event's apply. */
+typedef struct apply_decided {
+    json_t *shadow; /* ShadowUpdated: the shadow document the update leads to, stored as it is
+                     * instead of merged again */
+    record_device_meta device; /* MetadataChanged: the device record as the decision read it
+                                * (text NULL: none), changed instead of read and parsed again */
+} apply_decided;
+
+/* Releases what apply_event did not take. */
+void apply_decided_clear(apply_decided *d);
+
 /* Applies event (borrowed; the JSON form of registry.Event) to t. Returns 0, or REG_EDECODE when
- * the event does not fit the view (ids that don't parse); then nothing was written.
- * shadow (NULL in a rebuild) may point at the shadow document a ShadowUpdated event leads to,
- * as deciding it computed it (decision.shadow): that document is then stored as it is (the
- * reference is taken: *shadow becomes NULL) instead of merged again. It must be what the merge
- * would give. */
-int apply_event(view_txn *t, const json_t *event, json_t **shadow);
+ * the event does not fit the view (ids that don't parse); then nothing was written. decided is
+ * NULL in a rebuild. */
+int apply_event(view_txn *t, const json_t *event, apply_decided *decided);
 
 #endif

@@ -287,6 +287,8 @@ static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b
     if (json_object_size(effective)) {
         decide_emit(d, cmd, cfg, decide_str(b, "device_id"), dev.parts.version + 1,
                     "MetadataChanged", jsonfast_pack("{s:o}", "changes", effective));
+        d->decided.device = dev; /* for the apply, which changes it */
+        return 0;
     } else {
         json_decref(effective);
     }
@@ -362,7 +364,7 @@ void decision_clear(decision *d)
 {
     json_decref(d->events);
     json_decref(d->reply);
-    json_decref(d->shadow);
+    apply_decided_clear(&d->decided);
     memset(d, 0, sizeof *d);
 }
 

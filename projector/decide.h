@@ -6,6 +6,7 @@
 #ifndef REG_DECIDE_H
 #define REG_DECIDE_H
 
+#include "projector/apply.h"
 #include "projector/view.h"
 
 #include <jansson.h>
@@ -17,11 +18,11 @@ typedef struct decide_config {
 } decide_config;
 
 typedef struct decision {
-    json_t *events; /* array of registry.Event JSON values; owned; empty when rejected */
-    int status;     /* the HTTP status the caller answers with */
-    json_t *reply;  /* owned: a problem document when rejected, else set by decide_reply */
-    int reply_kind; /* internal: what decide_reply renders */
-    json_t *shadow; /* owned: an accepted shadow update's merged document, for apply_event */
+    json_t *events;        /* array of registry.Event JSON values; owned; empty when rejected */
+    int status;            /* the HTTP status the caller answers with */
+    json_t *reply;         /* owned: a problem document when rejected, else set by decide_reply */
+    int reply_kind;        /* internal: what decide_reply renders */
+    apply_decided decided; /* owned: what applying its events takes over (apply.h) */
 } decision;
 
 /* Decides cmd (borrowed; registry.Command JSON) against t. Always fills d (the caller clears it

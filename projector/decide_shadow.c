@@ -95,7 +95,7 @@ int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const 
         "{s:I, s:O, s:o}", "version", (json_int_t)(current + 1), "desired",
         json_object_get(rec, "desired"), "delta",
         shadow_delta(json_object_get(rec, "desired"), json_object_get(rec, "reported")));
-    d->shadow =
+    d->decided.shadow =
         json_incref(rec); /* the document applying the event gives: it is not merged twice */
 done:
     json_decref(desired);

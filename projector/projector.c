@@ -266,7 +266,7 @@ static int decide_one(projector *p, struct batch *bt, json_t *cmd)
     json_array_foreach(d.events, i, ev)
     {
         json_t *before = notify_before(bt->txn, ev);
-        err = apply_event(bt->txn, ev, &d.shadow);
+        err = apply_event(bt->txn, ev, &d.decided);
         if (err) {
             fprintf(stderr, "projector: an event of command %s does not apply: %s\n", cid_s,
                     reg_strerror(err));

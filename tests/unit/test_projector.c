@@ -181,7 +181,7 @@ static char *decide_apply(view_txn *t, json_t *cmd, int *status, char **kept)
     assert_int_equal(decide_command(t, cmd, &dc, &d), 0);
     size_t i;
     json_t *ev;
-    json_array_foreach(d.events, i, ev) assert_int_equal(apply_event(t, ev, &d.shadow), 0);
+    json_array_foreach(d.events, i, ev) assert_int_equal(apply_event(t, ev, &d.decided), 0);
     assert_int_equal(decide_reply(t, cmd, &d), 0);
     size_t len = 0, kept_len = 0;
     char *text = decision_outcome(t, cmd, &d, &len);
