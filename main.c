@@ -390,13 +390,23 @@ static int run_rebuild(const struct options *o, int verify)
     view *built = NULL, *current = NULL;
     uint64_t applied = 0;
     int err = elog_open(&ec, &events);
-    if (!err) err = view_open(into, VIEW_PRIMARY, o->view_cache_mb, &built);
-    if (!err) err = rebuild_view(events, built, until, &applied);
-    if (!err) printf("rebuilt %s/view from %llu events\n", into, (unsigned long long)applied);
+    /* The view is compared with the events it has applied: after a crash an unlogged view (view.h)
+     * can be behind the events log, and the registry decides the rest again when it starts. */
+    int64_t applied_to = INT64_MAX, end = err ? -1 : elog_end_offset(events);
     if (!err && verify) {
         err = view_open(o->data, VIEW_SECONDARY, o->view_cache_mb, &current);
         if (!err) err = view_catch_up(current);
-        if (!err) err = rebuild_compare(current, built);
+        if (!err) applied_to = view_meta_get(current, "events.next", 0);
+        if (!err && end >= 0 && applied_to < end)
+            printf("verify: the view has applied the events before offset %lld of %lld; the "
+                   "registry decides the rest again when it starts\n",
+                   (long long)applied_to, (long long)end);
+    }
+    if (!err) err = view_open(into, VIEW_PRIMARY, o->view_cache_mb, &built);
+    if (!err) err = rebuild_view(events, built, until, applied_to, &applied);
+    if (!err) printf("rebuilt %s/view from %llu events\n", into, (unsigned long long)applied);
+    if (!err && verify) {
+        err = rebuild_compare(current, built);
         printf("verify: %s\n",
                err ? "the view differs from its events" : "the view equals its events");
     }

@@ -7,7 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-int rebuild_view(elog *events, view *into, int64_t until_ms, uint64_t *applied)
+int rebuild_view(elog *events, view *into, int64_t until_ms, int64_t until_offset,
+                 uint64_t *applied)
 {
     codec_registry *codec = NULL;
     int err = codec_registry_new(&codec);
@@ -16,6 +17,7 @@ int rebuild_view(elog *events, view *into, int64_t until_ms, uint64_t *applied)
     int64_t end = elog_end_offset(events), next = 0;
     *applied = 0;
     if (end < 0) err = REG_EUNAVAILABLE;
+    if (end > until_offset) end = until_offset;
     if (!err) err = elog_reader_open(events, 0, &rd);
     elog_record recs[1000];
     int done = 0;
@@ -27,6 +29,10 @@ int rebuild_view(elog *events, view *into, int64_t until_ms, uint64_t *applied)
         }
         view_txn *t = view_txn_begin(into, NULL);
         for (int i = 0; i < n && !err; i++) {
+            if (recs[i].offset >= end) {
+                done = 1;
+                break;
+            }
             json_t *ev = NULL;
             err = codec_decode(codec, "registry.Event", recs[i].value, recs[i].value_len, &ev);
             if (err) {

@@ -33,6 +33,11 @@ for round in 1 2 3; do
   sleep 2
   kill -9 "$API_PID"
   for p in "${WPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Killed, the view is as it was at one commit: it equals the events it has applied.
+  "$REGISTRY_BIN" verify --data "$DATA" > "$WORK/verify.out" 2>&1 &&
+    grep -q 'equals its events' "$WORK/verify.out" && pass ||
+    fail "round $round: the killed view: $(cat "$WORK/verify.out")"
+  grep -h 'has applied the events before' "$WORK/verify.out" | sed "s/^/round $round: /" || true
   start_role API serve --data "$DATA" --log-segment-mb 1
   grep -h 'already have their events' "$WORK/API.err" | sed "s/^/round $round: /" || true
   # The first reads after the restart already see the last writes answered before the kill

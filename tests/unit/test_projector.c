@@ -157,7 +157,7 @@ static void test_exactly_once(void **state)
     view *rebuilt = NULL;
     uint64_t applied = 0;
     assert_int_equal(view_open(into, VIEW_PRIMARY, 0, &rebuilt), 0);
-    assert_int_equal(rebuild_view(events, rebuilt, INT64_MAX, &applied), 0);
+    assert_int_equal(rebuild_view(events, rebuilt, INT64_MAX, INT64_MAX, &applied), 0);
     assert_int_equal(applied, 4);
     assert_int_equal(rebuild_compare(v, rebuilt), 0);
     view_close(rebuilt);
