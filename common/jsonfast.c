@@ -185,14 +185,8 @@ static void put_value(jsonfast_text *t, const json_t *v, int depth)
         put_string(t, json_string_value(v), json_string_length(v));
         break;
     case JSON_INTEGER: { /* shadows are full of timestamps: snprintf showed in profiles */
-        char digits[24], *at = digits + sizeof digits;
-        json_int_t i = json_integer_value(v);
-        uint64_t u = i < 0 ? 0 - (uint64_t)i : (uint64_t)i;
-        do
-            *--at = (char)('0' + u % 10);
-        while (u /= 10);
-        if (i < 0) *--at = '-';
-        put(t, at, (size_t)(digits + sizeof digits - at));
+        char digits[JSONFAST_INT_MAX];
+        put(t, digits, jsonfast_int(digits, json_integer_value(v)));
         break;
     }
     case JSON_REAL: {
@@ -215,6 +209,25 @@ static void put_value(jsonfast_text *t, const json_t *v, int depth)
         put(t, "null", 4);
         break;
     }
+}
+
+size_t jsonfast_int(char *out, int64_t v)
+{
+    char digits[JSONFAST_INT_MAX], *at = digits + sizeof digits;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do
+        *--at = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0) *--at = '-';
+    size_t n = (size_t)(digits + sizeof digits - at);
+    memcpy(out, at, n);
+    return n;
+}
+
+void jsonfast_text_int(jsonfast_text *t, int64_t v)
+{
+    char digits[JSONFAST_INT_MAX];
+    put(t, digits, jsonfast_int(digits, v));
 }
 
 void jsonfast_text_rawn(jsonfast_text *t, const char *s, size_t n)

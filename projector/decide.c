@@ -390,12 +390,10 @@ static int stored_device_reply(view_txn *t, const json_t *cmd, const decision *d
 /* Starts an outcome's text: {"command_id": ..., "status": status (the object left open). */
 static void outcome_head(jsonfast_text *x, const json_t *cmd, int status)
 {
-    char digits[16];
-    snprintf(digits, sizeof digits, "%d", status);
     jsonfast_text_raw(x, "{\"command_id\":");
     jsonfast_text_value(x, json_object_get(cmd, "command_id"));
     jsonfast_text_raw(x, ",\"status\":");
-    jsonfast_text_raw(x, digits);
+    jsonfast_text_int(x, status);
 }
 
 char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len)
@@ -414,8 +412,6 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
         if (d->reply_kind == REPLY_DEVICE) {
             jsonfast_text_rawn(&x, dev, dev_len); /* the record as it is stored */
         } else { /* {device_id, metadata, version}, the metadata's text as the record has it */
-            char digits[24];
-            snprintf(digits, sizeof digits, "%lld", (long long)parts.version);
             const char *kind = NULL;
             json_t *b = NULL;
             json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
@@ -424,7 +420,7 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
             jsonfast_text_raw(&x, ",\"metadata\":");
             jsonfast_text_rawn(&x, dev + parts.metadata_at, parts.metadata_end - parts.metadata_at);
             jsonfast_text_raw(&x, ",\"version\":");
-            jsonfast_text_raw(&x, digits);
+            jsonfast_text_int(&x, parts.version);
             jsonfast_text_raw(&x, "}");
         }
         jsonfast_text_raw(&x, "}");
@@ -451,11 +447,9 @@ char *decision_kept_outcome(const decision *d, size_t *len)
     for (size_t i = 0; i < sizeof rebuilt_replies / sizeof rebuilt_replies[0]; i++)
         if (d->reply_kind == rebuilt_replies[i].kind) reply = rebuilt_replies[i].name;
     if (!reply || d->status >= 400) return NULL;
-    char digits[16];
-    snprintf(digits, sizeof digits, "%d", d->status);
     jsonfast_text x = {0};
     jsonfast_text_raw(&x, "{\"status\":");
-    jsonfast_text_raw(&x, digits);
+    jsonfast_text_int(&x, d->status);
     jsonfast_text_raw(&x, ",\"reply\":");
     jsonfast_text_string(&x, reply);
     jsonfast_text_raw(&x, "}");

@@ -5,6 +5,7 @@
  */
 #include "projector/device_text.h"
 #include "err.h"
+#include "jsonfast.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -136,11 +137,11 @@ int device_text_parse(const char *j, size_t len, device_text *d)
 char *device_text_splice(const char *text, size_t len, const device_text *d, int64_t version,
                          const char *metadata, size_t mlen, size_t *out_len)
 {
-    char digits[24];
-    int n = snprintf(digits, sizeof digits, "%lld", (long long)version);
+    char digits[JSONFAST_INT_MAX];
+    size_t n = jsonfast_int(digits, version);
     /* The two values replaced in the order they come. */
     size_t at[2] = {d->version_at, d->metadata_at}, end[2] = {d->version_end, d->metadata_end},
-           with_len[2] = {(size_t)n, mlen};
+           with_len[2] = {n, mlen};
     const char *with[2] = {digits, metadata};
     int first = d->metadata_at < d->version_at;
     size_t total = len - (end[0] - at[0]) - (end[1] - at[1]) + with_len[0] + with_len[1];

@@ -293,8 +293,10 @@ static int decide_one(projector *p, struct batch *bt, json_t *cmd)
         if (err) goto out_decision;
         out->len = bt->enc->len - out->at;
         out->time_ms = json_integer_value(json_object_get(ev, "time_ms"));
-        snprintf(out->tenant, sizeof out->tenant, "%s",
-                 json_string_value(json_object_get(ev, "tenant_id")));
+        const char *tenant = json_string_value(json_object_get(ev, "tenant_id"));
+        size_t tlen = tenant ? strnlen(tenant, sizeof out->tenant - 1) : 0;
+        memcpy(out->tenant, tenant ? tenant : "", tlen); /* an id: 36 characters */
+        out->tenant[tlen] = 0;
         bt->nevents++;
     }
     err = decide_reply(bt->txn, cmd, &d);

@@ -272,17 +272,17 @@ int record_device_set_shadow_version(view_txn *t, const reg_uuid *tenant, const 
         record_device_store(t, tenant, device, dev);
         return 0;
     }
-    char digits[24];
-    int n = snprintf(digits, sizeof digits, "%lld", (long long)version);
-    size_t out_len = len - (end - start) + (size_t)n;
+    char digits[JSONFAST_INT_MAX];
+    size_t n = jsonfast_int(digits, version);
+    size_t out_len = len - (end - start) + n;
     char *out = malloc(out_len);
     if (!out) {
         free(val);
         return REG_ENOMEM;
     }
     memcpy(out, val, start);
-    memcpy(out + start, digits, (size_t)n);
-    memcpy(out + start + (size_t)n, val + end, len - end);
+    memcpy(out + start, digits, n);
+    memcpy(out + start + n, val + end, len - end);
     record_device_store_text(t, tenant, device, out, out_len);
     free(out);
     free(val);

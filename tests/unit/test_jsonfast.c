@@ -402,6 +402,31 @@ static void test_pack(void **state)
     json_decref(shared);
 }
 
+/* Integers as printf writes them, at both ends of the range, and in a text. */
+static void test_integers(void **state)
+{
+    (void)state;
+    const int64_t values[] = {0, 1, -1, 9, 10, -10, 201, 1700000000123, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        char want[32], got[JSONFAST_INT_MAX + 1];
+        snprintf(want, sizeof want, "%lld", (long long)values[i]);
+        size_t n = jsonfast_int(got, values[i]);
+        got[n] = 0;
+        assert_string_equal(got, want);
+    }
+    jsonfast_text x = {0};
+    jsonfast_text_raw(&x, "[");
+    jsonfast_text_int(&x, INT64_MIN);
+    jsonfast_text_raw(&x, ",");
+    jsonfast_text_int(&x, 42);
+    jsonfast_text_raw(&x, "]");
+    size_t len = 0;
+    char *text = jsonfast_text_end(&x, &len);
+    assert_string_equal(text, "[-9223372036854775808,42]");
+    assert_int_equal(len, strlen(text));
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -409,6 +434,7 @@ int main(void)
         cmocka_unit_test(test_depth_limit),   cmocka_unit_test(test_random_documents),
         cmocka_unit_test(test_copies),        cmocka_unit_test(test_pack),
         cmocka_unit_test(test_load_chosen),   cmocka_unit_test(test_load_random_documents),
+        cmocka_unit_test(test_integers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
