@@ -396,7 +396,7 @@ static int run_rebuild(const struct options *o, int verify)
     if (!err && verify) {
         err = view_open(o->data, VIEW_SECONDARY, o->view_cache_mb, &current);
         if (!err) err = view_catch_up(current);
-        if (!err) applied_to = view_meta_get(current, "events.next", 0);
+        if (!err) applied_to = view_meta_get(current, VIEW_META_EVENTS_NEXT, 0);
         if (!err && end >= 0 && applied_to < end)
             printf("verify: the view has applied the events before offset %lld of %lld; the "
                    "registry decides the rest again when it starts\n",

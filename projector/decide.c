@@ -368,17 +368,14 @@ void decision_clear(decision *d)
     memset(d, 0, sizeof *d);
 }
 
-/* The stored text of the device an accepted device or metadata command answers with (*text, the
- * caller frees it), and for metadata where its parts are. 0, REG_ENOTFOUND when the command is
- * not answered that way, or the record's REG_E*. */
-static int stored_device_reply(view_txn *t, const json_t *cmd, const decision *d, char **text,
-                               size_t *len, device_text *parts)
+/* The stored text of the device (command body b) an accepted device or metadata command answers
+ * with (*text, the caller frees it), and for metadata where its parts are. 0, REG_ENOTFOUND when
+ * the command is not answered that way or the device is not there, or the record's REG_E*. */
+static int stored_device_reply(view_txn *t, const json_t *cmd, const json_t *b, const decision *d,
+                               char **text, size_t *len, device_text *parts)
 {
     if ((d->reply_kind != REPLY_DEVICE && d->reply_kind != REPLY_METADATA) || d->status >= 400)
         return REG_ENOTFOUND;
-    const char *kind = NULL;
-    json_t *b = NULL;
-    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
     reg_uuid tid, did;
     if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) ||
         reg_uuid_parse(decide_str(b, "device_id"), &did))
@@ -398,23 +395,20 @@ static void outcome_head(jsonfast_text *x, const json_t *cmd, int status)
 
 char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len)
 {
+    const char *kind = NULL;
+    json_t *b = NULL;
+    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
     char *dev = NULL;
     size_t dev_len = 0;
     device_text parts;
-    int err = stored_device_reply(t, cmd, d, &dev, &dev_len, &parts);
-    if (err && (err == REG_ENOTFOUND || d->reply_kind == REPLY_DEVICE))
-        err = REG_ENOTFOUND;    /* a device no longer there answers with no body, as below */
-    if (err != REG_ENOTFOUND) { /* the members jsonfast_pack's outcome below has */
-        if (err) return NULL;
+    int err = stored_device_reply(t, cmd, b, d, &dev, &dev_len, &parts);
+    if (!err) { /* the members jsonfast_pack's outcome below has */
         jsonfast_text x = {0};
         outcome_head(&x, cmd, d->status);
         jsonfast_text_raw(&x, ",\"body\":");
         if (d->reply_kind == REPLY_DEVICE) {
             jsonfast_text_rawn(&x, dev, dev_len); /* the record as it is stored */
         } else { /* {device_id, metadata, version}, the metadata's text as the record has it */
-            const char *kind = NULL;
-            json_t *b = NULL;
-            json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
             jsonfast_text_raw(&x, "{\"device_id\":");
             jsonfast_text_value(&x, json_object_get(b, "device_id"));
             jsonfast_text_raw(&x, ",\"metadata\":");
@@ -427,6 +421,9 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
         free(dev);
         return jsonfast_text_end(&x, len);
     }
+    /* A metadata record there but unreadable fails; a device no longer there answers with no
+     * body, as any other outcome below. */
+    if (err != REG_ENOTFOUND && d->reply_kind == REPLY_METADATA) return NULL;
     json_t *outcome =
         jsonfast_pack("{s:O, s:i, s:O}", "command_id", json_object_get(cmd, "command_id"), "status",
                       d->status, "body", d->reply ? d->reply : json_null());

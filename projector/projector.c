@@ -27,9 +27,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define META_COMMANDS_NEXT "commands.next"
-#define META_EVENTS_NEXT "events.next"
-
 struct projector {
     view *view;
     elog *commands, *events;
@@ -80,7 +77,7 @@ static int scan_events_tail(projector *p)
 {
     json_decref(p->in_events_log);
     p->in_events_log = json_object();
-    int64_t from = view_meta_get(p->view, META_EVENTS_NEXT, 0);
+    int64_t from = view_meta_get(p->view, VIEW_META_EVENTS_NEXT, 0);
     atomic_store(&p->events_end, from);
     int64_t end = elog_end_offset(p->events);
     if (end < 0) return REG_EUNAVAILABLE;
@@ -448,8 +445,8 @@ static int commit_batch(projector *p, struct batch *bt)
     int err = bt->nevents ? elog_flush(p->events, 60000) : 0;
     if (!err) err = atomic_load(&p->append_error);
     if (err) return err;
-    view_meta_value meta[2] = {{META_COMMANDS_NEXT, bt->next_offset},
-                               {META_EVENTS_NEXT, atomic_load(&p->events_end)}};
+    view_meta_value meta[2] = {{VIEW_META_COMMANDS_NEXT, bt->next_offset},
+                               {VIEW_META_EVENTS_NEXT, atomic_load(&p->events_end)}};
     if ((err = view_txn_write(bt->txn, meta, 2))) return err;
     publish_outcomes(p, bt);
     pthread_mutex_lock(&p->stats_mu);
@@ -552,7 +549,7 @@ static void *projector_main(void *arg)
     while (!atomic_load(&p->stopping)) {
         if (!rd) {
             int err = scan_events_tail(p);
-            int64_t next = view_meta_get(p->view, META_COMMANDS_NEXT, 0);
+            int64_t next = view_meta_get(p->view, VIEW_META_COMMANDS_NEXT, 0);
             if (!err && !p->max_cid_valid) err = read_max_cid(p);
             if (!err) err = elog_reader_open(p->commands, next, &rd);
             if (err) {

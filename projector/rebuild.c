@@ -54,7 +54,7 @@ int rebuild_view(elog *events, view *into, int64_t until_ms, int64_t until_offse
             next = recs[i].offset + 1;
         }
         if (!err) {
-            view_meta_value meta = {"events.next", next};
+            view_meta_value meta = {VIEW_META_EVENTS_NEXT, next};
             err = view_txn_write(t, &meta, 1);
         }
         view_txn_free(t);

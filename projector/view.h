@@ -194,6 +194,12 @@ int view_src_get(view_src src, view_cf cf, const void *key, size_t klen, char **
 /* A meta value; absent reads as `dflt`. */
 int64_t view_meta_get(view *v, const char *name, int64_t dflt);
 
+/* The meta values a view is projected to: the offset after the last command it has decided
+ * (the projector's), and after the last event it has applied (the projector's and a rebuild's,
+ * which `registry verify` compares up to). */
+#define VIEW_META_COMMANDS_NEXT "commands.next"
+#define VIEW_META_EVENTS_NEXT "events.next"
+
 /* Whether the view's primary, the last one that opened it, writes it VIEW_PRIMARY_UNLOGGED: a
  * secondary then sees only what has been flushed, not the latest commits. */
 bool view_is_unlogged(view *v);

@@ -17,14 +17,7 @@
  */
 #include "http_server.c"
 
-/* Checks that hold whatever NDEBUG says. */
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "fuzz_http.c:%d: check failed: %s\n", __LINE__, #x);                   \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 /* Small limits (chosen per input) so that inputs reach them often. */
 static struct http_server fuzz_srv;

@@ -26,14 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Checks that hold whatever NDEBUG says. */
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "fuzz_mqtt.c:%d: check failed: %s\n", __LINE__, #x);                   \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 #define MAX_SUBS 8
 

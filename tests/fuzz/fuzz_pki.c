@@ -22,14 +22,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
-/* Checks that hold whatever NDEBUG says. */
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "fuzz_pki.c:%d: check failed: %s\n", __LINE__, #x);                    \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 static void check_cert(X509 *x)
 {

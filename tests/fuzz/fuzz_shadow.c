@@ -41,14 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Checks that hold whatever NDEBUG says. */
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "fuzz_shadow.c:%d: check failed: %s\n", __LINE__, #x);                 \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 #define MAX_INPUT 16384
 #define T1 100

@@ -22,13 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "check failed: %s (line %d)\n", #x, __LINE__);                         \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 static const uint16_t suites[] = {0x1301, 0x1302, 0x1303};
 static const size_t hash_len[] = {32, 48, 32};
