@@ -126,13 +126,13 @@ static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
  * freeing it was a fifth of deciding and applying a registration, and of the committer's work
  * for it. A device read again later in the batch is parsed from this text. */
 static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                                   const json_t *ev, const json_t *b)
+                                   const event *ev, const json_t *b)
 {
     char tid_s[37], did_s[37];
     reg_uuid_format(tid, tid_s);
     reg_uuid_format(did, did_s);
     char registered[32];
-    clock_rfc3339(json_integer_value(json_object_get(ev, "time_ms")), registered);
+    clock_rfc3339(ev->time_ms, registered);
     static const char *const attrs[] = {"serial_number", "device_type", "status",
                                         "firmware_version", "hardware_revision"};
     jsonfast_text x = {0};
@@ -149,7 +149,7 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     jsonfast_text_raw(&x, ",\"registered_at\":");
     jsonfast_text_string(&x, registered);
     jsonfast_text_raw(&x, ",\"last_seen_at\":null,\"version\":");
-    jsonfast_text_value(&x, json_object_get(ev, "version"));
+    jsonfast_text_int(&x, ev->version);
     jsonfast_text_raw(&x, ",\"shadow_version\":0,\"metadata\":{");
     const char *mk;
     json_t *mv;
@@ -186,34 +186,32 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
 
 /* Loads the device for a device event, applies `change` to it, and stores it back with the
  * event's version, keeping the attribute indexes in step. */
-int apply_update_device(view_txn *t, const reg_uuid *tid, const reg_uuid *did, const json_t *ev,
-                        apply_change_fn change, const json_t *body)
+int apply_update_device(view_txn *t, const event *ev, apply_change_fn change)
 {
+    const reg_uuid *tid = &ev->tenant, *did = &ev->entity;
     json_t *dev = NULL;
     int err = record_device_take(t, tid, did, &dev);
     if (err) return err == REG_ENOTFOUND ? REG_EDECODE : err;
     reg_key old[ATTR_INDEXES];
     bool had[ATTR_INDEXES];
     attr_index_keys(tid, did, dev, old, had);
-    change(dev, body, t, tid, did);
-    json_object_set(dev, "version", json_object_get(ev, "version"));
+    change(dev, ev, t);
+    json_object_set_new(dev, "version", json_integer(ev->version));
     attr_index_move(t, tid, did, old, had, dev);
     record_device_store(t, tid, did, dev);
     return 0;
 }
 
-static void change_status(json_t *dev, const json_t *b, view_txn *t, const reg_uuid *tid,
-                          const reg_uuid *did)
+static void change_status(json_t *dev, const event *ev, view_txn *t)
 {
-    json_object_set(dev, "status", json_object_get(b, "to"));
+    json_object_set(dev, "status", json_object_get(ev->body, "to"));
 }
 
-static void change_attributes(json_t *dev, const json_t *b, view_txn *t, const reg_uuid *tid,
-                              const reg_uuid *did)
+static void change_attributes(json_t *dev, const event *ev, view_txn *t)
 {
     static const char *const fields[] = {"firmware_version", "hardware_revision"};
     for (size_t i = 0; i < 2; i++) {
-        json_t *v = json_object_get(b, fields[i]);
+        json_t *v = json_object_get(ev->body, fields[i]);
         if (json_is_string(v)) json_object_set(dev, fields[i], v);
     }
 }
@@ -221,7 +219,7 @@ static void change_attributes(json_t *dev, const json_t *b, view_txn *t, const r
 /* A metadata change, made in the record's text (record_device_meta): only the metadata is
  * decoded, and the attribute indexes stay as they are. */
 static int apply_metadata_changed(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                                  const json_t *ev, const json_t *b, apply_decided *decided)
+                                  const event *ev, const json_t *b, apply_decided *decided)
 {
     record_device_meta m;
     int err = 0;
@@ -236,13 +234,12 @@ static int apply_metadata_changed(view_txn *t, const reg_uuid *tid, const reg_uu
     json_t *mv;
     json_object_foreach(json_object_get(b, "changes"), mk, mv)
         set_metadata(t, tid, did, m.metadata, mk, json_string_value(mv));
-    err = record_device_meta_store(t, tid, did, &m,
-                                   json_integer_value(json_object_get(ev, "version")));
+    err = record_device_meta_store(t, tid, did, &m, ev->version);
     record_device_meta_release(&m);
     return err;
 }
 
-static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *ev, const json_t *b)
+static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const event *ev, const json_t *b)
 {
     char tid_s[37];
     reg_uuid_format(tid, tid_s);
@@ -254,8 +251,8 @@ static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *
     if (*ca_pem) view_txn_put(t, VIEW_CAS, ck.b, ck.len, ca_pem, strlen(ca_pem));
     json_object_del(rec, "issuing_ca_pem");
     json_object_set_new(rec, "tenant_id", json_string(tid_s));
-    json_object_set(rec, "created_at", json_object_get(ev, "time_ms"));
-    json_object_set(rec, "version", json_object_get(ev, "version"));
+    json_object_set_new(rec, "created_at", json_integer(ev->time_ms));
+    json_object_set_new(rec, "version", json_integer(ev->version));
     reg_key k;
     key_add(key_reset(&k), tid->b, 16);
     apply_put_json(t, VIEW_TENANTS, &k, rec);
@@ -263,7 +260,7 @@ static int apply_tenant_created(view_txn *t, const reg_uuid *tid, const json_t *
     return 0;
 }
 
-static int apply_token_created(view_txn *t, const reg_uuid *tid, const json_t *ev, const json_t *b)
+static int apply_token_created(view_txn *t, const reg_uuid *tid, const event *ev, const json_t *b)
 {
     unsigned char hash[32];
     reg_uuid token_id;
@@ -273,9 +270,9 @@ static int apply_token_created(view_txn *t, const reg_uuid *tid, const json_t *e
     char tid_s[37];
     reg_uuid_format(tid, tid_s);
     json_t *rec =
-        jsonfast_pack("{s:O, s:s, s:O, s:O, s:O}", "token_id", json_object_get(b, "token_id"),
+        jsonfast_pack("{s:O, s:s, s:O, s:O, s:I}", "token_id", json_object_get(b, "token_id"),
                       "tenant_id", tid_s, "role", json_object_get(b, "role"), "name",
-                      json_object_get(b, "name"), "created_at", json_object_get(ev, "time_ms"));
+                      json_object_get(b, "name"), "created_at", (json_int_t)ev->time_ms);
     if (!rec) return REG_EDECODE;
     reg_key k;
     key_add(key_byte(key_reset(&k), 'h'), hash, 32);
@@ -305,11 +302,11 @@ static int apply_token_revoked(view_txn *t, const reg_uuid *tid, const json_t *b
 /* The shadow document, and the device record's shadow_version (GET /devices/{id} stays one
  * point read). Connectivity-free: the device's own version does not move. */
 static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                                const json_t *ev, const json_t *b, json_t **decided)
+                                const event *ev, const json_t *b, json_t **decided)
 {
     json_t *desired = NULL, *reported = NULL, *rec = NULL;
     view_src src = {NULL, t};
-    json_int_t version = json_integer_value(json_object_get(ev, "version"));
+    json_int_t version = ev->version;
     if (decided && *decided) {
         shadow_view_store(t, tid, did, *decided);
         json_decref(*decided);
@@ -320,9 +317,7 @@ static int apply_shadow_updated(view_txn *t, const reg_uuid *tid, const reg_uuid
     int err = shadow_view_patch(b, "desired", &desired);
     if (!err) err = shadow_view_patch(b, "reported", &reported);
     if (!err) err = shadow_view_load(src, tid, did, &rec);
-    if (!err)
-        err = shadow_view_update(rec, desired, reported,
-                                 json_integer_value(json_object_get(ev, "time_ms")), version);
+    if (!err) err = shadow_view_update(rec, desired, reported, ev->time_ms, version);
     if (!err) shadow_view_store(t, tid, did, rec);
     /* A missing or unreadable device record does not hold the shadow back. */
     if (!err) record_device_set_shadow_version(t, tid, did, version);
@@ -339,31 +334,25 @@ void apply_decided_clear(apply_decided *d)
     d->shadow = NULL;
 }
 
-int apply_event(view_txn *t, const json_t *ev, apply_decided *decided)
+int apply_event(view_txn *t, const event *ev, apply_decided *decided)
 {
-    reg_uuid tid, eid;
-    if (reg_uuid_parse(str_or(ev, "tenant_id", ""), &tid) ||
-        reg_uuid_parse(str_or(ev, "entity_id", ""), &eid))
-        return REG_EDECODE;
-    json_t *body = json_object_get(ev, "body");
-    const char *kind = NULL;
-    json_t *b = NULL;
-    json_object_foreach(body, kind, b) break;
-    if (!kind || !json_is_object(b)) return REG_EDECODE;
+    if (!ev->ids_valid || !json_is_object(ev->body)) return REG_EDECODE;
+    const reg_uuid *tid = &ev->tenant, *eid = &ev->entity;
+    const char *kind = ev->kind;
+    const json_t *b = ev->body;
 
-    if (!strcmp(kind, "TenantCreated")) return apply_tenant_created(t, &tid, ev, b);
-    if (!strcmp(kind, "TokenCreated")) return apply_token_created(t, &tid, ev, b);
-    if (!strcmp(kind, "TokenRevoked")) return apply_token_revoked(t, &tid, b);
-    if (!strcmp(kind, "DeviceRegistered")) return apply_device_registered(t, &tid, &eid, ev, b);
-    if (!strcmp(kind, "DeviceStatusChanged"))
-        return apply_update_device(t, &tid, &eid, ev, change_status, b);
+    if (!strcmp(kind, "TenantCreated")) return apply_tenant_created(t, tid, ev, b);
+    if (!strcmp(kind, "TokenCreated")) return apply_token_created(t, tid, ev, b);
+    if (!strcmp(kind, "TokenRevoked")) return apply_token_revoked(t, tid, b);
+    if (!strcmp(kind, "DeviceRegistered")) return apply_device_registered(t, tid, eid, ev, b);
+    if (!strcmp(kind, "DeviceStatusChanged")) return apply_update_device(t, ev, change_status);
     if (!strcmp(kind, "DeviceAttributesChanged"))
-        return apply_update_device(t, &tid, &eid, ev, change_attributes, b);
+        return apply_update_device(t, ev, change_attributes);
     if (!strcmp(kind, "MetadataChanged"))
-        return apply_metadata_changed(t, &tid, &eid, ev, b, decided);
+        return apply_metadata_changed(t, tid, eid, ev, b, decided);
     if (!strcmp(kind, "ShadowUpdated"))
-        return apply_shadow_updated(t, &tid, &eid, ev, b, decided ? &decided->shadow : NULL);
+        return apply_shadow_updated(t, tid, eid, ev, b, decided ? &decided->shadow : NULL);
     int err = 0;
-    if (apply_pki(t, &tid, &eid, kind, ev, b, &err)) return err;
+    if (apply_pki(t, ev, &err)) return err;
     return REG_EDECODE;
 }

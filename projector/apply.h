@@ -6,6 +6,7 @@
 #ifndef REG_APPLY_H
 #define REG_APPLY_H
 
+#include "projector/event.h"
 #include "projector/records.h"
 #include "projector/view.h"
 
@@ -25,9 +26,8 @@ typedef struct apply_decided {
 /* Releases what apply_event did not take. */
 void apply_decided_clear(apply_decided *d);
 
-/* Applies event (borrowed; the JSON form of registry.Event) to t. Returns 0, or REG_EDECODE when
- * the event does not fit the view (ids that don't parse); then nothing was written. decided is
- * NULL in a rebuild. */
-int apply_event(view_txn *t, const json_t *event, apply_decided *decided);
+/* Applies ev (borrowed) to t. Returns 0, or REG_EDECODE when the event does not fit the view
+ * (ids that don't parse); then nothing was written. decided is NULL in a rebuild. */
+int apply_event(view_txn *t, const event *ev, apply_decided *decided);
 
 #endif

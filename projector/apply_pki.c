@@ -74,10 +74,9 @@ static json_t *device_cert(json_t *dev, const char *cert_id)
     return NULL;
 }
 
-static void change_cert_issued(json_t *dev, const json_t *ev, view_txn *t, const reg_uuid *tid,
-                               const reg_uuid *did)
+static void change_cert_issued(json_t *dev, const event *ev, view_txn *t)
 {
-    const json_t *b = json_object_iter_value(json_object_iter(json_object_get(ev, "body")));
+    const json_t *b = ev->body;
     json_t *list = json_object_get(dev, "certificates");
     if (!json_is_array(list)) {
         list = json_array();
@@ -101,15 +100,15 @@ static void change_cert_issued(json_t *dev, const json_t *ev, view_txn *t, const
                                           "is_primary", 1, "status", "active", "rotation_due", 0));
 }
 
-static int apply_cert_issued(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                             const json_t *ev, const json_t *b)
+static int apply_cert_issued(view_txn *t, const reg_uuid *tid, const reg_uuid *did, const event *ev,
+                             const json_t *b)
 {
     uint8_t fp[32];
     reg_uuid cid;
     if (reg_hex_decode(str_of(b, "fingerprint"), fp, 32) ||
         reg_uuid_parse(str_of(b, "cert_id"), &cid))
         return REG_EDECODE;
-    int err = apply_update_device(t, tid, did, ev, change_cert_issued, ev);
+    int err = apply_update_device(t, ev, change_cert_issued);
     if (err) return err;
 
     char tid_s[37], did_s[37];
@@ -138,7 +137,7 @@ static int apply_cert_issued(view_txn *t, const reg_uuid *tid, const reg_uuid *d
         reg_key fk;
         json_t *old = cert_by_id(t, tid, str_of(b, "supersedes"), &fk);
         if (old) {
-            json_object_set(old, "superseded_ms", json_object_get(ev, "time_ms"));
+            json_object_set_new(old, "superseded_ms", json_integer(ev->time_ms));
             json_object_set(old, "valid_until_ms", json_object_get(b, "overlap_until_ms"));
             apply_put_json(t, VIEW_CERTS, &fk, old);
             expiry_forget(t, tid, old);
@@ -148,19 +147,18 @@ static int apply_cert_issued(view_txn *t, const reg_uuid *tid, const reg_uuid *d
     return 0;
 }
 
-static void change_cert_revoked(json_t *dev, const json_t *ev, view_txn *t, const reg_uuid *tid,
-                                const reg_uuid *did)
+static void change_cert_revoked(json_t *dev, const event *ev, view_txn *t)
 {
-    const json_t *b = json_object_iter_value(json_object_iter(json_object_get(ev, "body")));
+    const json_t *b = ev->body;
     json_t *c = device_cert(dev, str_of(b, "cert_id"));
     if (!c) return;
     json_object_set_new(c, "status", json_string("revoked"));
     json_object_set_new(c, "is_primary", json_false());
-    json_object_set_new(c, "revoked_at", rfc3339(int_of(ev, "time_ms")));
+    json_object_set_new(c, "revoked_at", rfc3339(ev->time_ms));
 }
 
 static int apply_cert_revoked(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                              const json_t *ev, const json_t *b)
+                              const event *ev, const json_t *b)
 {
     reg_key fk, k;
     reg_uuid cid;
@@ -169,16 +167,16 @@ static int apply_cert_revoked(view_txn *t, const reg_uuid *tid, const reg_uuid *
         json_decref(rec);
         return REG_EDECODE;
     }
-    int err = apply_update_device(t, tid, did, ev, change_cert_revoked, ev);
+    int err = apply_update_device(t, ev, change_cert_revoked);
     if (err) {
         json_decref(rec);
         return err;
     }
-    json_object_set(rec, "revoked_ms", json_object_get(ev, "time_ms"));
+    json_object_set_new(rec, "revoked_ms", json_integer(ev->time_ms));
     apply_put_json(t, VIEW_CERTS, &fk, rec);
     expiry_forget(t, tid, rec);
-    json_t *crl = json_pack("{s:O, s:O}", "serial_hex", json_object_get(b, "serial_hex"),
-                            "revoked_ms", json_object_get(ev, "time_ms"));
+    json_t *crl = json_pack("{s:O, s:I}", "serial_hex", json_object_get(b, "serial_hex"),
+                            "revoked_ms", (json_int_t)ev->time_ms);
     apply_put_json(t, VIEW_CERTS, key_tagged(&k, 'r', tid->b, cid.b), crl);
     json_decref(crl);
     json_decref(rec);
@@ -194,21 +192,20 @@ static int apply_cert_revoked(view_txn *t, const reg_uuid *tid, const reg_uuid *
     return 0;
 }
 
-static void change_rotation_due(json_t *dev, const json_t *ev, view_txn *t, const reg_uuid *tid,
-                                const reg_uuid *did)
+static void change_rotation_due(json_t *dev, const event *ev, view_txn *t)
 {
-    const json_t *b = json_object_iter_value(json_object_iter(json_object_get(ev, "body")));
+    const json_t *b = ev->body;
     json_t *c = device_cert(dev, str_of(b, "cert_id"));
     if (c) json_object_set_new(c, "rotation_due", json_true());
 }
 
 static int apply_rotation_due(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                              const json_t *ev, const json_t *b)
+                              const event *ev, const json_t *b)
 {
     reg_key fk;
     json_t *rec = cert_by_id(t, tid, str_of(b, "cert_id"), &fk);
     if (!rec) return REG_EDECODE;
-    int err = apply_update_device(t, tid, did, ev, change_rotation_due, ev);
+    int err = apply_update_device(t, ev, change_rotation_due);
     if (!err) {
         json_object_set_new(rec, "rotation_due", json_true());
         apply_put_json(t, VIEW_CERTS, &fk, rec);
@@ -218,7 +215,7 @@ static int apply_rotation_due(view_txn *t, const reg_uuid *tid, const reg_uuid *
     return err;
 }
 
-static int apply_factory_ca(view_txn *t, const reg_uuid *tid, const reg_uuid *ca, const json_t *ev,
+static int apply_factory_ca(view_txn *t, const reg_uuid *tid, const reg_uuid *ca, const event *ev,
                             const json_t *b, int added)
 {
     reg_key k;
@@ -232,7 +229,7 @@ static int apply_factory_ca(view_txn *t, const reg_uuid *tid, const reg_uuid *ca
                             "fingerprint", json_object_get(b, "fingerprint"), "not_after",
                             rfc3339(int_of(b, "not_after_ms")), "not_after_ms",
                             json_object_get(b, "not_after_ms"), "pem", json_object_get(b, "pem"),
-                            "created_at", rfc3339(int_of(ev, "time_ms")));
+                            "created_at", rfc3339(ev->time_ms));
     if (!rec) return REG_EDECODE;
     apply_put_json(t, VIEW_CAS, &k, rec);
     json_decref(rec);
@@ -261,7 +258,7 @@ static int apply_manifest(view_txn *t, const reg_uuid *tid, const json_t *b)
 }
 
 static int apply_claim_created(view_txn *t, const reg_uuid *tid, const reg_uuid *cid,
-                               const json_t *ev, const json_t *b)
+                               const event *ev, const json_t *b)
 {
     uint8_t h[32];
     if (reg_hex_decode(str_of(b, "token_hash"), h, 32)) return REG_EDECODE;
@@ -272,12 +269,12 @@ static int apply_claim_created(view_txn *t, const reg_uuid *tid, const reg_uuid 
         json_pack("{s:s, s:O}", "tenant_id", tid_s, "claim_id", json_object_get(b, "claim_id"));
     apply_put_json(t, VIEW_CLAIMS, key_hash(&k, 'h', h), ref);
     json_decref(ref);
-    json_t *rec = json_pack(
-        "{s:O, s:O, s:O, s:i, s:O, s:o, s:o, s:O}", "claim_id", json_object_get(b, "claim_id"),
-        "device_type", json_object_get(b, "device_type"), "max_uses",
-        json_object_get(b, "max_uses"), "uses", 0, "expires_ms", json_object_get(b, "expires_ms"),
-        "expires_at", rfc3339(int_of(b, "expires_ms")), "created_at",
-        rfc3339(int_of(ev, "time_ms")), "version", json_object_get(ev, "version"));
+    json_t *rec =
+        json_pack("{s:O, s:O, s:O, s:i, s:O, s:o, s:o, s:I}", "claim_id",
+                  json_object_get(b, "claim_id"), "device_type", json_object_get(b, "device_type"),
+                  "max_uses", json_object_get(b, "max_uses"), "uses", 0, "expires_ms",
+                  json_object_get(b, "expires_ms"), "expires_at", rfc3339(int_of(b, "expires_ms")),
+                  "created_at", rfc3339(ev->time_ms), "version", (json_int_t)ev->version);
     if (!rec) return REG_EDECODE;
     apply_put_json(t, VIEW_CLAIMS, key_tagged(&k, 'c', tid->b, cid->b), rec);
     json_decref(rec);
@@ -285,29 +282,30 @@ static int apply_claim_created(view_txn *t, const reg_uuid *tid, const reg_uuid 
 }
 
 static int apply_claim_redeemed(view_txn *t, const reg_uuid *tid, const reg_uuid *cid,
-                                const json_t *ev, const json_t *b)
+                                const event *ev, const json_t *b)
 {
     reg_key k;
     key_tagged(&k, 'c', tid->b, cid->b);
     json_t *rec = load_json(t, VIEW_CLAIMS, &k);
     if (!rec) return REG_EDECODE;
     json_object_set(rec, "uses", json_object_get(b, "uses"));
-    json_object_set(rec, "version", json_object_get(ev, "version"));
+    json_object_set_new(rec, "version", json_integer(ev->version));
     apply_put_json(t, VIEW_CLAIMS, &k, rec);
     json_decref(rec);
     return 0;
 }
 
-static void change_seen(json_t *dev, const json_t *ev, view_txn *t, const reg_uuid *tid,
-                        const reg_uuid *did)
+static void change_seen(json_t *dev, const event *ev, view_txn *t)
 {
-    const json_t *b = json_object_iter_value(json_object_iter(json_object_get(ev, "body")));
+    const json_t *b = ev->body;
     json_object_set_new(dev, "last_seen_at", rfc3339(int_of(b, "seen_ms")));
 }
 
-int apply_pki(view_txn *t, const reg_uuid *tid, const reg_uuid *entity, const char *kind,
-              const json_t *ev, const json_t *b, int *err)
+int apply_pki(view_txn *t, const event *ev, int *err)
 {
+    const reg_uuid *tid = &ev->tenant, *entity = &ev->entity;
+    const char *kind = ev->kind;
+    const json_t *b = ev->body;
     if (!strcmp(kind, "CertificateIssued"))
         *err = apply_cert_issued(t, tid, entity, ev, b);
     else if (!strcmp(kind, "CertificateRevoked"))
@@ -325,7 +323,7 @@ int apply_pki(view_txn *t, const reg_uuid *tid, const reg_uuid *entity, const ch
     else if (!strcmp(kind, "ClaimRedeemed"))
         *err = apply_claim_redeemed(t, tid, entity, ev, b);
     else if (!strcmp(kind, "DeviceSeen"))
-        *err = apply_update_device(t, tid, entity, ev, change_seen, ev);
+        *err = apply_update_device(t, ev, change_seen);
     else
         return 0;
     return 1;

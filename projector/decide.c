@@ -45,18 +45,40 @@ void decide_reject(decision *d, int status, const char *title, const char *detai
 void decide_emit(decision *d, const json_t *cmd, const decide_config *cfg, const char *entity_id,
                  json_int_t version, const char *kind, json_t *body /* stolen */)
 {
+    if (!body) { /* the command lacks a member the event has (only a command not decoded by the
+                  * codec, which fills defaults, can), or out of memory */
+        d->emit_err = REG_EINVAL;
+        return;
+    }
+    if (d->nevents == d->events_cap) {
+        size_t cap = d->events_cap ? d->events_cap * 2 : 4;
+        event *grown = realloc(d->events, cap * sizeof *grown);
+        if (!grown) {
+            json_decref(body);
+            d->emit_err = REG_ENOMEM;
+            return;
+        }
+        d->events = grown;
+        d->events_cap = cap;
+    }
+    event *e = &d->events[d->nevents];
     reg_uuid cid, eid;
-    char eid_s[37];
-    size_t index = json_array_size(d->events);
-    if (reg_uuid_parse(decide_str(cmd, "command_id"), &cid)) memset(&cid, 0, sizeof cid);
+    size_t index = d->nevents++;
+    const char *cid_s = decide_str(cmd, "command_id");
+    if (reg_uuid_parse(cid_s, &cid)) memset(&cid, 0, sizeof cid);
     reg_uuid_derive(&cid, &index, sizeof index, &eid);
-    reg_uuid_format(&eid, eid_s);
-    json_t *ev = jsonfast_pack(
-        "{s:s, s:O, s:O, s:s, s:s, s:O, s:O, s:I, s:{s:o}}", "event_id", eid_s, "command_id",
-        json_object_get(cmd, "command_id"), "tenant_id", json_object_get(cmd, "tenant_id"),
-        "entity_id", entity_id, "region", cfg->region, "time_ms", json_object_get(cmd, "time_ms"),
-        "actor", json_object_get(cmd, "actor"), "version", version, "body", kind, body);
-    json_array_append_new(d->events, ev);
+    *e = (event){.command_id = cid_s,
+                 .tenant_id = decide_str(cmd, "tenant_id"),
+                 .region = cfg->region,
+                 .actor = decide_str(cmd, "actor"),
+                 .time_ms = json_integer_value(json_object_get(cmd, "time_ms")),
+                 .version = version,
+                 .kind = kind,
+                 .body = body};
+    reg_uuid_format(&eid, e->event_id);
+    e->ids_valid = !reg_uuid_parse(e->tenant_id, &e->tenant) && entity_id &&
+                   !reg_uuid_parse(entity_id, &e->entity);
+    if (e->ids_valid) memcpy(e->entity_id, entity_id, REG_UUID_STRLEN + 1);
 }
 
 /* Loads the command's device, or rejects with 404. Returns the stored device JSON or NULL. */
@@ -297,17 +319,10 @@ done:
     return 0;
 }
 
-int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, decision *d)
+/* The decider of the command named kind. */
+static int decide_kind(view_txn *t, const json_t *cmd, const char *kind, const json_t *b,
+                       const decide_config *cfg, decision *d)
 {
-    memset(d, 0, sizeof *d);
-    d->events = json_array();
-    const char *kind = NULL;
-    json_t *b = NULL;
-    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
-    if (!kind) {
-        decide_reject(d, 400, "Bad Request", "empty command");
-        return 0;
-    }
     if (!strcmp(kind, "CreateTenant")) return decide_create_tenant(t, cmd, b, cfg, d);
     if (!strcmp(kind, "CreateToken")) return decide_create_token(t, cmd, b, cfg, d);
     if (!strcmp(kind, "RevokeToken")) return decide_revoke_token(t, cmd, b, cfg, d);
@@ -318,6 +333,25 @@ int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, dec
     int err = 0;
     if (decide_pki(t, cmd, kind, b, cfg, d, &err)) return err;
     decide_reject(d, 400, "Bad Request", "unknown command");
+    return 0;
+}
+
+int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, decision *d)
+{
+    memset(d, 0, sizeof *d);
+    const char *kind = NULL;
+    json_t *b = NULL;
+    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
+    if (!kind) {
+        decide_reject(d, 400, "Bad Request", "empty command");
+        return 0;
+    }
+    int err = decide_kind(t, cmd, kind, b, cfg, d);
+    if (err || !d->emit_err) return err;
+    /* An event that could not be made: a decision without it would be wrong. */
+    if (d->emit_err == REG_ENOMEM) return REG_ENOMEM;
+    decision_clear(d);
+    decide_reject(d, 400, "Bad Request", "the command lacks a member its event needs");
     return 0;
 }
 
@@ -362,7 +396,9 @@ int decide_reply(view_txn *t, const json_t *cmd, decision *d)
 
 void decision_clear(decision *d)
 {
-    json_decref(d->events);
+    for (size_t i = 0; i < d->nevents; i++)
+        event_clear(&d->events[i]);
+    free(d->events);
     json_decref(d->reply);
     apply_decided_clear(&d->decided);
     memset(d, 0, sizeof *d);

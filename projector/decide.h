@@ -7,6 +7,7 @@
 #define REG_DECIDE_H
 
 #include "projector/apply.h"
+#include "projector/event.h"
 #include "projector/view.h"
 
 #include <jansson.h>
@@ -18,10 +19,13 @@ typedef struct decide_config {
 } decide_config;
 
 typedef struct decision {
-    json_t *events;        /* array of registry.Event JSON values; owned; empty when rejected */
-    int status;            /* the HTTP status the caller answers with */
-    json_t *reply;         /* owned: a problem document when rejected, else set by decide_reply */
-    int reply_kind;        /* internal: what decide_reply renders */
+    event *events; /* owned, nevents of them; none when rejected */
+    size_t nevents, events_cap;
+    int emit_err;   /* an event could not be made: REG_ENOMEM (decide_command fails) or REG_EINVAL
+                     * (the command is rejected) */
+    int status;     /* the HTTP status the caller answers with */
+    json_t *reply;  /* owned: a problem document when rejected, else set by decide_reply */
+    int reply_kind; /* internal: what decide_reply renders */
     apply_decided decided; /* owned: what applying its events takes over (apply.h) */
 } decision;
 

@@ -540,18 +540,18 @@ static int reply_certificate(view_txn *t, const json_t *cmd, const json_t *b, de
     const json_t *c = json_object_get(b, "certificate");
     char expires[32];
     clock_rfc3339(int_of(c, "not_after_ms"), expires);
-    json_t *last = json_array_get(d->events, json_array_size(d->events) - 1);
-    d->reply = json_pack("{s:O, s:O, s:O, s:s, s:s, s:O}", "device_id",
+    const event *last = d->nevents ? &d->events[d->nevents - 1] : NULL;
+    d->reply = json_pack("{s:O, s:O, s:O, s:s, s:s, s:I}", "device_id",
                          json_object_get(b, "device_id"), "cert_id", json_object_get(c, "cert_id"),
                          "certificate_pem", json_object_get(c, "pem"), "ca_chain_pem", ca,
-                         "expires_at", expires, "version", json_object_get(last, "version"));
+                         "expires_at", expires, "version", (json_int_t)(last ? last->version : 0));
     free(ca);
     return 0;
 }
 
 int decide_pki_reply(view_txn *t, const json_t *cmd, const json_t *b, decision *d)
 {
-    json_t *last = json_array_get(d->events, json_array_size(d->events) - 1);
+    const event *last = d->nevents ? &d->events[d->nevents - 1] : NULL;
     switch (d->reply_kind) {
     case REPLY_FACTORY_CA: {
         char na[32];
@@ -584,7 +584,7 @@ int decide_pki_reply(view_txn *t, const json_t *cmd, const json_t *b, decision *
         json_t *dev = NULL;
         view_src src = {NULL, t};
         tenant_of(cmd, &tid);
-        const char *device_id = last ? decide_str(last, "entity_id") : decide_str(b, "device_id");
+        const char *device_id = last ? last->entity_id : decide_str(b, "device_id");
         if (d->reply_kind == REPLY_REVOKED && !last) {
             /* Already revoked: the answer repeats the state. */
             int err;

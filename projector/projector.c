@@ -163,18 +163,17 @@ struct batch {
  * the commit: {"certs": [fingerprints whose status changed], "revoked": [fingerprints revoked:
  * close their connections], "devices": ["tenant/device" whose status changed], "trust": true
  * when a tenant's CAs changed (the TLS trust stores are rebuilt)}. */
-static void note_auth(struct batch *bt, const json_t *ev)
+static void note_auth(struct batch *bt, const event *ev)
 {
-    const char *kind = NULL;
-    json_t *b = NULL;
-    json_object_foreach(json_object_get(ev, "body"), kind, b) break;
+    const char *kind = ev->kind;
+    const json_t *b = ev->body;
     static const char *const relevant[] = {
         "CertificateRevoked", "CertificateIssued", "CertificateRotationDue", "DeviceStatusChanged",
         "FactoryCaAdded",     "FactoryCaRemoved",  "TenantCreated"};
     size_t i = 0;
-    while (kind && i < sizeof relevant / sizeof relevant[0] && strcmp(kind, relevant[i]))
+    while (i < sizeof relevant / sizeof relevant[0] && strcmp(kind, relevant[i]))
         i++;
-    if (!kind || i == sizeof relevant / sizeof relevant[0]) return;
+    if (i == sizeof relevant / sizeof relevant[0]) return;
     if (!bt->auth)
         bt->auth =
             jsonfast_pack("{s:[], s:[], s:[], s:b}", "certs", "revoked", "devices", "trust", 0);
@@ -189,8 +188,7 @@ static void note_auth(struct batch *bt, const json_t *ev)
         json_array_append(json_object_get(bt->auth, "certs"), fp);
     } else if (!strcmp(kind, "DeviceStatusChanged")) {
         char td[80];
-        snprintf(td, sizeof td, "%s/%s", json_string_value(json_object_get(ev, "tenant_id")),
-                 json_string_value(json_object_get(ev, "entity_id")));
+        snprintf(td, sizeof td, "%s/%s", ev->tenant_id, ev->entity_id);
         json_array_append_new(json_object_get(bt->auth, "devices"), json_string(td));
     } else if (!strcmp(kind, "FactoryCaAdded") || !strcmp(kind, "FactoryCaRemoved") ||
                !strcmp(kind, "TenantCreated")) {
@@ -258,10 +256,8 @@ static int decide_one(projector *p, struct batch *bt, json_t *cmd)
     err = decide_command(bt->txn, cmd, &p->cfg.decide, &d);
     if (err) goto out_decision;
     int already_logged = json_object_get(p->in_events_log, cid_s) != NULL;
-    size_t i;
-    json_t *ev;
-    json_array_foreach(d.events, i, ev)
-    {
+    for (size_t i = 0; i < d.nevents; i++) {
+        const event *ev = &d.events[i];
         json_t *before = notify_before(bt->txn, ev);
         err = apply_event(bt->txn, ev, &d.decided);
         if (err) {
@@ -286,19 +282,18 @@ static int decide_one(projector *p, struct batch *bt, json_t *cmd)
         }
         struct encoded_event *out = &bt->events_out[bt->nevents];
         out->at = bt->enc->len;
-        err = codec_encode(p->codec, "registry.Event", ev, bt->enc);
+        err = event_encode(p->codec, ev, bt->enc);
         if (err) goto out_decision;
         out->len = bt->enc->len - out->at;
-        out->time_ms = json_integer_value(json_object_get(ev, "time_ms"));
-        const char *tenant = json_string_value(json_object_get(ev, "tenant_id"));
-        size_t tlen = tenant ? strnlen(tenant, sizeof out->tenant - 1) : 0;
-        memcpy(out->tenant, tenant ? tenant : "", tlen); /* an id: 36 characters */
+        out->time_ms = ev->time_ms;
+        size_t tlen = strnlen(ev->tenant_id, sizeof out->tenant - 1);
+        memcpy(out->tenant, ev->tenant_id, tlen); /* an id: 36 characters */
         out->tenant[tlen] = 0;
         bt->nevents++;
     }
     err = decide_reply(bt->txn, cmd, &d);
     if (err) goto out_decision;
-    if (json_array_size(d.events))
+    if (d.nevents)
         bt->accepted++;
     else if (d.status >= 400)
         bt->rejected++;

@@ -40,15 +40,19 @@ int rebuild_view(elog *events, view *into, int64_t until_ms, int64_t until_offse
                         reg_strerror(err));
                 break;
             }
-            if (json_integer_value(json_object_get(ev, "time_ms")) > until_ms) {
+            event e;
+            err = event_from_json(ev, &e);
+            if (!err && e.time_ms > until_ms) {
                 done = 1;
+                event_clear(&e);
                 json_decref(ev);
                 break;
             }
-            err = apply_event(t, ev, NULL);
+            if (!err) err = apply_event(t, &e, NULL);
             if (err)
                 fprintf(stderr, "rebuild: event at offset %lld does not apply: %s\n",
                         (long long)recs[i].offset, reg_strerror(err));
+            event_clear(&e);
             json_decref(ev);
             if (!err) (*applied)++;
             next = recs[i].offset + 1;

@@ -469,6 +469,15 @@ static json_t *utf8_json(const char *p, size_t n)
     return ascii((const uint8_t *)p, n) ? json_stringn_nocheck(p, n) : json_stringn(p, n);
 }
 
+/* Whether the n bytes at p are UTF-8 (jansson's check, for what is not ASCII: rare). */
+static bool utf8_valid(const char *p, size_t n)
+{
+    if (ascii((const uint8_t *)p, n)) return true;
+    json_t *s = json_stringn(p, n);
+    json_decref(s);
+    return s != NULL;
+}
+
 /* A float or double into *out (NULL when out of memory): REG_EDECODE for NaN and the
  * infinities, which JSON (and jansson) lacks. */
 static int real_json(double d, json_t **out)
@@ -1378,6 +1387,52 @@ int codec_encode(codec_registry *reg, const char *name, const json_t *value, cod
         h[2 + i] = (uint8_t)(e->fp >> (8 * i));
     int rc = put_bytes(out, h, HEADER_LEN);
     if (!rc) rc = write_value(e->tree->root, value, out, 0);
+    if (rc) out->len = start; /* nothing appended */
+    return rc;
+}
+
+/* Field f of a record from its codec_field: the bytes write_value writes for the JSON value. */
+static int write_field(const struct field *f, const codec_field *v, codec_buf *out)
+{
+    const struct node *nd = f->type;
+    int rc;
+    switch (v->kind) {
+    case CODEC_FIELD_STRING:
+        if (nd->kind != K_STRING || !v->str || !utf8_valid(v->str, v->len)) return REG_EINVAL;
+        if ((rc = put_long(out, (int64_t)v->len))) return rc;
+        return put_bytes(out, v->str, v->len);
+    case CODEC_FIELD_LONG:
+        if (nd->kind == K_INT ? v->num < INT32_MIN || v->num > INT32_MAX : nd->kind != K_LONG)
+            return REG_EINVAL;
+        return put_long(out, v->num);
+    case CODEC_FIELD_BRANCH:
+        if (nd->kind != K_UNION || !v->str || !v->val) return REG_EINVAL;
+        for (size_t idx = 0; idx < nd->n; idx++) {
+            const struct node *b = nd->branches[idx];
+            if (b->kind == K_NULL || strcmp(branch_label(b), v->str)) continue;
+            if ((rc = put_long(out, (int64_t)idx))) return rc;
+            return write_value(b, v->val, out, 1);
+        }
+        return REG_EINVAL;
+    }
+    return REG_EINVAL;
+}
+
+int codec_encode_fields(codec_registry *reg, const char *name, const codec_field *fields, size_t n,
+                        codec_buf *out)
+{
+    if (!reg || !name || (n && !fields) || !out) return REG_EINVAL;
+    struct entry *e = find_current(reg, name);
+    if (!e) return REG_ENOTFOUND;
+    const struct node *rec = e->tree->root;
+    if (rec->kind != K_RECORD || rec->n != n) return REG_EINVAL;
+    size_t start = out->len;
+    uint8_t h[HEADER_LEN] = {MAGIC0, MAGIC1};
+    for (int i = 0; i < 8; i++)
+        h[2 + i] = (uint8_t)(e->fp >> (8 * i));
+    int rc = put_bytes(out, h, HEADER_LEN);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = write_field(&rec->fields[i], &fields[i], out);
     if (rc) out->len = start; /* nothing appended */
     return rc;
 }

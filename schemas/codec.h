@@ -82,6 +82,24 @@ int codec_encode_avroc(codec_registry *reg, const char *name, const json_t *valu
 int codec_decode_avroc(codec_registry *reg, const char *name, const void *data, size_t len,
                        json_t **out);
 
+/* One field of a record for codec_encode_fields: a string or a long given as C values, or a
+ * union's branch (named as the JSON mapping names it) with its JSON value. Borrowed. */
+typedef struct codec_field {
+    enum codec_field_kind { CODEC_FIELD_STRING, CODEC_FIELD_LONG, CODEC_FIELD_BRANCH } kind;
+    const char *str; /* STRING: the value (len bytes, UTF-8); BRANCH: the branch's name */
+    size_t len;
+    int64_t num;       /* LONG */
+    const json_t *val; /* BRANCH: the branch's value */
+} codec_field;
+
+/* Encodes the record named `name` (its current schema) from its n fields, one per field of the
+ * schema, in its order, appending the single-object encoding to out: the bytes codec_encode
+ * writes for the same record as JSON, without the JSON object (the projector's events, whose
+ * envelope it holds as C values). REG_EINVAL when a field does not fit the schema's (nothing is
+ * appended), REG_ENOTFOUND, REG_ENOMEM. Threading as codec_encode. */
+int codec_encode_fields(codec_registry *reg, const char *name, const codec_field *fields, size_t n,
+                        codec_buf *out);
+
 /* The fingerprint in the header of a single-object encoded record. 0 or REG_EDECODE. */
 int codec_peek_fingerprint(const void *data, size_t len, uint64_t *out);
 
