@@ -42,7 +42,7 @@ void decide_reject(decision *d, int status, const char *title, const char *detai
 
 /* Appends an event of this command. Its id is derived from the command id and its index, so a
  * re-decided command produces identical events. */
-void decide_emit(decision *d, const json_t *cmd, const decide_config *cfg, const char *entity_id,
+void decide_emit(decision *d, const command *cmd, const decide_config *cfg, const char *entity_id,
                  json_int_t version, const char *kind, json_t *body /* stolen */)
 {
     if (!body) { /* the command lacks a member the event has (only a command not decoded by the
@@ -62,32 +62,31 @@ void decide_emit(decision *d, const json_t *cmd, const decide_config *cfg, const
         d->events_cap = cap;
     }
     event *e = &d->events[d->nevents];
-    reg_uuid cid, eid;
+    reg_uuid cid = {{0}}, eid;
     size_t index = d->nevents++;
-    const char *cid_s = decide_str(cmd, "command_id");
-    if (reg_uuid_parse(cid_s, &cid)) memset(&cid, 0, sizeof cid);
+    if (cmd->id_valid) cid = cmd->id;
     reg_uuid_derive(&cid, &index, sizeof index, &eid);
-    *e = (event){.command_id = cid_s,
-                 .tenant_id = decide_str(cmd, "tenant_id"),
+    *e = (event){.command_id = cmd->command_id,
+                 .tenant_id = cmd->tenant_id,
                  .region = cfg->region,
-                 .actor = decide_str(cmd, "actor"),
-                 .time_ms = json_integer_value(json_object_get(cmd, "time_ms")),
+                 .actor = cmd->actor,
+                 .actor_len = cmd->actor_len,
+                 .time_ms = cmd->time_ms,
                  .version = version,
                  .kind = kind,
                  .body = body};
     reg_uuid_format(&eid, e->event_id);
-    e->ids_valid = !reg_uuid_parse(e->tenant_id, &e->tenant) && entity_id &&
-                   !reg_uuid_parse(entity_id, &e->entity);
+    e->tenant = cmd->tenant;
+    e->ids_valid = cmd->tenant_valid && entity_id && !reg_uuid_parse(entity_id, &e->entity);
     if (e->ids_valid) memcpy(e->entity_id, entity_id, REG_UUID_STRLEN + 1);
 }
 
 /* Loads the command's device, or rejects with 404. Returns the stored device JSON or NULL. */
-json_t *decide_load_device(view_txn *t, const json_t *cmd, const json_t *b, decision *d, int *err)
+json_t *decide_load_device(view_txn *t, const command *cmd, const json_t *b, decision *d, int *err)
 {
     reg_uuid tid, did;
     json_t *dev = NULL;
-    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) ||
-        reg_uuid_parse(decide_str(b, "device_id"), &did)) {
+    if (command_tenant(cmd, &tid) || reg_uuid_parse(decide_str(b, "device_id"), &did)) {
         decide_reject(d, 404, "Not Found", "no such device");
         return NULL;
     }
@@ -104,12 +103,12 @@ json_t *decide_load_device(view_txn *t, const json_t *cmd, const json_t *b, deci
     return dev;
 }
 
-static int decide_create_tenant(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_create_tenant(view_txn *t, const command *cmd, const json_t *b,
                                 const decide_config *cfg, decision *d)
 {
     reg_uuid tid;
     json_t *existing = NULL;
-    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid)) {
+    if (command_tenant(cmd, &tid)) {
         decide_reject(d, 400, "Bad Request", "invalid tenant id");
         return 0;
     }
@@ -119,7 +118,7 @@ static int decide_create_tenant(view_txn *t, const json_t *cmd, const json_t *b,
         decide_reject(d, 409, "Conflict", "tenant exists");
         return 0;
     }
-    decide_emit(d, cmd, cfg, decide_str(cmd, "tenant_id"), 1, "TenantCreated",
+    decide_emit(d, cmd, cfg, cmd->tenant_id, 1, "TenantCreated",
                 jsonfast_pack("{s:O, s:O, s:O, s:O, s:O}", "name", json_object_get(b, "name"),
                               "cert_validity_days", json_object_get(b, "cert_validity_days"),
                               "rotate_before_days", json_object_get(b, "rotate_before_days"),
@@ -134,7 +133,7 @@ static int decide_create_tenant(view_txn *t, const json_t *cmd, const json_t *b,
     return 0;
 }
 
-static int decide_create_token(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_create_token(view_txn *t, const command *cmd, const json_t *b,
                                const decide_config *cfg, decision *d)
 {
     decide_emit(d, cmd, cfg, decide_str(b, "token_id"), 1, "TokenCreated", json_deep_copy(b));
@@ -143,12 +142,11 @@ static int decide_create_token(view_txn *t, const json_t *cmd, const json_t *b,
     return 0;
 }
 
-static int decide_revoke_token(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_revoke_token(view_txn *t, const command *cmd, const json_t *b,
                                const decide_config *cfg, decision *d)
 {
     reg_uuid tid, token_id;
-    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) ||
-        reg_uuid_parse(decide_str(b, "token_id"), &token_id)) {
+    if (command_tenant(cmd, &tid) || reg_uuid_parse(decide_str(b, "token_id"), &token_id)) {
         decide_reject(d, 404, "Not Found", "no such token");
         return 0;
     }
@@ -168,11 +166,11 @@ static int decide_revoke_token(view_txn *t, const json_t *cmd, const json_t *b,
     return 0;
 }
 
-static int decide_register_device(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_register_device(view_txn *t, const command *cmd, const json_t *b,
                                   const decide_config *cfg, decision *d)
 {
     reg_uuid tid;
-    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid)) {
+    if (command_tenant(cmd, &tid)) {
         decide_reject(d, 404, "Not Found", "no such tenant");
         return 0;
     }
@@ -217,7 +215,7 @@ static int status_move_allowed(const char *from, const char *to)
     return 0;
 }
 
-static int decide_update_device(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_update_device(view_txn *t, const command *cmd, const json_t *b,
                                 const decide_config *cfg, decision *d)
 {
     int err = 0;
@@ -261,14 +259,13 @@ done:
     return 0;
 }
 
-static int decide_patch_metadata(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_patch_metadata(view_txn *t, const command *cmd, const json_t *b,
                                  const decide_config *cfg, decision *d)
 {
     reg_uuid tid, did;
     record_device_meta dev;
     int err = REG_ENOTFOUND;
-    if (!reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) &&
-        !reg_uuid_parse(decide_str(b, "device_id"), &did))
+    if (!command_tenant(cmd, &tid) && !reg_uuid_parse(decide_str(b, "device_id"), &did))
         err = record_device_meta_read(t, &tid, &did, &dev); /* the metadata alone decoded */
     if (err == REG_ENOTFOUND) decide_reject(d, 404, "Not Found", "no such device");
     if (err) return err == REG_ENOTFOUND ? 0 : err;
@@ -320,7 +317,7 @@ done:
 }
 
 /* The decider of the command named kind. */
-static int decide_kind(view_txn *t, const json_t *cmd, const char *kind, const json_t *b,
+static int decide_kind(view_txn *t, const command *cmd, const char *kind, const json_t *b,
                        const decide_config *cfg, decision *d)
 {
     if (!strcmp(kind, "CreateTenant")) return decide_create_tenant(t, cmd, b, cfg, d);
@@ -336,17 +333,10 @@ static int decide_kind(view_txn *t, const json_t *cmd, const char *kind, const j
     return 0;
 }
 
-int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, decision *d)
+int decide_command(view_txn *t, const command *cmd, const decide_config *cfg, decision *d)
 {
     memset(d, 0, sizeof *d);
-    const char *kind = NULL;
-    json_t *b = NULL;
-    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
-    if (!kind) {
-        decide_reject(d, 400, "Bad Request", "empty command");
-        return 0;
-    }
-    int err = decide_kind(t, cmd, kind, b, cfg, d);
+    int err = decide_kind(t, cmd, cmd->kind, cmd->body, cfg, d);
     if (err || !d->emit_err) return err;
     /* An event that could not be made: a decision without it would be wrong. */
     if (d->emit_err == REG_ENOMEM) return REG_ENOMEM;
@@ -355,20 +345,18 @@ int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, dec
     return 0;
 }
 
-int decide_reply(view_txn *t, const json_t *cmd, decision *d)
+int decide_reply(view_txn *t, const command *cmd, decision *d)
 {
     if (d->reply) return 0; /* rejected (a problem document), or rendered while deciding */
-    const char *kind = NULL;
-    json_t *b = NULL;
-    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
+    const json_t *b = cmd->body;
     switch (d->reply_kind) {
     case REPLY_TENANT:
-        d->reply = jsonfast_pack(
-            "{s:O, s:O, s:O, s:O, s:O, s:O, s:i}", "tenant_id", json_object_get(cmd, "tenant_id"),
-            "name", json_object_get(b, "name"), "token_id", json_object_get(b, "token_id"),
-            "cert_validity_days", json_object_get(b, "cert_validity_days"), "rotate_before_days",
-            json_object_get(b, "rotate_before_days"), "overlap_days",
-            json_object_get(b, "overlap_days"), "version", 1);
+        d->reply = jsonfast_pack("{s:s, s:O, s:O, s:O, s:O, s:O, s:i}", "tenant_id", cmd->tenant_id,
+                                 "name", json_object_get(b, "name"), "token_id",
+                                 json_object_get(b, "token_id"), "cert_validity_days",
+                                 json_object_get(b, "cert_validity_days"), "rotate_before_days",
+                                 json_object_get(b, "rotate_before_days"), "overlap_days",
+                                 json_object_get(b, "overlap_days"), "version", 1);
         break;
     case REPLY_TOKEN:
         d->reply = jsonfast_pack("{s:O, s:O, s:O, s:i}", "token_id", json_object_get(b, "token_id"),
@@ -407,33 +395,30 @@ void decision_clear(decision *d)
 /* The stored text of the device (command body b) an accepted device or metadata command answers
  * with (*text, the caller frees it), and for metadata where its parts are. 0, REG_ENOTFOUND when
  * the command is not answered that way or the device is not there, or the record's REG_E*. */
-static int stored_device_reply(view_txn *t, const json_t *cmd, const json_t *b, const decision *d,
+static int stored_device_reply(view_txn *t, const command *cmd, const json_t *b, const decision *d,
                                char **text, size_t *len, device_text *parts)
 {
     if ((d->reply_kind != REPLY_DEVICE && d->reply_kind != REPLY_METADATA) || d->status >= 400)
         return REG_ENOTFOUND;
     reg_uuid tid, did;
-    if (reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) ||
-        reg_uuid_parse(decide_str(b, "device_id"), &did))
+    if (command_tenant(cmd, &tid) || reg_uuid_parse(decide_str(b, "device_id"), &did))
         return REG_ENOTFOUND;
     if (d->reply_kind == REPLY_DEVICE) return record_device_text(t, &tid, &did, text, len);
     return record_device_parts(t, &tid, &did, text, len, parts);
 }
 
 /* Starts an outcome's text: {"command_id": ..., "status": status (the object left open). */
-static void outcome_head(jsonfast_text *x, const json_t *cmd, int status)
+static void outcome_head(jsonfast_text *x, const command *cmd, int status)
 {
     jsonfast_text_raw(x, "{\"command_id\":");
-    jsonfast_text_value(x, json_object_get(cmd, "command_id"));
+    jsonfast_text_string(x, cmd->command_id);
     jsonfast_text_raw(x, ",\"status\":");
     jsonfast_text_int(x, status);
 }
 
-char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len)
+char *decision_outcome(view_txn *t, const command *cmd, const decision *d, size_t *len)
 {
-    const char *kind = NULL;
-    json_t *b = NULL;
-    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
+    const json_t *b = cmd->body;
     char *dev = NULL;
     size_t dev_len = 0;
     device_text parts;
@@ -460,9 +445,8 @@ char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t
     /* A metadata record there but unreadable fails; a device no longer there answers with no
      * body, as any other outcome below. */
     if (err != REG_ENOTFOUND && d->reply_kind == REPLY_METADATA) return NULL;
-    json_t *outcome =
-        jsonfast_pack("{s:O, s:i, s:O}", "command_id", json_object_get(cmd, "command_id"), "status",
-                      d->status, "body", d->reply ? d->reply : json_null());
+    json_t *outcome = jsonfast_pack("{s:s, s:i, s:O}", "command_id", cmd->command_id, "status",
+                                    d->status, "body", d->reply ? d->reply : json_null());
     char *text = outcome ? jsonfast_dump(outcome, len) : NULL;
     json_decref(outcome);
     return text;
@@ -489,7 +473,7 @@ char *decision_kept_outcome(const decision *d, size_t *len)
     return jsonfast_text_end(&x, len);
 }
 
-char *decision_replayed_outcome(view_txn *t, const json_t *cmd, const char *kept, size_t kept_len,
+char *decision_replayed_outcome(view_txn *t, const command *cmd, const char *kept, size_t kept_len,
                                 size_t *len)
 {
     json_t *k = jsonfast_load(kept, kept_len, 0);

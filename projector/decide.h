@@ -7,6 +7,7 @@
 #define REG_DECIDE_H
 
 #include "projector/apply.h"
+#include "projector/command.h"
 #include "projector/event.h"
 #include "projector/view.h"
 
@@ -29,12 +30,12 @@ typedef struct decision {
     apply_decided decided; /* owned: what applying its events takes over (apply.h) */
 } decision;
 
-/* Decides cmd (borrowed; registry.Command JSON) against t. Always fills d (the caller clears it
+/* Decides cmd (borrowed) against t. Always fills d (the caller clears it
  * with decision_clear). Returns 0, or REG_E* on a storage failure (nothing decided). */
-int decide_command(view_txn *t, const json_t *cmd, const decide_config *cfg, decision *d);
+int decide_command(view_txn *t, const command *cmd, const decide_config *cfg, decision *d);
 
 /* For an accepted command, after its events were applied to t: renders the answer body. */
-int decide_reply(view_txn *t, const json_t *cmd, decision *d);
+int decide_reply(view_txn *t, const command *cmd, decision *d);
 
 void decision_clear(decision *d);
 
@@ -42,7 +43,7 @@ void decision_clear(decision *d);
  * is a device, or a device's metadata, is not rendered again: it is the device record's text, or
  * its metadata's, as t holds it. The caller frees the text; NULL when out of memory or the
  * record cannot be read. */
-char *decision_outcome(view_txn *t, const json_t *cmd, const decision *d, size_t *len);
+char *decision_outcome(view_txn *t, const command *cmd, const decision *d, size_t *len);
 
 /* What the commands family keeps of the outcome, for a duplicate of the command: NULL when it
  * keeps decision_outcome's text whole, else (an accepted command answered with a device or its
@@ -55,7 +56,7 @@ char *decision_kept_outcome(const decision *d, size_t *len);
 /* The outcome message for a duplicate of cmd, from what the commands family kept (kept_len
  * bytes): as kept, or with its body rendered from the record as t has it now, which a change
  * made since the first decision shows. The caller frees the text; NULL when out of memory. */
-char *decision_replayed_outcome(view_txn *t, const json_t *cmd, const char *kept, size_t kept_len,
+char *decision_replayed_outcome(view_txn *t, const command *cmd, const char *kept, size_t kept_len,
                                 size_t *len);
 
 #endif

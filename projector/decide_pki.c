@@ -42,9 +42,9 @@ static json_t *load_json(view_txn *t, view_cf cf, const reg_key *k, int *err)
     return j;
 }
 
-static int tenant_of(const json_t *cmd, reg_uuid *tid)
+static int tenant_of(const command *cmd, reg_uuid *tid)
 {
-    return reg_uuid_parse(decide_str(cmd, "tenant_id"), tid);
+    return command_tenant(cmd, tid);
 }
 
 static json_int_t int_of(const json_t *obj, const char *field)
@@ -64,7 +64,7 @@ static json_t *load_cert_by_fp(view_txn *t, const char *fp_hex, int *err)
     return load_json(t, VIEW_CERTS, key_hash(&k, 'f', fp), err);
 }
 
-static int decide_add_factory_ca(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_add_factory_ca(view_txn *t, const command *cmd, const json_t *b,
                                  const decide_config *cfg, decision *d)
 {
     reg_uuid tid, ca;
@@ -88,7 +88,7 @@ static int decide_add_factory_ca(view_txn *t, const json_t *cmd, const json_t *b
     return 0;
 }
 
-static int decide_remove_factory_ca(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_remove_factory_ca(view_txn *t, const command *cmd, const json_t *b,
                                     const decide_config *cfg, decision *d)
 {
     reg_uuid tid, ca;
@@ -115,7 +115,7 @@ static int decide_remove_factory_ca(view_txn *t, const json_t *cmd, const json_t
 
 /* One part of a manifest: the serials new to the tenant become the event; the others (already
  * in a manifest, or repeated within this part) are counted as duplicates. */
-static int decide_add_manifest(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_add_manifest(view_txn *t, const command *cmd, const json_t *b,
                                const decide_config *cfg, decision *d)
 {
     reg_uuid tid;
@@ -166,10 +166,10 @@ static int decide_add_manifest(view_txn *t, const json_t *cmd, const json_t *b,
     return 0;
 }
 
-static int decide_create_claim(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_create_claim(view_txn *t, const command *cmd, const json_t *b,
                                const decide_config *cfg, decision *d)
 {
-    if (int_of(b, "expires_ms") <= int_of(cmd, "time_ms")) {
+    if (int_of(b, "expires_ms") <= cmd->time_ms) {
         decide_reject(d, 400, "Bad Request", "the claim would expire before it is created");
         return 0;
     }
@@ -191,7 +191,7 @@ static json_t *primary_cert(const json_t *dev)
 
 /* The CertificateIssued event of a command carrying `certificate`: it becomes the device's
  * primary, and the previous primary (if any) stays valid for the tenant's overlap window. */
-static void emit_certificate(decision *d, const json_t *cmd, const json_t *b,
+static void emit_certificate(decision *d, const command *cmd, const json_t *b,
                              const decide_config *cfg, const char *device_id, json_int_t version,
                              const json_t *dev, const json_t *tenant)
 {
@@ -199,7 +199,7 @@ static void emit_certificate(decision *d, const json_t *cmd, const json_t *b,
     json_t *prev = dev ? primary_cert(dev) : NULL;
     json_int_t overlap_until = 0;
     if (prev) {
-        overlap_until = int_of(cmd, "time_ms") + int_of(tenant, "overlap_days") * DAY_MS;
+        overlap_until = cmd->time_ms + int_of(tenant, "overlap_days") * DAY_MS;
         int64_t prev_end = 0;
         if (!clock_parse_rfc3339(decide_str(prev, "expires_at"), &prev_end) &&
             overlap_until > prev_end)
@@ -219,7 +219,7 @@ static void emit_certificate(decision *d, const json_t *cmd, const json_t *b,
 
 /* Checks a claim for one more redemption: *claim gets the stored claim (owned), or stays NULL
  * after rejecting. Returns 0 or a storage failure. */
-static int check_claim(view_txn *t, const json_t *cmd, const json_t *b, const reg_uuid *tid,
+static int check_claim(view_txn *t, const command *cmd, const json_t *b, const reg_uuid *tid,
                        decision *d, json_t **claim)
 {
     uint8_t h[32];
@@ -236,7 +236,7 @@ static int check_claim(view_txn *t, const json_t *cmd, const json_t *b, const re
     if (!ok) goto unknown;
     json_t *c = load_json(t, VIEW_CLAIMS, key_tagged(&k, 'c', tid->b, cid.b), &err);
     if (!c) goto unknown_or_err;
-    if (int_of(c, "expires_ms") <= int_of(cmd, "time_ms")) {
+    if (int_of(c, "expires_ms") <= cmd->time_ms) {
         json_decref(c);
         decide_reject(d, 403, "Forbidden", "the claim token has expired");
         return 0;
@@ -255,7 +255,7 @@ unknown:
     return 0;
 }
 
-static int decide_provision(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_provision(view_txn *t, const command *cmd, const json_t *b,
                             const decide_config *cfg, decision *d)
 {
     reg_uuid tid, did;
@@ -364,7 +364,7 @@ static int device_may_renew(const json_t *dev, decision *d)
     return 1;
 }
 
-static int decide_renew(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,
+static int decide_renew(view_txn *t, const command *cmd, const json_t *b, const decide_config *cfg,
                         decision *d)
 {
     reg_uuid tid;
@@ -384,8 +384,7 @@ static int decide_renew(view_txn *t, const json_t *cmd, const json_t *b, const d
         err = 0;
     }
     if (!presented || strcmp(decide_str(presented, "device_id"), decide_str(b, "device_id")) ||
-        int_of(presented, "revoked_ms") ||
-        int_of(presented, "valid_until_ms") <= int_of(cmd, "time_ms")) {
+        int_of(presented, "revoked_ms") || int_of(presented, "valid_until_ms") <= cmd->time_ms) {
         decide_reject(d, 401, "Unauthorized", "the presented certificate is no longer valid");
         goto out;
     }
@@ -413,7 +412,7 @@ static json_t *load_cert_by_id(view_txn *t, const reg_uuid *tid, const char *cer
     return NULL;
 }
 
-static int decide_revoke(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,
+static int decide_revoke(view_txn *t, const command *cmd, const json_t *b, const decide_config *cfg,
                          decision *d)
 {
     reg_uuid tid, did;
@@ -445,7 +444,7 @@ static int decide_revoke(view_txn *t, const json_t *cmd, const json_t *b, const 
     return err == REG_ENOTFOUND ? REG_EDECODE : err;
 }
 
-static int decide_rotate(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,
+static int decide_rotate(view_txn *t, const command *cmd, const json_t *b, const decide_config *cfg,
                          decision *d)
 {
     int err = 0;
@@ -471,7 +470,7 @@ out:
     return 0;
 }
 
-static int decide_activate(view_txn *t, const json_t *cmd, const json_t *b,
+static int decide_activate(view_txn *t, const command *cmd, const json_t *b,
                            const decide_config *cfg, decision *d)
 {
     int err = 0;
@@ -488,7 +487,7 @@ static int decide_activate(view_txn *t, const json_t *cmd, const json_t *b,
 }
 
 /* last_seen_at only moves forward; it does not change the record's version. */
-static int decide_touch(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,
+static int decide_touch(view_txn *t, const command *cmd, const json_t *b, const decide_config *cfg,
                         decision *d)
 {
     int err = 0;
@@ -506,12 +505,12 @@ static int decide_touch(view_txn *t, const json_t *cmd, const json_t *b, const d
     return 0;
 }
 
-int decide_pki(view_txn *t, const json_t *cmd, const char *kind, const json_t *b,
+int decide_pki(view_txn *t, const command *cmd, const char *kind, const json_t *b,
                const decide_config *cfg, decision *d, int *err)
 {
     static const struct {
         const char *kind;
-        int (*fn)(view_txn *, const json_t *, const json_t *, const decide_config *, decision *);
+        int (*fn)(view_txn *, const command *, const json_t *, const decide_config *, decision *);
     } rules[] = {
         {"AddFactoryCa", decide_add_factory_ca}, {"RemoveFactoryCa", decide_remove_factory_ca},
         {"AddManifest", decide_add_manifest},    {"CreateClaim", decide_create_claim},
@@ -528,7 +527,7 @@ int decide_pki(view_txn *t, const json_t *cmd, const char *kind, const json_t *b
 }
 
 /* {device_id, cert_id, certificate_pem, ca_chain_pem, expires_at, version}. */
-static int reply_certificate(view_txn *t, const json_t *cmd, const json_t *b, decision *d)
+static int reply_certificate(view_txn *t, const command *cmd, const json_t *b, decision *d)
 {
     reg_uuid tid;
     reg_key k;
@@ -549,7 +548,7 @@ static int reply_certificate(view_txn *t, const json_t *cmd, const json_t *b, de
     return 0;
 }
 
-int decide_pki_reply(view_txn *t, const json_t *cmd, const json_t *b, decision *d)
+int decide_pki_reply(view_txn *t, const command *cmd, const json_t *b, decision *d)
 {
     const event *last = d->nevents ? &d->events[d->nevents - 1] : NULL;
     switch (d->reply_kind) {
@@ -607,7 +606,7 @@ int decide_pki_reply(view_txn *t, const json_t *cmd, const json_t *b, decision *
         }
         if (d->reply_kind == REPLY_REVOKED) {
             char at[32];
-            clock_rfc3339(int_of(cmd, "time_ms"), at);
+            clock_rfc3339(cmd->time_ms, at);
             d->reply =
                 json_pack("{s:O, s:s, s:s, s:b, s:O}", "cert_id", json_object_get(b, "cert_id"),
                           "device_id", device_id, "revoked_at", at, "revoked", 1, "version",

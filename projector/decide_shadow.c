@@ -35,15 +35,14 @@ static int device_state(view_txn *t, const reg_uuid *tid, const reg_uuid *did, b
     return 0;
 }
 
-int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,
+int decide_shadow_update(view_txn *t, const command *cmd, const json_t *b, const decide_config *cfg,
                          decision *d)
 {
     json_t *rec = NULL, *desired = NULL, *reported = NULL;
     reg_uuid tid, did;
     bool decommissioned = false;
     int err = REG_ENOTFOUND;
-    if (!reg_uuid_parse(decide_str(cmd, "tenant_id"), &tid) &&
-        !reg_uuid_parse(decide_str(b, "device_id"), &did))
+    if (!command_tenant(cmd, &tid) && !reg_uuid_parse(decide_str(b, "device_id"), &did))
         err = device_state(t, &tid, &did, &decommissioned);
     if (err == REG_ENOTFOUND) {
         decide_reject(d, 404, "Not Found", "no such device");
@@ -74,7 +73,7 @@ int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const 
         json_object_set_new(d->reply, "current_version", json_integer(current));
         goto done;
     }
-    int64_t time_ms = json_integer_value(json_object_get(cmd, "time_ms"));
+    int64_t time_ms = cmd->time_ms;
     if ((err = shadow_view_update(rec, desired, reported, time_ms, current + 1))) goto done;
     size_t size =
         shadow_state_size(json_object_get(rec, "desired"), json_object_get(rec, "reported"));

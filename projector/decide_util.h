@@ -17,27 +17,27 @@ void decide_reject(decision *d, int status, const char *title, const char *detai
 
 /* Appends an event of this command to d (its id derived from the command id and its index, so a
  * re-decided command produces identical events). Takes body. */
-void decide_emit(decision *d, const json_t *cmd, const decide_config *cfg, const char *entity_id,
+void decide_emit(decision *d, const command *cmd, const decide_config *cfg, const char *entity_id,
                  json_int_t version, const char *kind, json_t *body);
 
 /* The device named by b's "device_id" within the command's tenant, or NULL after rejecting with
  * 404 (or setting *err on a storage failure). The result is a reference to the batch's parsed
  * record (record_device_hold): the caller releases it and does not change it. */
-json_t *decide_load_device(view_txn *t, const json_t *cmd, const json_t *b, decision *d, int *err);
+json_t *decide_load_device(view_txn *t, const command *cmd, const json_t *b, decision *d, int *err);
 
 /* The rules for credentials (decide_pki.c): returns 1 and decides when kind is one of its
  * commands (*err gets 0 or a storage failure), else 0. */
-int decide_pki(view_txn *t, const json_t *cmd, const char *kind, const json_t *b,
+int decide_pki(view_txn *t, const command *cmd, const char *kind, const json_t *b,
                const decide_config *cfg, decision *d, int *err);
 
 /* For an accepted credentials command: renders its answer into d->reply (decide_reply calls it
  * when d->reply_kind is at least DECIDE_REPLY_PKI). */
-int decide_pki_reply(view_txn *t, const json_t *cmd, const json_t *b, decision *d);
+int decide_pki_reply(view_txn *t, const command *cmd, const json_t *b, decision *d);
 
 #define DECIDE_REPLY_PKI 100
 
 /* The shadow rules (decide_shadow.c): UpdateShadow. Renders its answer while deciding. */
-int decide_shadow_update(view_txn *t, const json_t *cmd, const json_t *b, const decide_config *cfg,
+int decide_shadow_update(view_txn *t, const command *cmd, const json_t *b, const decide_config *cfg,
                          decision *d);
 
 #endif

@@ -33,7 +33,9 @@ int event_from_json(const json_t *ev, event *out)
     out->command_id = member_str(ev, "command_id");
     out->tenant_id = member_str(ev, "tenant_id");
     out->region = member_str(ev, "region");
-    out->actor = member_str(ev, "actor");
+    const json_t *actor = json_object_get(ev, "actor");
+    out->actor = json_string_value(actor);
+    out->actor_len = json_string_length(actor);
     if (!kind || !json_is_object(b) || !eid || strlen(eid) > REG_UUID_STRLEN || !out->command_id ||
         !out->tenant_id || !out->region || !out->actor || !json_is_integer(time_ms) ||
         !json_is_integer(version))
@@ -65,7 +67,7 @@ int event_encode(codec_registry *codec, const event *e, codec_buf *out)
         {.kind = CODEC_FIELD_STRING, .str = e->entity_id, .len = strlen(e->entity_id)},
         string_field(e->region),
         {.kind = CODEC_FIELD_LONG, .num = e->time_ms},
-        string_field(e->actor),
+        {.kind = CODEC_FIELD_STRING, .str = e->actor, .len = e->actor_len},
         {.kind = CODEC_FIELD_LONG, .num = e->version},
         {.kind = CODEC_FIELD_BRANCH, .str = e->kind, .val = e->body},
     };
@@ -75,10 +77,11 @@ int event_encode(codec_registry *codec, const event *e, codec_buf *out)
 
 json_t *event_to_json(const event *e)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:{s:O}}", "event_id", e->event_id,
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s#, s:I, s:{s:O}}", "event_id", e->event_id,
                      "command_id", e->command_id, "tenant_id", e->tenant_id, "entity_id",
                      e->entity_id, "region", e->region, "time_ms", (json_int_t)e->time_ms, "actor",
-                     e->actor, "version", (json_int_t)e->version, "body", e->kind, e->body);
+                     e->actor, (int)e->actor_len, "version", (json_int_t)e->version, "body",
+                     e->kind, e->body);
 }
 
 void event_clear(event *e)

@@ -23,7 +23,9 @@ typedef struct event {
     bool ids_valid;                      /* both parsed: else apply refuses the event */
     /* Borrowed from the command (or the decoded event) and the configuration, which outlive the
      * event. */
-    const char *command_id, *tenant_id, *region, *actor;
+    const char *command_id, *tenant_id, *region;
+    const char *actor; /* actor_len bytes, not NUL-terminated */
+    size_t actor_len;
     int64_t time_ms;
     int64_t version;  /* the entity's version after this event */
     const char *kind; /* the body's branch, e.g. "DeviceRegistered" (borrowed) */

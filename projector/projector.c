@@ -213,29 +213,26 @@ static int add_outcome(struct batch *bt, char *text, size_t len)
     return 0;
 }
 
-/* The record's command, decoded; NULL (counted, said on stderr) when it is not one. */
-static json_t *decode_command(projector *p, struct batch *bt, const elog_record *rec)
+/* The record's command, decoded into *cmd (borrowing the record's bytes); false (counted, said
+ * on stderr) when it is not one, or its id is not an id. */
+static bool decode_command(projector *p, struct batch *bt, const elog_record *rec, command *cmd)
 {
-    json_t *cmd = NULL;
-    int err = codec_decode(p->codec, "registry.Command", rec->value, rec->value_len, &cmd);
-    if (!err) return cmd;
-    fprintf(stderr, "projector: command at offset %lld skipped: %s\n", (long long)rec->offset,
-            reg_strerror(err));
+    int err = command_decode(p->codec, rec->value, rec->value_len, cmd);
+    if (!err && cmd->id_valid) return true;
+    if (err)
+        fprintf(stderr, "projector: command at offset %lld skipped: %s\n", (long long)rec->offset,
+                reg_strerror(err));
+    command_clear(cmd);
     bt->malformed++;
-    return NULL;
+    return false;
 }
 
-/* Decides one command (taken). */
-static int decide_one(projector *p, struct batch *bt, json_t *cmd)
+/* Decides one command (taken: cleared). */
+static int decide_one(projector *p, struct batch *bt, command *cmd)
 {
     int err = 0;
-    const char *cid_s = json_string_value(json_object_get(cmd, "command_id"));
-    reg_uuid cid;
-    if (!cid_s || reg_uuid_parse(cid_s, &cid)) {
-        bt->malformed++;
-        json_decref(cmd);
-        return 0;
-    }
+    const char *cid_s = cmd->command_id;
+    reg_uuid cid = cmd->id;
     char *stored = NULL;
     size_t stored_len = 0;
     bool above = p->max_cid_valid && memcmp(cid.b, p->max_cid.b, 16) > 0;
@@ -245,7 +242,7 @@ static int decide_one(projector *p, struct batch *bt, json_t *cmd)
         size_t text_len = 0;
         char *text = decision_replayed_outcome(bt->txn, cmd, stored, stored_len, &text_len);
         free(stored);
-        json_decref(cmd);
+        command_clear(cmd);
         if (!text) return REG_ENOMEM;
         bt->duplicates++;
         return add_outcome(bt, text, text_len);
@@ -317,7 +314,7 @@ static int decide_one(projector *p, struct batch *bt, json_t *cmd)
 out_decision:
     decision_clear(&d);
 out:
-    json_decref(cmd);
+    command_clear(cmd);
     return err;
 }
 
@@ -386,21 +383,17 @@ enum { DECIDE_WINDOW = 64 }; /* decide_records */
  * device_id but a registration, whose device is new) in one batched lookup (view_txn_prefetch):
  * one lookup each, as deciding them one by one made, was a fifth of the deciding thread in a
  * stream of metadata patches. */
-static int prefetch_devices(view_txn *t, json_t *const *cmds, int n)
+static int prefetch_devices(view_txn *t, const command *cmds, const bool *decoded, int n)
 {
     unsigned char keys[DECIDE_WINDOW][32];
     const void *kp[DECIDE_WINDOW];
     size_t klens[DECIDE_WINDOW], m = 0;
     for (int i = 0; i < n && i < DECIDE_WINDOW; i++) {
-        const char *kind = NULL;
-        json_t *b = NULL;
-        if (cmds[i]) json_object_foreach(json_object_get(cmds[i], "body"), kind, b) break;
-        reg_uuid tid, did;
-        if (!kind || !strcmp(kind, "RegisterDevice") ||
-            reg_uuid_parse(json_string_value(json_object_get(cmds[i], "tenant_id")), &tid) ||
-            reg_uuid_parse(json_string_value(json_object_get(b, "device_id")), &did))
+        reg_uuid did;
+        if (!decoded[i] || !strcmp(cmds[i].kind, "RegisterDevice") || !cmds[i].tenant_valid ||
+            reg_uuid_parse(json_string_value(json_object_get(cmds[i].body, "device_id")), &did))
             continue;
-        memcpy(keys[m], tid.b, 16);
+        memcpy(keys[m], cmds[i].tenant.b, 16);
         memcpy(keys[m] + 16, did.b, 16);
         kp[m] = keys[m];
         klens[m++] = 32;
@@ -413,20 +406,21 @@ static int prefetch_devices(view_txn *t, json_t *const *cmds, int n)
  * commands held at once pushed each other out of the caches (the deciding thread +15%). */
 static int decide_records(projector *p, struct batch *bt, const elog_record *recs, int n)
 {
-    json_t *cmds[DECIDE_WINDOW];
+    command cmds[DECIDE_WINDOW];
+    bool decoded[DECIDE_WINDOW];
     int err = 0;
     for (int at = 0; at < n && !err; at += DECIDE_WINDOW) {
         int w = n - at < DECIDE_WINDOW ? n - at : DECIDE_WINDOW;
         for (int i = 0; i < w; i++)
-            cmds[i] = decode_command(p, bt, &recs[at + i]);
-        err = prefetch_devices(bt->txn, cmds, w);
-        for (int i = 0; i < w && !err; i++) {
-            json_t *cmd = cmds[i];
-            cmds[i] = NULL;
-            if (cmd) err = decide_one(p, bt, cmd);
+            decoded[i] = decode_command(p, bt, &recs[at + i], &cmds[i]);
+        err = prefetch_devices(bt->txn, cmds, decoded, w);
+        for (int i = 0; i < w; i++) {
+            if (!decoded[i]) continue;
+            if (!err)
+                err = decide_one(p, bt, &cmds[i]);
+            else
+                command_clear(&cmds[i]); /* what an error left */
         }
-        for (int i = 0; i < w; i++) /* what an error left */
-            json_decref(cmds[i]);
     }
     bt->next_offset = recs[n - 1].offset + 1;
     bt->ncommands += n;

@@ -82,14 +82,15 @@ int codec_encode_avroc(codec_registry *reg, const char *name, const json_t *valu
 int codec_decode_avroc(codec_registry *reg, const char *name, const void *data, size_t len,
                        json_t **out);
 
-/* One field of a record for codec_encode_fields: a string or a long given as C values, or a
- * union's branch (named as the JSON mapping names it) with its JSON value. Borrowed. */
+/* One field of a record for codec_encode_fields and codec_decode_fields: a string or a long as
+ * C values, or a union's branch (named as the JSON mapping names it) with its JSON value. */
 typedef struct codec_field {
     enum codec_field_kind { CODEC_FIELD_STRING, CODEC_FIELD_LONG, CODEC_FIELD_BRANCH } kind;
-    const char *str; /* STRING: the value (len bytes, UTF-8); BRANCH: the branch's name */
+    const char *str; /* STRING: the value (len bytes, UTF-8, not NUL-terminated when decoded);
+                      * BRANCH: the branch's name */
     size_t len;
-    int64_t num;       /* LONG */
-    const json_t *val; /* BRANCH: the branch's value */
+    int64_t num; /* LONG */
+    json_t *val; /* BRANCH: the branch's value (borrowed by encode; decode gives a reference) */
 } codec_field;
 
 /* Encodes the record named `name` (its current schema) from its n fields, one per field of the
@@ -99,6 +100,17 @@ typedef struct codec_field {
  * appended), REG_ENOTFOUND, REG_ENOMEM. Threading as codec_encode. */
 int codec_encode_fields(codec_registry *reg, const char *name, const codec_field *fields, size_t n,
                         codec_buf *out);
+
+/* Decodes a single-object encoded record named `name`, of n fields that are strings, longs (or
+ * ints) and unions, into fields[0..n) in the schema's order: what codec_decode makes of it,
+ * without the JSON object (the projector's commands, whose envelope it holds as C values).
+ * Strings point into data, or, for a record written with an older schema (resolved as
+ * codec_decode resolves it), into *held, which the caller then releases (json_decref) once done
+ * with them; *held is NULL otherwise. Each BRANCH's val is a reference the caller releases.
+ * Returns 0, codec_decode's REG_E*, or REG_EINVAL when the schema's record has other fields;
+ * on failure nothing is held. Threading as codec_decode. */
+int codec_decode_fields(codec_registry *reg, const char *name, const void *data, size_t len,
+                        codec_field *fields, size_t n, json_t **held);
 
 /* The fingerprint in the header of a single-object encoded record. 0 or REG_EDECODE. */
 int codec_peek_fingerprint(const void *data, size_t len, uint64_t *out);

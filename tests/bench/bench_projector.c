@@ -52,7 +52,7 @@ static void append(elog *log, codec_registry *codec, json_t *cmd, codec_buf *buf
     json_decref(cmd);
 }
 
-static json_t *command(const char *kind, json_t *body)
+static json_t *command_json(const char *kind, json_t *body)
 {
     reg_uuid cid;
     char cid_s[37];
@@ -107,13 +107,13 @@ int main(int argc, char **argv)
 
     codec_buf buf = {0};
     reg_token_hash("bench-token", hash);
-    append(
-        commands, codec,
-        command("CreateTenant",
-                json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", "bench", "cert_validity_days",
-                          365, "rotate_before_days", 30, "overlap_days", 7, "token_id",
-                          "5d7e4c1a-9b3f-4e2d-8c6a-1f0e9d8c7b6a", "token_hash", hash)),
-        &buf);
+    append(commands, codec,
+           command_json("CreateTenant",
+                        json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", "bench",
+                                  "cert_validity_days", 365, "rotate_before_days", 30,
+                                  "overlap_days", 7, "token_id",
+                                  "5d7e4c1a-9b3f-4e2d-8c6a-1f0e9d8c7b6a", "token_hash", hash)),
+           &buf);
     snprintf(path, sizeof path, "%s/bench-ids.txt", dir);
     FILE *ids = fopen(path, "w");
     char(*dev)[37] = malloc((size_t)n * 37);
@@ -130,20 +130,21 @@ int main(int argc, char **argv)
         snprintf(fw, sizeof fw, "2.%ld.0", i % 12);
         snprintf(floor, sizeof floor, "%ld", i % 40);
         append(commands, codec,
-               command("RegisterDevice",
-                       json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "device_id",
-                                 dev[i], "serial_number", serial, "device_type", types[i % 4],
-                                 "hardware_revision", "rev-b", "firmware_version", fw, "metadata",
-                                 "region", regions[i % 4], "floor", floor, "owner", "facilities")),
+               command_json("RegisterDevice",
+                            json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "device_id",
+                                      dev[i], "serial_number", serial, "device_type", types[i % 4],
+                                      "hardware_revision", "rev-b", "firmware_version", fw,
+                                      "metadata", "region", regions[i % 4], "floor", floor, "owner",
+                                      "facilities")),
                &buf);
     }
     for (long i = 0; i < n / 2; i++) {
         char room[16];
         snprintf(room, sizeof room, "r%ld", i % 500);
         append(commands, codec,
-               command("PatchMetadata",
-                       json_pack("{s:s, s:{s:s, s:s}, s:b}", "device_id", dev[i * 2], "changes",
-                                 "room", room, "floor", "7", "require_existing", 0)),
+               command_json("PatchMetadata", json_pack("{s:s, s:{s:s, s:s}, s:b}", "device_id",
+                                                       dev[i * 2], "changes", "room", room, "floor",
+                                                       "7", "require_existing", 0)),
                &buf);
     }
     fclose(ids);
@@ -152,9 +153,9 @@ int main(int argc, char **argv)
         char patch[64];
         snprintf(patch, sizeof patch, "{\"seq\":%ld,\"temp\":%ld}", i, 180 + i % 60);
         append(commands, codec,
-               command("UpdateShadow",
-                       json_pack("{s:s, s:s, s:n, s:n, s:n}", "device_id", dev[i % n], "reported",
-                                 patch, "desired", "version", "client_token")),
+               command_json("UpdateShadow",
+                            json_pack("{s:s, s:s, s:n, s:n, s:n}", "device_id", dev[i % n],
+                                      "reported", patch, "desired", "version", "client_token")),
                &buf);
     }
     if (elog_flush(commands, 600000)) {

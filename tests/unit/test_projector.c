@@ -37,7 +37,7 @@ static char dir[] = "/tmp/test-projector-XXXXXX";
 static const char *TENANT = "6f1c7a3e-2b4d-4e5f-8a9b-0c1d2e3f4a5b";
 static const char *DEVICE = "11111111-2222-4333-8444-555555555555";
 
-static json_t *command(const char *id, const char *kind, json_t *body)
+static json_t *command_json(const char *id, const char *kind, json_t *body)
 {
     return json_pack("{s:s, s:s, s:I, s:s, s:{s:o}}", "command_id", id, "tenant_id", TENANT,
                      "time_ms", (json_int_t)1700000000000, "actor", "test", "body", kind, body);
@@ -48,18 +48,20 @@ static json_t *create_tenant(const char *id, const char *token_id)
 {
     char hash[65];
     reg_token_hash("secret", hash);
-    return command(id, "CreateTenant",
-                   json_pack("{s:s, s:i, s:i, s:i, s:s, s:s, s:s}", "name", "t",
-                             "cert_validity_days", 365, "rotate_before_days", 30, "overlap_days", 7,
-                             "token_id", token_id, "token_hash", hash, "issuing_ca_pem", ""));
+    return command_json(id, "CreateTenant",
+                        json_pack("{s:s, s:i, s:i, s:i, s:s, s:s, s:s}", "name", "t",
+                                  "cert_validity_days", 365, "rotate_before_days", 30,
+                                  "overlap_days", 7, "token_id", token_id, "token_hash", hash,
+                                  "issuing_ca_pem", ""));
 }
 
 static json_t *register_device(const char *id, const char *device, const char *serial)
 {
-    return command(id, "RegisterDevice",
-                   json_pack("{s:s, s:s, s:s, s:n, s:s, s:{s:s}}", "device_id", device,
-                             "serial_number", serial, "device_type", "meter", "hardware_revision",
-                             "firmware_version", "1.0", "metadata", "site", "north"));
+    return command_json(id, "RegisterDevice",
+                        json_pack("{s:s, s:s, s:s, s:n, s:s, s:{s:s}}", "device_id", device,
+                                  "serial_number", serial, "device_type", "meter",
+                                  "hardware_revision", "firmware_version", "1.0", "metadata",
+                                  "site", "north"));
 }
 
 static void append_json(elog *log, codec_registry *codec, const char *schema, json_t *value)
@@ -116,13 +118,16 @@ static void test_exactly_once(void **state)
     projector_stop(p);
 
     /* The crash: a metadata patch whose events reached the log, the view not updated. */
-    json_t *patch = command("aaaaaaaa-0000-4000-8000-000000000003", "PatchMetadata",
-                            json_pack("{s:s, s:{s:s, s:n}, s:b}", "device_id", DEVICE, "changes",
-                                      "owner", "ops", "site", "require_existing", 0));
+    json_t *patch =
+        command_json("aaaaaaaa-0000-4000-8000-000000000003", "PatchMetadata",
+                     json_pack("{s:s, s:{s:s, s:n}, s:b}", "device_id", DEVICE, "changes", "owner",
+                               "ops", "site", "require_existing", 0));
     view_txn *t = view_txn_begin(v, NULL);
     decision d;
     decide_config dc = {.region = "t", .max_metadata_keys = 100};
-    assert_int_equal(decide_command(t, patch, &dc, &d), 0);
+    command patch_cmd;
+    assert_int_equal(command_from_json(patch, &patch_cmd), 0);
+    assert_int_equal(decide_command(t, &patch_cmd, &dc, &d), 0);
     assert_int_equal(d.nevents, 1);
     /* The bytes the projector writes for it are the codec's for its JSON form. */
     json_t *ev = event_to_json(&d.events[0]);
@@ -136,6 +141,7 @@ static void test_exactly_once(void **state)
     append_json(events, codec, "registry.Event", ev);
     json_decref(ev);
     decision_clear(&d);
+    command_clear(&patch_cmd);
     view_txn_free(t);
     assert_int_equal(elog_end_offset(events), 4);
     append_json(commands, codec, "registry.Command", patch);
@@ -184,10 +190,12 @@ static void test_exactly_once(void **state)
 
 /* Decides and applies cmd in t as the projector does; its outcome text (the caller frees it)
  * and, in *kept, what the commands family keeps of it (NULL: the outcome whole). */
-static char *decide_apply(view_txn *t, json_t *cmd, int *status, char **kept)
+static char *decide_apply(view_txn *t, json_t *json, int *status, char **kept)
 {
     decision d;
     decide_config dc = {.region = "t", .max_metadata_keys = 100};
+    command c, *cmd = &c;
+    assert_int_equal(command_from_json(json, cmd), 0);
     assert_int_equal(decide_command(t, cmd, &dc, &d), 0);
     for (size_t i = 0; i < d.nevents; i++)
         assert_int_equal(apply_event(t, &d.events[i], &d.decided), 0);
@@ -198,14 +206,18 @@ static char *decide_apply(view_txn *t, json_t *cmd, int *status, char **kept)
     *kept = decision_kept_outcome(&d, &kept_len);
     *status = d.status;
     decision_clear(&d);
+    command_clear(cmd);
     return text;
 }
 
 /* The outcome a duplicate gets from what the view kept. */
-static json_t *replayed(view_txn *t, json_t *cmd, const char *kept)
+static json_t *replayed(view_txn *t, json_t *json, const char *kept)
 {
     size_t len = 0;
-    char *text = decision_replayed_outcome(t, cmd, kept, strlen(kept), &len);
+    command cmd;
+    assert_int_equal(command_from_json(json, &cmd), 0);
+    char *text = decision_replayed_outcome(t, &cmd, kept, strlen(kept), &len);
+    command_clear(&cmd);
     assert_non_null(text);
     assert_int_equal(strlen(text), len);
     json_t *j = json_loads(text, 0, NULL);
@@ -251,9 +263,9 @@ static void test_duplicate_outcome(void **state)
     assert_true(json_equal(again, first)); /* the record has not changed since */
     json_decref(again);
 
-    json_t *patch = command("aaaaaaaa-0000-4000-8000-000000000013", "PatchMetadata",
-                            json_pack("{s:s, s:{s:s}, s:b}", "device_id", DEVICE, "changes",
-                                      "owner", "ops", "require_existing", 0));
+    json_t *patch = command_json("aaaaaaaa-0000-4000-8000-000000000013", "PatchMetadata",
+                                 json_pack("{s:s, s:{s:s}, s:b}", "device_id", DEVICE, "changes",
+                                           "owner", "ops", "require_existing", 0));
     char *patch_kept = NULL;
     char *patch_text = decide_apply(t, patch, &status, &patch_kept);
     assert_int_equal(status, 200);
