@@ -8,7 +8,9 @@
  * never crash, leak or read out of bounds, must fail only with the errors of its contract, and
  * whatever it accepts must encode again and decode back to the same value. The codec's own
  * walks are held to avro-c's generic values: both encoders must write the same bytes, and both
- * decoders must agree on every input in the canonical encoding. The seeds in
+ * decoders must agree on every input in the canonical encoding. codec_decode_fields (the
+ * projector's commands) must accept exactly what codec_decode accepts, with the same fields, and
+ * codec_encode_fields must write them back as codec_encode writes the value. The seeds in
  * corpus_codec/ are valid records written by the unit test
  * (CODEC_CORPUS_DIR=tests/fuzz/corpus_codec /path/to/test_codec).
  *
@@ -30,6 +32,7 @@
 #include "schemas/codec.h"
 #include "schemas/schemas_embedded.h"
 #include "err.h"
+#include "tests/fuzz/fuzz_check.h"
 
 /* avro-c places every generic value 4 bytes into its allocation (after a reference count), so
  * the pointers those values hold to their strings are misaligned and invisible to LeakSanitizer,
@@ -121,6 +124,47 @@ static bool canonical(const char *name, const json_t *v, const uint8_t *data, si
     return same;
 }
 
+/* codec_decode_fields on the input that codec_decode gave out for (rc): the same verdict, and
+ * the same fields, which encode to the bytes codec_encode writes for out. */
+static void check_fields(const char *name, size_t n, const uint8_t *data, size_t size, int rc,
+                         const json_t *out)
+{
+    codec_field f[16];
+    json_t *held = NULL;
+    int rcf = codec_decode_fields(reg, name, data, size, f, n, &held);
+    CHECK((rcf == 0) == (rc == 0));
+    if (rcf) {
+        CHECK(!held);
+        return;
+    }
+    CHECK(json_object_size(out) == n);
+    size_t i = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)out, key, v)
+    {
+        if (json_is_string(v))
+            CHECK(f[i].kind == CODEC_FIELD_STRING && f[i].len == json_string_length(v) &&
+                  !memcmp(f[i].str, json_string_value(v), f[i].len));
+        else if (json_is_integer(v))
+            CHECK(f[i].kind == CODEC_FIELD_LONG && f[i].num == json_integer_value(v));
+        else
+            CHECK(f[i].kind == CODEC_FIELD_BRANCH &&
+                  !strcmp(f[i].str, json_object_iter_key(json_object_iter(v))) &&
+                  json_equal(f[i].val, json_object_iter_value(json_object_iter(v))));
+        i++;
+    }
+    codec_buf direct = {0}, via_json = {0};
+    CHECK(!codec_encode_fields(reg, name, f, n, &direct));
+    CHECK(!codec_encode(reg, name, out, &via_json));
+    CHECK(direct.len == via_json.len && !memcmp(direct.data, via_json.data, direct.len));
+    free(direct.data);
+    free(via_json.data);
+    for (i = 0; i < n; i++)
+        if (f[i].kind == CODEC_FIELD_BRANCH) json_decref(f[i].val);
+    json_decref(held);
+}
+
 static void check(const char *name, const uint8_t *data, size_t size)
 {
     json_t *out = NULL, *ref = NULL;
@@ -141,6 +185,7 @@ static void check(const char *name, const uint8_t *data, size_t size)
         }
     }
     json_decref(ref);
+    check_fields(name, strcmp(name, "registry.Command") ? 9 : 5, data, size, rc, out);
     if (rc) return;
     codec_buf b = {0};
     encode_both(name, out, &b);
