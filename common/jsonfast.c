@@ -314,6 +314,19 @@ json_t *jsonfast_copy(const json_t *v)
     return v ? copy_value(v, 0) : NULL;
 }
 
+void jsonfast_members(const json_t *obj, const char *const *names, size_t n, json_t **out)
+{
+    void *it = json_object_iter((json_t *)obj);
+    for (size_t i = 0; i < n; i++) {
+        if (it && !strcmp(json_object_iter_key(it), names[i])) {
+            out[i] = json_object_iter_value(it);
+            it = json_object_iter_next((json_t *)obj, it);
+        } else {
+            out[i] = json_object_get(obj, names[i]);
+        }
+    }
+}
+
 /* ---- jsonfast_pack: a recursive descent over the format, taking the arguments in order. After
  * a failure it goes on to the end so that every o argument is still taken (and released). */
 

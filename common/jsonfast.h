@@ -75,6 +75,12 @@ json_t *jsonfast_load(const char *text, size_t len, int flags);
  * JSONFAST_MAX_DEPTH. */
 json_t *jsonfast_copy(const json_t *v);
 
+/* The members of obj named names[0..n) into out[0..n) (NULL where obj has none; borrowed), in
+ * one walk of its members while they come in that order, as they do in a value the codec decoded
+ * (the schema's order) or one the registry built in it; a name out of order is looked up. A
+ * registration read its body's members with twenty lookups, each hashing the name. */
+void jsonfast_members(const json_t *obj, const char *const *names, size_t n, json_t **out);
+
 /* Builds a value as json_pack(fmt, ...) does, for the part of its format the registry uses:
  * objects {} of "s" keys and values, arrays [], s (a string; s? makes NULL null), o and O (a
  * value, its reference stolen or a new one taken; o? and O? make NULL null), i (int), I

@@ -133,18 +133,24 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     reg_uuid_format(did, did_s);
     char registered[32];
     clock_rfc3339(ev->time_ms, registered);
-    static const char *const attrs[] = {"serial_number", "device_type", "status",
-                                        "firmware_version", "hardware_revision"};
+    /* DeviceRegistered's members, in its schema's order; the record has them in another */
+    enum { SERIAL, TYPE, HARDWARE, FIRMWARE, STATUS, METADATA, MEMBERS };
+    static const char *const names[MEMBERS] = {
+        "serial_number",    "device_type", "hardware_revision",
+        "firmware_version", "status",      "metadata"};
+    static const int record_order[] = {SERIAL, TYPE, STATUS, FIRMWARE, HARDWARE};
+    json_t *m[MEMBERS];
+    jsonfast_members(b, names, MEMBERS, m);
     jsonfast_text x = {0};
     jsonfast_text_raw(&x, "{\"device_id\":");
     jsonfast_text_string(&x, did_s);
     jsonfast_text_raw(&x, ",\"tenant_id\":");
     jsonfast_text_string(&x, tid_s);
-    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++) {
+    for (size_t i = 0; i < sizeof record_order / sizeof record_order[0]; i++) {
         jsonfast_text_raw(&x, ",\"");
-        jsonfast_text_raw(&x, attrs[i]);
+        jsonfast_text_raw(&x, names[record_order[i]]);
         jsonfast_text_raw(&x, "\":");
-        jsonfast_text_value(&x, json_object_get(b, attrs[i])); /* a missing one fails */
+        jsonfast_text_value(&x, m[record_order[i]]); /* a missing one fails */
     }
     jsonfast_text_raw(&x, ",\"registered_at\":");
     jsonfast_text_string(&x, registered);
@@ -155,7 +161,7 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     json_t *mv;
     bool first = true;
     reg_key k;
-    json_object_foreach(json_object_get(b, "metadata"), mk, mv)
+    json_object_foreach(m[METADATA], mk, mv)
     {
         if (!json_is_string(mv)) continue; /* as set_metadata: no value, no key */
         if (!first) jsonfast_text_raw(&x, ",");
@@ -175,11 +181,13 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
 
     reg_key ak[ATTR_INDEXES];
     bool has[ATTR_INDEXES];
-    attr_keys(tid, did, str_or(b, "device_type", ""), str_or(b, "status", ""),
-              json_string_value(json_object_get(b, "firmware_version")), NULL, ak, has);
+    const char *type = json_string_value(m[TYPE]), *status = json_string_value(m[STATUS]),
+               *serial = json_string_value(m[SERIAL]);
+    attr_keys(tid, did, type ? type : "", status ? status : "", json_string_value(m[FIRMWARE]),
+              NULL, ak, has);
     attr_index_put(t, ak, has);
 
-    key_str(key_add(key_reset(&k), tid->b, 16), str_or(b, "serial_number", ""));
+    key_str(key_add(key_reset(&k), tid->b, 16), serial ? serial : "");
     view_txn_put(t, VIEW_SERIALS, k.b, k.len, did->b, 16);
     return 0;
 }

@@ -174,15 +174,22 @@ static int decide_register_device(view_txn *t, const command *cmd, const json_t 
         decide_reject(d, 404, "Not Found", "no such tenant");
         return 0;
     }
-    json_t *md = json_object_get(b, "metadata");
-    if (json_object_size(md) > cfg->max_metadata_keys) {
+    /* RegisterDevice's members, in its schema's order */
+    enum { DEVICE_ID, SERIAL, TYPE, HARDWARE, FIRMWARE, METADATA, MEMBERS };
+    static const char *const names[MEMBERS] = {"device_id",        "serial_number",
+                                               "device_type",      "hardware_revision",
+                                               "firmware_version", "metadata"};
+    json_t *m[MEMBERS];
+    jsonfast_members(b, names, MEMBERS, m);
+    if (json_object_size(m[METADATA]) > cfg->max_metadata_keys) {
         char msg[96];
         snprintf(msg, sizeof msg, "metadata: at most %u keys per device", cfg->max_metadata_keys);
         decide_reject(d, 400, "Bad Request", msg);
         return 0;
     }
+    const char *serial = json_string_value(m[SERIAL]);
     reg_key k;
-    key_str(key_add(key_reset(&k), tid.b, 16), decide_str(b, "serial_number"));
+    key_str(key_add(key_reset(&k), tid.b, 16), serial ? serial : "");
     char *existing = NULL;
     int err = view_txn_get(t, VIEW_SERIALS, k.b, k.len, &existing, NULL);
     if (err == 0) {
@@ -191,13 +198,11 @@ static int decide_register_device(view_txn *t, const command *cmd, const json_t 
         return 0;
     }
     if (err != REG_ENOTFOUND) return err;
-    decide_emit(d, cmd, cfg, decide_str(b, "device_id"), 1, "DeviceRegistered",
-                jsonfast_pack("{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number",
-                              json_object_get(b, "serial_number"), "device_type",
-                              json_object_get(b, "device_type"), "hardware_revision",
-                              json_object_get(b, "hardware_revision"), "firmware_version",
-                              json_object_get(b, "firmware_version"), "status", "provisioning",
-                              "metadata", md));
+    decide_emit(d, cmd, cfg, json_string_value(m[DEVICE_ID]), 1, "DeviceRegistered",
+                jsonfast_pack("{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number", m[SERIAL],
+                              "device_type", m[TYPE], "hardware_revision", m[HARDWARE],
+                              "firmware_version", m[FIRMWARE], "status", "provisioning", "metadata",
+                              m[METADATA]));
     d->status = 201;
     d->reply_kind = REPLY_DEVICE;
     return 0;

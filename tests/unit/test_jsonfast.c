@@ -427,6 +427,29 @@ static void test_integers(void **state)
     free(text);
 }
 
+/* jsonfast_members finds each named member, whatever the order of the object's members, the
+ * ones it lacks as NULL. */
+static void test_members(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"a", "b", "c", "d"};
+    static const char *const orders[] = {
+        "{\"a\":1,\"b\":2,\"c\":3,\"d\":4}",         /* the names' order */
+        "{\"d\":4,\"c\":3,\"b\":2,\"a\":1}",         /* reversed */
+        "{\"x\":0,\"a\":1,\"c\":3,\"b\":2,\"d\":4}", /* another member, one pair swapped */
+        "{\"a\":1,\"c\":3,\"d\":4}",                 /* one missing */
+        "{}",
+    };
+    for (size_t i = 0; i < sizeof orders / sizeof orders[0]; i++) {
+        json_t *obj = json_loads(orders[i], 0, NULL), *m[4];
+        assert_non_null(obj);
+        jsonfast_members(obj, names, 4, m);
+        for (int k = 0; k < 4; k++)
+            assert_ptr_equal(m[k], json_object_get(obj, names[k]));
+        json_decref(obj);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,7 +457,7 @@ int main(void)
         cmocka_unit_test(test_depth_limit),   cmocka_unit_test(test_random_documents),
         cmocka_unit_test(test_copies),        cmocka_unit_test(test_pack),
         cmocka_unit_test(test_load_chosen),   cmocka_unit_test(test_load_random_documents),
-        cmocka_unit_test(test_integers),
+        cmocka_unit_test(test_integers),      cmocka_unit_test(test_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
