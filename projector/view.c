@@ -385,6 +385,26 @@ int view_open(const char *dir, enum view_mode mode, unsigned cache_mb, view **ou
      * blocks (outcomes, index entries) are rarely read back, and putting every flushed block
      * into the cache cost the flush thread twice what it saved. The two get a table factory of
      * their own, set so once the view is open (the C API's table options lack the setting). */
+    /* A commit inserts its keys in order, and a memtable insert starts from where the last one
+     * went: but where that does not bracket the key (a batch's device records lie between the
+     * memtable's), RocksDB searches again from the top, unless the insert goes by a hint, kept
+     * per key prefix (the tenant's 16 bytes), which it only mends from the bottom: the
+     * committer's instructions -9% (callgrind). The C API lacks the setting. */
+    if (primary) {
+        rocksdb_options_t *hinted = rocksdb_options_create();
+        char *herr = NULL;
+        rocksdb_get_options_from_string(
+            v->opts, "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.16", hinted,
+            &herr);
+        if (herr) { /* inserts only search more */
+            fprintf(stderr, "view: memtable insert hints not set: %s\n", herr);
+            free(herr);
+            rocksdb_options_destroy(hinted);
+        } else {
+            rocksdb_options_destroy(v->opts);
+            v->opts = hinted;
+        }
+    }
     static const view_cf warm[] = {VIEW_DEVICES, VIEW_SHADOWS};
     v->warm_opts = rocksdb_options_create_copy(v->opts);
     rocksdb_options_set_block_based_table_factory(v->warm_opts, v->topts);
