@@ -890,10 +890,21 @@ struct entry {
     bool current;
 };
 
+/* The current schemas looked up last, by name (kept in the registry, which a thread's encodes
+ * and decodes keep in its cache, where the entries' names are three pointers away: the first
+ * look at them per record stalled on memory, a twentieth of encoding an event). */
+enum { RECENT = 2, RECENT_NAME_MAX = 48 };
+struct recent_entry {
+    char name[RECENT_NAME_MAX]; /* "" when unused */
+    struct entry *e;
+};
+
 /* Owns its entries; lookups are linear, there are a handful of schemas. */
 struct codec_registry {
     struct entry **entries;
+    uint64_t *fps; /* entries[i]->fp, side by side */
     size_t n, cap;
+    struct recent_entry recent[RECENT];
     avro_reader_t reader; /* memory reader, re-pointed at each record */
     avro_writer_t writer; /* memory writer, re-pointed at each output */
 };
@@ -915,23 +926,32 @@ void codec_registry_free(codec_registry *reg)
     for (size_t i = 0; i < reg->n; i++)
         entry_free(reg->entries[i]);
     free(reg->entries);
+    free(reg->fps);
     if (reg->reader) avro_reader_free(reg->reader);
     if (reg->writer) avro_writer_free(reg->writer);
     free(reg);
 }
 
-static struct entry *find_current(const codec_registry *reg, const char *name)
+static struct entry *find_current(codec_registry *reg, const char *name)
 {
-    for (size_t i = 0; i < reg->n; i++)
+    for (int i = 0; i < RECENT; i++)
+        if (!strcmp(reg->recent[i].name, name)) return reg->recent[i].e;
+    struct entry *e = NULL;
+    for (size_t i = 0; i < reg->n && !e; i++)
         if (reg->entries[i]->current && strcmp(reg->entries[i]->tree->root->fullname, name) == 0)
-            return reg->entries[i];
-    return NULL;
+            e = reg->entries[i];
+    if (e && *name && strlen(name) < RECENT_NAME_MAX) {
+        memmove(&reg->recent[1], &reg->recent[0], (RECENT - 1) * sizeof reg->recent[0]);
+        strcpy(reg->recent[0].name, name);
+        reg->recent[0].e = e;
+    }
+    return e;
 }
 
 static struct entry *find_fp(const codec_registry *reg, uint64_t fp)
 {
     for (size_t i = 0; i < reg->n; i++)
-        if (reg->entries[i]->fp == fp) return reg->entries[i];
+        if (reg->fps[i] == fp) return reg->entries[i];
     return NULL;
 }
 
@@ -940,6 +960,7 @@ static void make_current(codec_registry *reg, struct entry *e)
     struct entry *old = find_current(reg, e->tree->root->fullname);
     if (old) old->current = false;
     e->current = true;
+    memset(reg->recent, 0, sizeof reg->recent); /* names now find other entries */
 }
 
 int codec_registry_add(codec_registry *reg, const char *schema_json, int current)
@@ -983,13 +1004,16 @@ int codec_registry_add(codec_registry *reg, const char *schema_json, int current
     if (reg->n == reg->cap) {
         size_t cap = reg->cap ? reg->cap * 2 : 8;
         struct entry **entries = realloc(reg->entries, cap * sizeof(*entries));
-        if (!entries) {
+        if (entries) reg->entries = entries;
+        uint64_t *fps = entries ? realloc(reg->fps, cap * sizeof(*fps)) : NULL;
+        if (!fps) {
             rc = REG_ENOMEM;
             goto fail;
         }
-        reg->entries = entries;
+        reg->fps = fps;
         reg->cap = cap;
     }
+    reg->fps[reg->n] = e->fp;
     reg->entries[reg->n++] = e;
     if (current) make_current(reg, e);
     return 0;
