@@ -121,12 +121,21 @@ static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
     }
 }
 
+/* Hands the text of the device record just stored (taken) back to the decision. */
+static void hand_back(apply_decided *decided, const reg_uuid *device, char *text, size_t len)
+{
+    free(decided->stored);
+    decided->stored = text;
+    decided->stored_len = len;
+    decided->stored_device = *device;
+}
+
 /* Writes a new device's record straight as text, in the members' order of the records
  * record_device_store writes, with its index entries: building it in jansson, rendering it and
  * freeing it was a fifth of deciding and applying a registration, and of the committer's work
  * for it. A device read again later in the batch is parsed from this text. */
 static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                                   const event *ev, const json_t *b)
+                                   const event *ev, const json_t *b, apply_decided *decided)
 {
     char tid_s[37], did_s[37];
     reg_uuid_format(tid, tid_s);
@@ -177,7 +186,10 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     char *text = jsonfast_text_end(&x, &len);
     if (!text) return REG_EDECODE;
     record_device_store_text(t, tid, did, text, len);
-    free(text);
+    if (decided)
+        hand_back(decided, did, text, len);
+    else
+        free(text);
 
     reg_key ak[ATTR_INDEXES];
     bool has[ATTR_INDEXES];
@@ -242,7 +254,11 @@ static int apply_metadata_changed(view_txn *t, const reg_uuid *tid, const reg_uu
     json_t *mv;
     json_object_foreach(json_object_get(b, "changes"), mk, mv)
         set_metadata(t, tid, did, m.metadata, mk, json_string_value(mv));
-    err = record_device_meta_store(t, tid, did, &m, ev->version);
+    char *stored = NULL;
+    size_t stored_len = 0;
+    err = record_device_meta_store(t, tid, did, &m, ev->version, decided ? &stored : NULL,
+                                   &stored_len);
+    if (stored) hand_back(decided, did, stored, stored_len);
     record_device_meta_release(&m);
     return err;
 }
@@ -339,11 +355,16 @@ void apply_decided_clear(apply_decided *d)
 {
     json_decref(d->shadow);
     record_device_meta_release(&d->device);
-    d->shadow = NULL;
+    free(d->stored);
+    *d = (apply_decided){0};
 }
 
 int apply_event(view_txn *t, const event *ev, apply_decided *decided)
 {
+    if (decided) { /* what an earlier event stored is no longer the last */
+        free(decided->stored);
+        decided->stored = NULL;
+    }
     if (!ev->ids_valid || !json_is_object(ev->body)) return REG_EDECODE;
     const reg_uuid *tid = &ev->tenant, *eid = &ev->entity;
     const char *kind = ev->kind;
@@ -352,7 +373,8 @@ int apply_event(view_txn *t, const event *ev, apply_decided *decided)
     if (!strcmp(kind, "TenantCreated")) return apply_tenant_created(t, tid, ev, b);
     if (!strcmp(kind, "TokenCreated")) return apply_token_created(t, tid, ev, b);
     if (!strcmp(kind, "TokenRevoked")) return apply_token_revoked(t, tid, b);
-    if (!strcmp(kind, "DeviceRegistered")) return apply_device_registered(t, tid, eid, ev, b);
+    if (!strcmp(kind, "DeviceRegistered"))
+        return apply_device_registered(t, tid, eid, ev, b, decided);
     if (!strcmp(kind, "DeviceStatusChanged")) return apply_update_device(t, ev, change_status);
     if (!strcmp(kind, "DeviceAttributesChanged"))
         return apply_update_device(t, ev, change_attributes);

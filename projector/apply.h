@@ -21,6 +21,12 @@ typedef struct apply_decided {
                      * instead of merged again */
     record_device_meta device; /* MetadataChanged: the device record as the decision read it
                                 * (text NULL: none), changed instead of read and parsed again */
+    /* Back from apply_event: the text of the device record the last event stored (malloc'd;
+     * NULL when it stored none that way), for the command's outcome, which would read it again
+     * (a registration's and a metadata change's). */
+    char *stored;
+    size_t stored_len;
+    reg_uuid stored_device;
 } apply_decided;
 
 /* Releases what apply_event did not take. */

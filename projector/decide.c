@@ -398,18 +398,30 @@ void decision_clear(decision *d)
 }
 
 /* The stored text of the device (command body b) an accepted device or metadata command answers
- * with (*text, the caller frees it), and for metadata where its parts are. 0, REG_ENOTFOUND when
+ * with (*text, *len bytes), and for metadata where its parts are: the text applying its event
+ * stored (d->decided), or read from t (*owned, which the caller frees). 0, REG_ENOTFOUND when
  * the command is not answered that way or the device is not there, or the record's REG_E*. */
 static int stored_device_reply(view_txn *t, const command *cmd, const json_t *b, const decision *d,
-                               char **text, size_t *len, device_text *parts)
+                               const char **text, size_t *len, device_text *parts, char **owned)
 {
+    *owned = NULL;
     if ((d->reply_kind != REPLY_DEVICE && d->reply_kind != REPLY_METADATA) || d->status >= 400)
         return REG_ENOTFOUND;
     reg_uuid tid, did;
     if (command_tenant(cmd, &tid) || reg_uuid_parse(decide_str(b, "device_id"), &did))
         return REG_ENOTFOUND;
-    if (d->reply_kind == REPLY_DEVICE) return record_device_text(t, &tid, &did, text, len);
-    return record_device_parts(t, &tid, &did, text, len, parts);
+    const apply_decided *a = &d->decided;
+    if (a->stored && !memcmp(a->stored_device.b, did.b, 16)) { /* as applying stored it */
+        if (d->reply_kind == REPLY_METADATA && device_text_parse(a->stored, a->stored_len, parts))
+            return REG_EDECODE;
+        *text = a->stored;
+        *len = a->stored_len;
+        return 0;
+    }
+    int err = d->reply_kind == REPLY_DEVICE ? record_device_text(t, &tid, &did, owned, len)
+                                            : record_device_parts(t, &tid, &did, owned, len, parts);
+    *text = *owned;
+    return err;
 }
 
 /* Starts an outcome's text: {"command_id": ..., "status": status (the object left open). */
@@ -424,10 +436,11 @@ static void outcome_head(jsonfast_text *x, const command *cmd, int status)
 char *decision_outcome(view_txn *t, const command *cmd, const decision *d, size_t *len)
 {
     const json_t *b = cmd->body;
-    char *dev = NULL;
+    const char *dev = NULL;
+    char *owned = NULL;
     size_t dev_len = 0;
     device_text parts;
-    int err = stored_device_reply(t, cmd, b, d, &dev, &dev_len, &parts);
+    int err = stored_device_reply(t, cmd, b, d, &dev, &dev_len, &parts, &owned);
     if (!err) { /* the members jsonfast_pack's outcome below has */
         jsonfast_text x = {0};
         outcome_head(&x, cmd, d->status);
@@ -444,7 +457,7 @@ char *decision_outcome(view_txn *t, const command *cmd, const decision *d, size_
             jsonfast_text_raw(&x, "}");
         }
         jsonfast_text_raw(&x, "}");
-        free(dev);
+        free(owned);
         return jsonfast_text_end(&x, len);
     }
     /* A metadata record there but unreadable fails; a device no longer there answers with no
@@ -463,19 +476,23 @@ static const struct {
     const char *name;
 } rebuilt_replies[] = {{REPLY_DEVICE, "device"}, {REPLY_METADATA, "metadata"}};
 
-char *decision_kept_outcome(const decision *d, size_t *len)
+size_t decision_kept_outcome(const decision *d, char out[DECISION_KEPT_MAX])
 {
     const char *reply = NULL;
     for (size_t i = 0; i < sizeof rebuilt_replies / sizeof rebuilt_replies[0]; i++)
         if (d->reply_kind == rebuilt_replies[i].kind) reply = rebuilt_replies[i].name;
-    if (!reply || d->status >= 400) return NULL;
-    jsonfast_text x = {0};
-    jsonfast_text_raw(&x, "{\"status\":");
-    jsonfast_text_int(&x, d->status);
-    jsonfast_text_raw(&x, ",\"reply\":");
-    jsonfast_text_string(&x, reply);
-    jsonfast_text_raw(&x, "}");
-    return jsonfast_text_end(&x, len);
+    if (!reply || d->status >= 400) return 0;
+    /* A few bytes for every command, written without a growing buffer */
+    static const char head[] = "{\"status\":", mid[] = ",\"reply\":\"", tail[] = "\"}";
+    size_t n = sizeof head - 1;
+    memcpy(out, head, n);
+    n += jsonfast_int(out + n, d->status);
+    memcpy(out + n, mid, sizeof mid - 1);
+    n += sizeof mid - 1;
+    memcpy(out + n, reply, strlen(reply)); /* a name of rebuilt_replies: no escaping */
+    n += strlen(reply);
+    memcpy(out + n, tail, sizeof tail - 1);
+    return n + sizeof tail - 1;
 }
 
 char *decision_replayed_outcome(view_txn *t, const command *cmd, const char *kept, size_t kept_len,

@@ -45,13 +45,14 @@ void decision_clear(decision *d);
  * record cannot be read. */
 char *decision_outcome(view_txn *t, const command *cmd, const decision *d, size_t *len);
 
-/* What the commands family keeps of the outcome, for a duplicate of the command: NULL when it
+/* What the commands family keeps of the outcome, for a duplicate of the command: 0 when it
  * keeps decision_outcome's text whole, else (an accepted command answered with a device or its
- * metadata) the text {"status", "reply": "device" | "metadata"}, the body left to be rebuilt
- * from the record and the command id taken from the key it is kept under
- * (decision_replayed_outcome). The device's text in every outcome had made the commands family
- * the view's largest, a third of what a commit wrote. The caller frees the text. */
-char *decision_kept_outcome(const decision *d, size_t *len);
+ * metadata) the length of the text {"status", "reply": "device" | "metadata"} written to out,
+ * the body left to be rebuilt from the record and the command id taken from the key it is kept
+ * under (decision_replayed_outcome). The device's text in every outcome had made the commands
+ * family the view's largest, a third of what a commit wrote. */
+enum { DECISION_KEPT_MAX = 64 };
+size_t decision_kept_outcome(const decision *d, char out[DECISION_KEPT_MAX]);
 
 /* The outcome message for a duplicate of cmd, from what the commands family kept (kept_len
  * bytes): as kept, or with its body rendered from the record as t has it now, which a change

@@ -302,13 +302,12 @@ static int decide_one(projector *p, struct batch *bt, command *cmd)
         err = REG_ENOMEM;
         goto out_decision;
     }
-    size_t kept_len = 0;
-    char *kept = decision_kept_outcome(&d, &kept_len);
-    if (kept)
+    char kept[DECISION_KEPT_MAX];
+    size_t kept_len = decision_kept_outcome(&d, kept);
+    if (kept_len)
         view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, kept, kept_len);
     else
         view_txn_put(bt->txn, VIEW_COMMANDS, cid.b, 16, text, text_len);
-    free(kept);
     if (above) p->max_cid = cid;
     err = add_outcome(bt, text, text_len);
 out_decision:

@@ -223,7 +223,8 @@ int record_device_meta_read(view_txn *t, const reg_uuid *tenant, const reg_uuid 
 }
 
 int record_device_meta_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
-                             const record_device_meta *m, int64_t version)
+                             const record_device_meta *m, int64_t version, char **stored,
+                             size_t *stored_len)
 {
     size_t md_len = 0, len = 0;
     char *md = jsonfast_dump(m->metadata, &md_len);
@@ -232,7 +233,12 @@ int record_device_meta_store(view_txn *t, const reg_uuid *tenant, const reg_uuid
     free(md);
     if (!text) return REG_ENOMEM;
     record_device_store_text(t, tenant, device, text, len);
-    free(text);
+    if (stored) {
+        *stored = text;
+        *stored_len = len;
+    } else {
+        free(text);
+    }
     return 0;
 }
 

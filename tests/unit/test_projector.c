@@ -203,7 +203,9 @@ static char *decide_apply(view_txn *t, json_t *json, int *status, char **kept)
     size_t len = 0, kept_len = 0;
     char *text = decision_outcome(t, cmd, &d, &len);
     assert_non_null(text);
-    *kept = decision_kept_outcome(&d, &kept_len);
+    char kept_text[DECISION_KEPT_MAX];
+    kept_len = decision_kept_outcome(&d, kept_text);
+    *kept = kept_len ? strndup(kept_text, kept_len) : NULL;
     *status = d.status;
     decision_clear(&d);
     command_clear(cmd);

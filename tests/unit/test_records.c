@@ -164,8 +164,20 @@ static void test_metadata_change_in_text(void **state)
         json_object_del(m.metadata, "floor");
         json_object_del(md, "floor");
         json_object_set_new(dev, "version", json_integer(versions[r] + 1));
-        assert_int_equal(record_device_meta_store(t, &tenant, &device, &m, versions[r] + 1), 0);
+        char *stored = NULL;
+        size_t stored_len = 0;
+        assert_int_equal(record_device_meta_store(t, &tenant, &device, &m, versions[r] + 1, &stored,
+                                                  &stored_len),
+                         0);
         record_device_meta_release(&m);
+        /* the text it hands back is the one stored */
+        char *in_view = NULL;
+        size_t in_view_len = 0;
+        assert_int_equal(record_device_text(t, &tenant, &device, &in_view, &in_view_len), 0);
+        assert_int_equal(stored_len, in_view_len);
+        assert_memory_equal(stored, in_view, stored_len);
+        free(stored);
+        free(in_view);
         char *want = json_dumps(dev, JSON_COMPACT), *got = NULL;
         size_t len = 0;
         assert_int_equal(record_device_text(t, &tenant, &device, &got, &len), 0);
