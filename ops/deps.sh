@@ -27,8 +27,8 @@ PACKAGES=(
   kcat
   # Kafka broker runs from Maven-resolved jars on a JRE (see ops/kafka.sh)
   maven openjdk-17-jre-headless ca-certificates
-  # misc tools
-  curl openssl wrk python3
+  # misc tools (wrk and valgrind: the lookup and instruction-count benchmarks)
+  curl openssl wrk valgrind python3
 )
 
 missing_packages() {
