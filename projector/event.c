@@ -41,7 +41,7 @@ int event_from_json(const json_t *ev, event *out)
         !json_is_integer(version))
         return REG_EDECODE;
     memcpy(out->event_id, eid, strlen(eid) + 1);
-    reg_uuid tid;
+    reg_uuid tid = {{0}};
     out->ids_valid = !reg_uuid_parse(out->tenant_id, &tid) &&
                      take_id(member_str(ev, "entity_id"), out->entity_id, &out->entity);
     out->tenant = tid;

@@ -2,9 +2,9 @@
  * event.h - an event as the projector holds it from its decision to its apply: the registry.Event
  * record's envelope as C values (its ids parsed once), its body as JSON. The projector decides
  * tens of thousands of events a second, and building each envelope as a JSON object, looking its
- * members up again in apply, notify and the encoder, then freeing it, was a tenth of deciding a
- * command. event_encode writes the Avro record straight from it; an event read back from the log
- * (a rebuild) becomes one with event_from_json, which borrows from the decoded value.
+ * members up again in apply, notify and the encoder, then freeing it, was a seventh of deciding a
+ * command (callgrind). event_encode writes the Avro record straight from it; an event read back
+ * from the log (a rebuild) becomes one with event_from_json, which borrows from the decoded value.
  */
 #ifndef REG_EVENT_H
 #define REG_EVENT_H
