@@ -141,6 +141,17 @@ int reg_uuid_parse(const char *s, reg_uuid *out)
     return bad ? REG_EINVAL : 0;
 }
 
+int reg_uuid_take(const char *s, size_t len, char text[REG_UUID_STRLEN + 1], reg_uuid *parsed)
+{
+    text[0] = 0;
+    if (!s || len != REG_UUID_STRLEN) return 0;
+    memcpy(text, s, len);
+    text[len] = 0;
+    if (!reg_uuid_parse(text, parsed)) return 1;
+    text[0] = 0;
+    return 0;
+}
+
 void reg_uuid_format(const reg_uuid *u, char *out)
 {
     static const char hex[] = "0123456789abcdef";

@@ -30,6 +30,10 @@ void reg_uuid_derive(const reg_uuid *ns, const void *name, size_t len, reg_uuid 
 /* Parses the canonical 36-character form (hex digits, either case). 0 or REG_EINVAL. */
 int reg_uuid_parse(const char *s, reg_uuid *out);
 
+/* The id in the len bytes at s (not necessarily NUL-terminated) parsed into *parsed and copied as
+ * it is, with a NUL, into text: 1; else 0, text "". */
+int reg_uuid_take(const char *s, size_t len, char text[REG_UUID_STRLEN + 1], reg_uuid *parsed);
+
 /* Writes the canonical lower-case form and a NUL into out (at least 37 bytes). */
 void reg_uuid_format(const reg_uuid *u, char *out);
 

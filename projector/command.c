@@ -4,18 +4,6 @@
 
 #include <string.h>
 
-/* Copies an id of len bytes into out and parses it; false (out "") when it is not a UUID. */
-static bool take_id(const char *s, size_t len, char out[REG_UUID_STRLEN + 1], reg_uuid *parsed)
-{
-    out[0] = 0;
-    if (!s || len != REG_UUID_STRLEN) return false;
-    memcpy(out, s, len);
-    out[len] = 0;
-    if (!reg_uuid_parse(out, parsed)) return true;
-    out[0] = 0;
-    return false;
-}
-
 /* registry.Command's fields, in the schema's order */
 enum { F_COMMAND_ID, F_TENANT_ID, F_TIME_MS, F_ACTOR, F_BODY, COMMAND_FIELDS };
 
@@ -26,9 +14,10 @@ int command_decode(codec_registry *codec, const void *data, size_t len, command 
     int err =
         codec_decode_fields(codec, "registry.Command", data, len, f, COMMAND_FIELDS, &out->held);
     if (err) return err;
-    out->id_valid = take_id(f[F_COMMAND_ID].str, f[F_COMMAND_ID].len, out->command_id, &out->id);
+    out->id_valid =
+        reg_uuid_take(f[F_COMMAND_ID].str, f[F_COMMAND_ID].len, out->command_id, &out->id);
     out->tenant_valid =
-        take_id(f[F_TENANT_ID].str, f[F_TENANT_ID].len, out->tenant_id, &out->tenant);
+        reg_uuid_take(f[F_TENANT_ID].str, f[F_TENANT_ID].len, out->tenant_id, &out->tenant);
     out->time_ms = f[F_TIME_MS].num;
     out->actor = f[F_ACTOR].str;
     out->actor_len = f[F_ACTOR].len;
@@ -49,9 +38,9 @@ int command_from_json(json_t *cmd, command *out)
         !json_is_string(actor) || !json_is_integer(json_object_get(cmd, "time_ms")))
         return REG_EDECODE;
     out->id_valid =
-        take_id(json_string_value(cid), json_string_length(cid), out->command_id, &out->id);
-    out->tenant_valid =
-        take_id(json_string_value(tid), json_string_length(tid), out->tenant_id, &out->tenant);
+        reg_uuid_take(json_string_value(cid), json_string_length(cid), out->command_id, &out->id);
+    out->tenant_valid = reg_uuid_take(json_string_value(tid), json_string_length(tid),
+                                      out->tenant_id, &out->tenant);
     out->time_ms = json_integer_value(json_object_get(cmd, "time_ms"));
     out->actor = json_string_value(actor);
     out->actor_len = json_string_length(actor);

@@ -77,8 +77,8 @@ void decide_emit(decision *d, const command *cmd, const decide_config *cfg, cons
                  .body = body};
     reg_uuid_format(&eid, e->event_id);
     e->tenant = cmd->tenant;
-    e->ids_valid = cmd->tenant_valid && entity_id && !reg_uuid_parse(entity_id, &e->entity);
-    if (e->ids_valid) memcpy(e->entity_id, entity_id, REG_UUID_STRLEN + 1);
+    e->ids_valid = cmd->tenant_valid && reg_uuid_take(entity_id, entity_id ? strlen(entity_id) : 0,
+                                                      e->entity_id, &e->entity);
 }
 
 /* Loads the command's device, or rejects with 404. Returns the stored device JSON or NULL. */
@@ -321,10 +321,11 @@ done:
     return 0;
 }
 
-/* The decider of the command named kind. */
-static int decide_kind(view_txn *t, const command *cmd, const char *kind, const json_t *b,
-                       const decide_config *cfg, decision *d)
+/* The decider of the command's kind. */
+static int decide_kind(view_txn *t, const command *cmd, const decide_config *cfg, decision *d)
 {
+    const char *kind = cmd->kind;
+    const json_t *b = cmd->body;
     if (!strcmp(kind, "CreateTenant")) return decide_create_tenant(t, cmd, b, cfg, d);
     if (!strcmp(kind, "CreateToken")) return decide_create_token(t, cmd, b, cfg, d);
     if (!strcmp(kind, "RevokeToken")) return decide_revoke_token(t, cmd, b, cfg, d);
@@ -341,7 +342,7 @@ static int decide_kind(view_txn *t, const command *cmd, const char *kind, const 
 int decide_command(view_txn *t, const command *cmd, const decide_config *cfg, decision *d)
 {
     memset(d, 0, sizeof *d);
-    int err = decide_kind(t, cmd, cmd->kind, cmd->body, cfg, d);
+    int err = decide_kind(t, cmd, cfg, d);
     if (err || !d->emit_err) return err;
     /* An event that could not be made: a decision without it would be wrong. */
     if (d->emit_err == REG_ENOMEM) return REG_ENOMEM;

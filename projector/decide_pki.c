@@ -42,11 +42,6 @@ static json_t *load_json(view_txn *t, view_cf cf, const reg_key *k, int *err)
     return j;
 }
 
-static int tenant_of(const command *cmd, reg_uuid *tid)
-{
-    return command_tenant(cmd, tid);
-}
-
 static json_int_t int_of(const json_t *obj, const char *field)
 {
     return json_integer_value(json_object_get(obj, field));
@@ -68,7 +63,7 @@ static int decide_add_factory_ca(view_txn *t, const command *cmd, const json_t *
                                  const decide_config *cfg, decision *d)
 {
     reg_uuid tid, ca;
-    if (tenant_of(cmd, &tid) || reg_uuid_parse(decide_str(b, "ca_id"), &ca)) {
+    if (command_tenant(cmd, &tid) || reg_uuid_parse(decide_str(b, "ca_id"), &ca)) {
         decide_reject(d, 400, "Bad Request", "invalid ids");
         return 0;
     }
@@ -92,7 +87,7 @@ static int decide_remove_factory_ca(view_txn *t, const command *cmd, const json_
                                     const decide_config *cfg, decision *d)
 {
     reg_uuid tid, ca;
-    if (tenant_of(cmd, &tid) || reg_uuid_parse(decide_str(b, "ca_id"), &ca)) {
+    if (command_tenant(cmd, &tid) || reg_uuid_parse(decide_str(b, "ca_id"), &ca)) {
         decide_reject(d, 404, "Not Found", "no such factory CA");
         return 0;
     }
@@ -119,7 +114,7 @@ static int decide_add_manifest(view_txn *t, const command *cmd, const json_t *b,
                                const decide_config *cfg, decision *d)
 {
     reg_uuid tid;
-    if (tenant_of(cmd, &tid)) {
+    if (command_tenant(cmd, &tid)) {
         decide_reject(d, 404, "Not Found", "no such tenant");
         return 0;
     }
@@ -262,7 +257,7 @@ static int decide_provision(view_txn *t, const command *cmd, const json_t *b,
     int err = 0;
     json_t *tenant = NULL, *entry = NULL, *claim = NULL, *dev = NULL;
     view_src src = {NULL, t};
-    if (tenant_of(cmd, &tid) || reg_uuid_parse(decide_str(b, "device_id"), &did) ||
+    if (command_tenant(cmd, &tid) || reg_uuid_parse(decide_str(b, "device_id"), &did) ||
         record_tenant_load(src, &tid, &tenant)) {
         decide_reject(d, 403, "Forbidden", "unknown tenant");
         return 0;
@@ -371,7 +366,7 @@ static int decide_renew(view_txn *t, const command *cmd, const json_t *b, const 
     int err = 0;
     json_t *tenant = NULL, *dev = NULL, *presented = NULL;
     view_src src = {NULL, t};
-    if (tenant_of(cmd, &tid) || record_tenant_load(src, &tid, &tenant)) {
+    if (command_tenant(cmd, &tid) || record_tenant_load(src, &tid, &tenant)) {
         decide_reject(d, 403, "Forbidden", "unknown tenant");
         return 0;
     }
@@ -417,7 +412,7 @@ static int decide_revoke(view_txn *t, const command *cmd, const json_t *b, const
 {
     reg_uuid tid, did;
     int err = 0;
-    if (tenant_of(cmd, &tid)) {
+    if (command_tenant(cmd, &tid)) {
         decide_reject(d, 404, "Not Found", "no such certificate");
         return 0;
     }
@@ -531,7 +526,7 @@ static int reply_certificate(view_txn *t, const command *cmd, const json_t *b, d
 {
     reg_uuid tid;
     reg_key k;
-    tenant_of(cmd, &tid);
+    command_tenant(cmd, &tid);
     char *ca = NULL;
     key_tagged(&k, 'i', tid.b, NULL);
     int err = view_txn_get(t, VIEW_CAS, k.b, k.len, &ca, NULL);
@@ -582,7 +577,7 @@ int decide_pki_reply(view_txn *t, const command *cmd, const json_t *b, decision 
         reg_uuid tid, did;
         json_t *dev = NULL;
         view_src src = {NULL, t};
-        tenant_of(cmd, &tid);
+        command_tenant(cmd, &tid);
         const char *device_id = last ? last->entity_id : decide_str(b, "device_id");
         if (d->reply_kind == REPLY_REVOKED && !last) {
             /* Already revoked: the answer repeats the state. */

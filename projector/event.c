@@ -10,17 +10,6 @@ static const char *member_str(const json_t *obj, const char *name)
     return json_string_value(json_object_get(obj, name));
 }
 
-/* Copies a 36-character id into out and parses it; false when it is not a UUID. */
-static bool take_id(const char *s, char out[REG_UUID_STRLEN + 1], reg_uuid *parsed)
-{
-    if (!s || reg_uuid_parse(s, parsed)) {
-        out[0] = 0;
-        return false;
-    }
-    memcpy(out, s, REG_UUID_STRLEN + 1);
-    return true;
-}
-
 int event_from_json(const json_t *ev, event *out)
 {
     *out = (event){0};
@@ -41,10 +30,10 @@ int event_from_json(const json_t *ev, event *out)
         !json_is_integer(version))
         return REG_EDECODE;
     memcpy(out->event_id, eid, strlen(eid) + 1);
-    reg_uuid tid = {{0}};
-    out->ids_valid = !reg_uuid_parse(out->tenant_id, &tid) &&
-                     take_id(member_str(ev, "entity_id"), out->entity_id, &out->entity);
-    out->tenant = tid;
+    const char *entity = member_str(ev, "entity_id");
+    out->ids_valid =
+        !reg_uuid_parse(out->tenant_id, &out->tenant) &&
+        reg_uuid_take(entity, entity ? strlen(entity) : 0, out->entity_id, &out->entity);
     out->time_ms = json_integer_value(time_ms);
     out->version = json_integer_value(version);
     out->kind = kind;
@@ -61,10 +50,10 @@ int event_encode(codec_registry *codec, const event *e, codec_buf *out)
 {
     /* registry.Event's fields, in the schema's order */
     const codec_field fields[] = {
-        {.kind = CODEC_FIELD_STRING, .str = e->event_id, .len = strlen(e->event_id)},
+        string_field(e->event_id),
         string_field(e->command_id),
         string_field(e->tenant_id),
-        {.kind = CODEC_FIELD_STRING, .str = e->entity_id, .len = strlen(e->entity_id)},
+        string_field(e->entity_id),
         string_field(e->region),
         {.kind = CODEC_FIELD_LONG, .num = e->time_ms},
         {.kind = CODEC_FIELD_STRING, .str = e->actor, .len = e->actor_len},

@@ -2082,7 +2082,7 @@ int codec_decode(codec_registry *reg, const char *name, const void *data, size_t
     return rc;
 }
 
-static void fields_release(codec_field *fields, size_t n)
+void codec_fields_release(codec_field *fields, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (fields[i].kind == CODEC_FIELD_BRANCH) json_decref(fields[i].val);
@@ -2107,7 +2107,7 @@ static int fields_of_json(const struct node *rec, const json_t *j, codec_field *
                                       .str = json_object_iter_key(it),
                                       .val = json_incref(json_object_iter_value(it))};
         } else {
-            fields_release(fields, i);
+            codec_fields_release(fields, i);
             return REG_EINVAL;
         }
     }
@@ -2180,6 +2180,6 @@ int codec_decode_fields(codec_registry *reg, const char *name, const void *data,
         }
     }
     if (!rc && c.left) rc = REG_EDECODE; /* trailing bytes: not one record */
-    if (rc) fields_release(fields, n);
+    if (rc) codec_fields_release(fields, n);
     return rc;
 }

@@ -112,6 +112,9 @@ int codec_encode_fields(codec_registry *reg, const char *name, const codec_field
 int codec_decode_fields(codec_registry *reg, const char *name, const void *data, size_t len,
                         codec_field *fields, size_t n, json_t **held);
 
+/* Releases the BRANCH values of n decoded fields (and zeroes them). */
+void codec_fields_release(codec_field *fields, size_t n);
+
 /* The fingerprint in the header of a single-object encoded record. 0 or REG_EDECODE. */
 int codec_peek_fingerprint(const void *data, size_t len, uint64_t *out);
 

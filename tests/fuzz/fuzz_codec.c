@@ -160,8 +160,7 @@ static void check_fields(const char *name, size_t n, const uint8_t *data, size_t
     CHECK(direct.len == via_json.len && !memcmp(direct.data, via_json.data, direct.len));
     free(direct.data);
     free(via_json.data);
-    for (i = 0; i < n; i++)
-        if (f[i].kind == CODEC_FIELD_BRANCH) json_decref(f[i].val);
+    codec_fields_release(f, n);
     json_decref(held);
 }
 

@@ -603,12 +603,6 @@ static void assert_fields_are(const json_t *rec, const codec_field *f, size_t n)
     }
 }
 
-static void fields_release(codec_field *f, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (f[i].kind == CODEC_FIELD_BRANCH) json_decref(f[i].val);
-}
-
 /* A record as fields (codec_decode_fields) is what it is as JSON (codec_decode), both ways: the
  * projector's commands come in and its events go out that way. Also for a record written with
  * an older schema, resolved alike, and for bytes that are not a record. */
@@ -632,7 +626,7 @@ static void test_fields(void **state)
         assert_int_equal(codec_encode_fields(reg, "registry.Command", f, N, &again), 0);
         assert_int_equal(again.len, b.len);
         assert_memory_equal(again.data, b.data, b.len);
-        fields_release(f, N);
+        codec_fields_release(f, N);
         /* not one record: cut short, or with a byte after it */
         assert_int_equal(
             codec_decode_fields(reg, "registry.Command", b.data, b.len - 1, f, N, &held),
@@ -672,7 +666,7 @@ static void test_fields(void **state)
         direct.len = 0;
         assert_int_equal(codec_encode_fields(reg, "registry.Event", f, 9, &direct), REG_EINVAL);
         assert_int_equal(direct.len, 0);
-        fields_release(f, 9);
+        codec_fields_release(f, 9);
         free(b.data);
         free(direct.data);
         json_decref(dec);
@@ -690,7 +684,7 @@ static void test_fields(void **state)
     assert_int_equal(codec_decode_fields(reg, "registry.Command", b.data, b.len, f, N, &held), 0);
     assert_non_null(held); /* the strings are in the resolved value */
     assert_fields_are(dec, f, N);
-    fields_release(f, N);
+    codec_fields_release(f, N);
     json_decref(held);
     free(b.data);
     json_decref(dec);

@@ -90,6 +90,26 @@ static void test_text_round_trip(void **state)
     assert_int_not_equal(reg_uuid_parse("", &back), 0);
 }
 
+/* reg_uuid_take: an id inside a longer buffer, parsed and copied with its case kept; anything
+ * else leaves "" and 0. */
+static void test_take(void **state)
+{
+    (void)state;
+    const char *buf = "0F8FAD5B-D9CB-469F-A165-70867728950Etrailing";
+    char text[REG_UUID_STRLEN + 1];
+    reg_uuid u, want;
+    assert_int_equal(reg_uuid_take(buf, REG_UUID_STRLEN, text, &u), 1);
+    assert_string_equal(text, "0F8FAD5B-D9CB-469F-A165-70867728950E");
+    assert_int_equal(reg_uuid_parse(text, &want), 0);
+    assert_memory_equal(u.b, want.b, 16);
+    assert_int_equal(reg_uuid_take(buf, REG_UUID_STRLEN + 1, text, &u), 0); /* too long */
+    assert_string_equal(text, "");
+    assert_int_equal(reg_uuid_take(buf, 35, text, &u), 0);
+    assert_int_equal(reg_uuid_take("0f8fad5b-d9cb-469f-a165-70867728950x", 36, text, &u), 0);
+    assert_string_equal(text, "");
+    assert_int_equal(reg_uuid_take(NULL, 36, text, &u), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -97,6 +117,7 @@ int main(void)
         cmocka_unit_test(test_new_ids_increase),
         cmocka_unit_test(test_derive_is_stable),
         cmocka_unit_test(test_text_round_trip),
+        cmocka_unit_test(test_take),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
