@@ -240,6 +240,11 @@ void jsonfast_text_string(jsonfast_text *t, const char *s)
     put_string(t, s, strlen(s));
 }
 
+void jsonfast_text_stringn(jsonfast_text *t, const char *s, size_t n)
+{
+    put_string(t, s, n);
+}
+
 void jsonfast_text_value(jsonfast_text *t, const json_t *v)
 {
     if (!v)

@@ -42,8 +42,9 @@ static inline void jsonfast_text_raw(jsonfast_text *t, const char *s)
 {
     jsonfast_text_rawn(t, s, __builtin_strlen(s));
 }
-void jsonfast_text_string(jsonfast_text *t, const char *s);  /* as a JSON string */
-void jsonfast_text_int(jsonfast_text *t, int64_t v);         /* as a JSON integer */
+void jsonfast_text_string(jsonfast_text *t, const char *s);            /* as a JSON string */
+void jsonfast_text_stringn(jsonfast_text *t, const char *s, size_t n); /* n bytes, the same */
+void jsonfast_text_int(jsonfast_text *t, int64_t v);                   /* as a JSON integer */
 void jsonfast_text_value(jsonfast_text *t, const json_t *v); /* as jsonfast_dump renders it */
 char *jsonfast_text_end(jsonfast_text *t, size_t *len);
 

@@ -42,17 +42,35 @@ enum { ATTR_INDEXES = 4 };
 static const view_cf attr_index_cf[ATTR_INDEXES] = {VIEW_IDX_ATTR, VIEW_IDX_STATUS,
                                                     VIEW_IDX_FIRMWARE, VIEW_IDX_LASTSEEN};
 
-/* The keys of the entries in those indexes of a device with these attributes (fw and seen may
- * be NULL); has[i] is false where it has none. */
-static void attr_keys(const reg_uuid *tid, const reg_uuid *did, const char *type,
-                      const char *status, const char *fw, const char *seen, reg_key k[ATTR_INDEXES],
-                      bool has[ATTR_INDEXES])
+/* An attribute of a device for attr_keys: len bytes, no NUL (the decisions refuse one); s is
+ * NULL where the device has none. */
+typedef struct attr {
+    const char *s;
+    size_t len;
+} attr;
+
+static attr attr_of(const json_t *dev, const char *field)
 {
-    key_add(key_str0(key_str0(key_add(key_reset(&k[0]), tid->b, 16), type), status), did->b, 16);
-    key_add(key_str0(key_add(key_reset(&k[1]), tid->b, 16), status), did->b, 16);
+    const json_t *v = json_object_get(dev, field);
+    return (attr){json_string_value(v), json_string_length(v)};
+}
+
+/* s followed by the 0 that separates it from what comes next in a key. */
+static reg_key *key_attr(reg_key *k, attr a)
+{
+    return key_byte(key_add(k, a.s ? a.s : "", a.len), 0);
+}
+
+/* The keys of the entries in those indexes of a device with these attributes (fw and seen may
+ * be missing); has[i] is false where it has none. */
+static void attr_keys(const reg_uuid *tid, const reg_uuid *did, attr type, attr status, attr fw,
+                      const char *seen, reg_key k[ATTR_INDEXES], bool has[ATTR_INDEXES])
+{
+    key_add(key_attr(key_attr(key_add(key_reset(&k[0]), tid->b, 16), type), status), did->b, 16);
+    key_add(key_attr(key_add(key_reset(&k[1]), tid->b, 16), status), did->b, 16);
     has[0] = has[1] = true;
-    if ((has[2] = fw != NULL))
-        key_add(key_str0(key_add(key_reset(&k[2]), tid->b, 16), fw), did->b, 16);
+    if ((has[2] = fw.s != NULL))
+        key_add(key_attr(key_add(key_reset(&k[2]), tid->b, 16), fw), did->b, 16);
     int64_t seen_ms;
     if ((has[3] = seen && clock_parse_rfc3339(seen, &seen_ms) == 0))
         key_add(key_be64(key_add(key_reset(&k[3]), tid->b, 16), (uint64_t)seen_ms), did->b, 16);
@@ -62,8 +80,8 @@ static void attr_keys(const reg_uuid *tid, const reg_uuid *did, const char *type
 static void attr_index_keys(const reg_uuid *tid, const reg_uuid *did, const json_t *dev,
                             reg_key k[ATTR_INDEXES], bool has[ATTR_INDEXES])
 {
-    attr_keys(tid, did, str_or(dev, "device_type", ""), str_or(dev, "status", ""),
-              json_string_value(json_object_get(dev, "firmware_version")),
+    attr_keys(tid, did, attr_of(dev, "device_type"), attr_of(dev, "status"),
+              attr_of(dev, "firmware_version"),
               json_string_value(json_object_get(dev, "last_seen_at")), k, has);
 }
 
@@ -93,31 +111,37 @@ static void attr_index_move(view_txn *t, const reg_uuid *tid, const reg_uuid *di
     attr_index_put(t, k, has);
 }
 
-/* The metadata index's key of a device's metadata key and value. */
+/* The metadata index's key of a device's metadata key and value (klen and vlen bytes, neither
+ * holding a NUL: the decision refused those). */
 static void metadata_key(reg_key *k, const reg_uuid *tid, const reg_uuid *did, const char *key,
-                         const char *value)
+                         size_t klen, const char *value, size_t vlen)
 {
-    key_add(key_str0(key_str0(key_add(key_reset(k), tid->b, 16), key), value), did->b, 16);
+    key_add(key_reset(k), tid->b, 16);
+    key_byte(key_add(k, key, klen), 0);
+    key_byte(key_add(k, value, vlen), 0);
+    key_add(k, did->b, 16);
 }
 
-/* Sets (value non-NULL) or deletes one metadata key of a device (md: its metadata object,
+/* Sets (p->val non-NULL) or deletes one metadata key of a device (md: its metadata object,
  * borrowed) and keeps the metadata index in step. */
 static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, json_t *md,
-                         const char *key, const char *value)
+                         const codec_pair *p)
 {
-    const char *old = json_string_value(json_object_get(md, key));
+    const json_t *oldv = json_object_getn(md, p->key, p->key_len);
+    const char *old = json_string_value(oldv);
     reg_key ik;
-    if (old && value && !strcmp(old, value)) return; /* unchanged: the index entry stays */
+    if (old && p->val && json_string_length(oldv) == p->val_len && !memcmp(old, p->val, p->val_len))
+        return; /* unchanged: the index entry stays */
     if (old) {
-        metadata_key(&ik, tid, did, key, old);
+        metadata_key(&ik, tid, did, p->key, p->key_len, old, json_string_length(oldv));
         view_txn_delete(t, VIEW_IDX_META, ik.b, ik.len);
     }
-    if (value) {
-        metadata_key(&ik, tid, did, key, value);
+    if (p->val) {
+        metadata_key(&ik, tid, did, p->key, p->key_len, p->val, p->val_len);
         put_empty(t, VIEW_IDX_META, &ik);
-        json_object_set_new(md, key, json_string(value));
+        json_object_setn_new(md, p->key, p->key_len, json_stringn(p->val, p->val_len));
     } else {
-        json_object_del(md, key);
+        json_object_deln(md, p->key, p->key_len);
     }
 }
 
@@ -130,55 +154,57 @@ static void hand_back(apply_decided *decided, const reg_uuid *device, char *text
     decided->stored_device = *device;
 }
 
-/* Writes a new device's record straight as text, in the members' order of the records
- * record_device_store writes, with its index entries: building it in jansson, rendering it and
- * freeing it was a fifth of deciding and applying a registration, and of the committer's work
- * for it. A device read again later in the batch is parsed from this text. */
-static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                                   const event *ev, const json_t *b, apply_decided *decided)
+/* A nullable string field's value as JSON text: the string, or null. */
+static void text_nullable(jsonfast_text *x, const codec_field *f)
 {
+    if (f->str)
+        jsonfast_text_stringn(x, f->str, f->len);
+    else
+        jsonfast_text_raw(x, "null");
+}
+
+/* Writes a new device's record straight as text from the event's fields, in the members' order
+ * of the records record_device_store writes, with its index entries: building it in jansson,
+ * rendering it and freeing it was a fifth of deciding and applying a registration, and of the
+ * committer's work for it. A device read again later in the batch is parsed from this text. */
+static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
+                                   const event *ev, apply_decided *decided)
+{
+    if (ev->nfields != DEVICE_REGISTERED_FIELDS) return REG_EDECODE;
+    const codec_field *f = ev->fields, *metadata = &f[REGISTERED_METADATA];
     char tid_s[37], did_s[37];
     reg_uuid_format(tid, tid_s);
     reg_uuid_format(did, did_s);
     char registered[32];
     clock_rfc3339(ev->time_ms, registered);
-    /* DeviceRegistered's members, in its schema's order; the record has them in another */
-    enum { SERIAL, TYPE, HARDWARE, FIRMWARE, STATUS, METADATA, MEMBERS };
-    static const char *const names[MEMBERS] = {
-        "serial_number",    "device_type", "hardware_revision",
-        "firmware_version", "status",      "metadata"};
-    static const int record_order[] = {SERIAL, TYPE, STATUS, FIRMWARE, HARDWARE};
-    json_t *m[MEMBERS];
-    jsonfast_members(b, names, MEMBERS, m);
     jsonfast_text x = {0};
     jsonfast_text_raw(&x, "{\"device_id\":");
     jsonfast_text_string(&x, did_s);
     jsonfast_text_raw(&x, ",\"tenant_id\":");
     jsonfast_text_string(&x, tid_s);
-    for (size_t i = 0; i < sizeof record_order / sizeof record_order[0]; i++) {
-        jsonfast_text_raw(&x, ",\"");
-        jsonfast_text_raw(&x, names[record_order[i]]);
-        jsonfast_text_raw(&x, "\":");
-        jsonfast_text_value(&x, m[record_order[i]]); /* a missing one fails */
-    }
+    jsonfast_text_raw(&x, ",\"serial_number\":");
+    jsonfast_text_stringn(&x, f[REGISTERED_SERIAL].str, f[REGISTERED_SERIAL].len);
+    jsonfast_text_raw(&x, ",\"device_type\":");
+    jsonfast_text_stringn(&x, f[REGISTERED_TYPE].str, f[REGISTERED_TYPE].len);
+    jsonfast_text_raw(&x, ",\"status\":");
+    jsonfast_text_stringn(&x, f[REGISTERED_STATUS].str, f[REGISTERED_STATUS].len);
+    jsonfast_text_raw(&x, ",\"firmware_version\":");
+    text_nullable(&x, &f[REGISTERED_FIRMWARE]);
+    jsonfast_text_raw(&x, ",\"hardware_revision\":");
+    text_nullable(&x, &f[REGISTERED_HARDWARE]);
     jsonfast_text_raw(&x, ",\"registered_at\":");
     jsonfast_text_string(&x, registered);
     jsonfast_text_raw(&x, ",\"last_seen_at\":null,\"version\":");
     jsonfast_text_int(&x, ev->version);
     jsonfast_text_raw(&x, ",\"shadow_version\":0,\"metadata\":{");
-    const char *mk;
-    json_t *mv;
-    bool first = true;
     reg_key k;
-    json_object_foreach(m[METADATA], mk, mv)
-    {
-        if (!json_is_string(mv)) continue; /* as set_metadata: no value, no key */
-        if (!first) jsonfast_text_raw(&x, ",");
-        first = false;
-        jsonfast_text_string(&x, mk);
+    for (size_t i = 0; i < metadata->npairs; i++) {
+        const codec_pair *p = &metadata->pairs[i];
+        if (i) jsonfast_text_raw(&x, ",");
+        jsonfast_text_stringn(&x, p->key, p->key_len);
         jsonfast_text_raw(&x, ":");
-        jsonfast_text_value(&x, mv);
-        metadata_key(&k, tid, did, mk, json_string_value(mv));
+        jsonfast_text_stringn(&x, p->val, p->val_len);
+        metadata_key(&k, tid, did, p->key, p->key_len, p->val, p->val_len);
         put_empty(t, VIEW_IDX_META, &k);
     }
     jsonfast_text_raw(&x, "},\"certificates\":[]}");
@@ -193,13 +219,12 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
 
     reg_key ak[ATTR_INDEXES];
     bool has[ATTR_INDEXES];
-    const char *type = json_string_value(m[TYPE]), *status = json_string_value(m[STATUS]),
-               *serial = json_string_value(m[SERIAL]);
-    attr_keys(tid, did, type ? type : "", status ? status : "", json_string_value(m[FIRMWARE]),
-              NULL, ak, has);
+    attr_keys(tid, did, (attr){f[REGISTERED_TYPE].str, f[REGISTERED_TYPE].len},
+              (attr){f[REGISTERED_STATUS].str, f[REGISTERED_STATUS].len},
+              (attr){f[REGISTERED_FIRMWARE].str, f[REGISTERED_FIRMWARE].len}, NULL, ak, has);
     attr_index_put(t, ak, has);
 
-    key_str(key_add(key_reset(&k), tid->b, 16), serial ? serial : "");
+    key_add(key_add(key_reset(&k), tid->b, 16), f[REGISTERED_SERIAL].str, f[REGISTERED_SERIAL].len);
     view_txn_put(t, VIEW_SERIALS, k.b, k.len, did->b, 16);
     return 0;
 }
@@ -239,10 +264,11 @@ static void change_attributes(json_t *dev, const event *ev, view_txn *t)
 /* A metadata change, made in the record's text (record_device_meta): only the metadata is
  * decoded, and the attribute indexes stay as they are. */
 static int apply_metadata_changed(view_txn *t, const reg_uuid *tid, const reg_uuid *did,
-                                  const event *ev, const json_t *b, apply_decided *decided)
+                                  const event *ev, apply_decided *decided)
 {
     record_device_meta m;
     int err = 0;
+    if (ev->nfields != METADATA_CHANGED_FIELDS) return REG_EDECODE;
     if (decided && decided->device.text) { /* as the decision read it: a read and parse fewer */
         m = decided->device;
         decided->device = (record_device_meta){0};
@@ -250,10 +276,9 @@ static int apply_metadata_changed(view_txn *t, const reg_uuid *tid, const reg_uu
         err = record_device_meta_read(t, tid, did, &m);
     }
     if (err) return err == REG_ENOTFOUND ? REG_EDECODE : err;
-    const char *mk;
-    json_t *mv;
-    json_object_foreach(json_object_get(b, "changes"), mk, mv)
-        set_metadata(t, tid, did, m.metadata, mk, json_string_value(mv));
+    const codec_field *changes = &ev->fields[CHANGED_CHANGES];
+    for (size_t i = 0; i < changes->npairs; i++)
+        set_metadata(t, tid, did, m.metadata, &changes->pairs[i]);
     char *stored = NULL;
     size_t stored_len = 0;
     err = record_device_meta_store(t, tid, did, &m, ev->version, decided ? &stored : NULL,
@@ -365,7 +390,7 @@ int apply_event(view_txn *t, const event *ev, apply_decided *decided)
         free(decided->stored);
         decided->stored = NULL;
     }
-    if (!ev->ids_valid || !json_is_object(ev->body)) return REG_EDECODE;
+    if (!ev->ids_valid || (!ev->nfields && !json_is_object(ev->body))) return REG_EDECODE;
     const reg_uuid *tid = &ev->tenant, *eid = &ev->entity;
     const char *kind = ev->kind;
     const json_t *b = ev->body;
@@ -373,13 +398,11 @@ int apply_event(view_txn *t, const event *ev, apply_decided *decided)
     if (!strcmp(kind, "TenantCreated")) return apply_tenant_created(t, tid, ev, b);
     if (!strcmp(kind, "TokenCreated")) return apply_token_created(t, tid, ev, b);
     if (!strcmp(kind, "TokenRevoked")) return apply_token_revoked(t, tid, b);
-    if (!strcmp(kind, "DeviceRegistered"))
-        return apply_device_registered(t, tid, eid, ev, b, decided);
+    if (!strcmp(kind, "DeviceRegistered")) return apply_device_registered(t, tid, eid, ev, decided);
     if (!strcmp(kind, "DeviceStatusChanged")) return apply_update_device(t, ev, change_status);
     if (!strcmp(kind, "DeviceAttributesChanged"))
         return apply_update_device(t, ev, change_attributes);
-    if (!strcmp(kind, "MetadataChanged"))
-        return apply_metadata_changed(t, tid, eid, ev, b, decided);
+    if (!strcmp(kind, "MetadataChanged")) return apply_metadata_changed(t, tid, eid, ev, decided);
     if (!strcmp(kind, "ShadowUpdated"))
         return apply_shadow_updated(t, tid, eid, ev, b, decided ? &decided->shadow : NULL);
     int err = 0;

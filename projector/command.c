@@ -2,6 +2,7 @@
 #include "projector/command.h"
 #include "err.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* registry.Command's fields, in the schema's order */
@@ -10,9 +11,13 @@ enum { F_COMMAND_ID, F_TENANT_ID, F_TIME_MS, F_ACTOR, F_BODY, COMMAND_FIELDS };
 int command_decode(codec_registry *codec, const void *data, size_t len, command *out)
 {
     *out = (command){0};
+    const codec_branch_fields as_fields[] = {
+        {"RegisterDevice", out->fields, REGISTER_DEVICE_FIELDS},
+        {"PatchMetadata", out->fields, PATCH_METADATA_FIELDS},
+    };
     codec_field f[COMMAND_FIELDS];
-    int err =
-        codec_decode_fields(codec, "registry.Command", data, len, f, COMMAND_FIELDS, &out->held);
+    int err = codec_decode_fields(codec, "registry.Command", data, len, f, COMMAND_FIELDS,
+                                  as_fields, sizeof as_fields / sizeof as_fields[0], &out->held);
     if (err) return err;
     out->id_valid =
         reg_uuid_take(f[F_COMMAND_ID].str, f[F_COMMAND_ID].len, out->command_id, &out->id);
@@ -22,32 +27,21 @@ int command_decode(codec_registry *codec, const void *data, size_t len, command 
     out->actor = f[F_ACTOR].str;
     out->actor_len = f[F_ACTOR].len;
     out->kind = f[F_BODY].str;
-    out->body = f[F_BODY].val;
+    out->body = f[F_BODY].val; /* the reference is the command's now */
+    out->nfields = f[F_BODY].sub ? f[F_BODY].nsub : 0;
     return 0;
 }
 
-int command_from_json(json_t *cmd, command *out)
+int command_from_json(codec_registry *codec, const json_t *cmd, command *out)
 {
-    *out = (command){0};
-    const char *kind = NULL;
-    json_t *b = NULL;
-    json_object_foreach(json_object_get(cmd, "body"), kind, b) break;
-    const json_t *cid = json_object_get(cmd, "command_id"),
-                 *tid = json_object_get(cmd, "tenant_id"), *actor = json_object_get(cmd, "actor");
-    if (!kind || !json_is_object(b) || !json_is_string(cid) || !json_is_string(tid) ||
-        !json_is_string(actor) || !json_is_integer(json_object_get(cmd, "time_ms")))
-        return REG_EDECODE;
-    out->id_valid =
-        reg_uuid_take(json_string_value(cid), json_string_length(cid), out->command_id, &out->id);
-    out->tenant_valid = reg_uuid_take(json_string_value(tid), json_string_length(tid),
-                                      out->tenant_id, &out->tenant);
-    out->time_ms = json_integer_value(json_object_get(cmd, "time_ms"));
-    out->actor = json_string_value(actor);
-    out->actor_len = json_string_length(actor);
-    out->kind = kind;
-    out->body = json_incref(b);
-    out->held = json_incref(cmd);
-    return 0;
+    codec_buf b = {0};
+    int err = codec_encode(codec, "registry.Command", cmd, &b);
+    if (!err) err = command_decode(codec, b.data, b.len, out);
+    if (err)
+        free(b.data);
+    else
+        out->bytes = b.data;
+    return err;
 }
 
 int command_tenant(const command *c, reg_uuid *out)
@@ -57,9 +51,30 @@ int command_tenant(const command *c, reg_uuid *out)
     return 0;
 }
 
+const char *command_device_id(const command *c, size_t *len)
+{
+    if (c->nfields) { /* device_id is the first field of each body held as fields */
+        *len = c->fields[0].len;
+        return c->fields[0].str;
+    }
+    const json_t *id = json_object_get(c->body, "device_id");
+    *len = json_string_length(id);
+    return json_string_value(id);
+}
+
+int command_device(const command *c, reg_uuid *out)
+{
+    size_t len = 0;
+    const char *id = command_device_id(c, &len);
+    char text[REG_UUID_STRLEN + 1];
+    return id && reg_uuid_take(id, len, text, out) ? 0 : REG_EINVAL;
+}
+
 void command_clear(command *c)
 {
+    codec_fields_release(c->fields, c->nfields);
     json_decref(c->body);
     json_decref(c->held);
+    free(c->bytes);
     *c = (command){0};
 }

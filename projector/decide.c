@@ -40,23 +40,19 @@ void decide_reject(decision *d, int status, const char *title, const char *detai
                          status, "detail", detail);
 }
 
-/* Appends an event of this command. Its id is derived from the command id and its index, so a
- * re-decided command produces identical events. */
-void decide_emit(decision *d, const command *cmd, const decide_config *cfg, const char *entity_id,
-                 json_int_t version, const char *kind, json_t *body /* stolen */)
+/* The next event of this command in d, its envelope filled (its id derived from the command id
+ * and its index, so a re-decided command produces identical events) and its body left empty;
+ * NULL when out of memory (d->emit_err says so). */
+static event *next_event(decision *d, const command *cmd, const decide_config *cfg,
+                         const char *entity_id, size_t entity_len, json_int_t version,
+                         const char *kind)
 {
-    if (!body) { /* the command lacks a member the event has (only a command not decoded by the
-                  * codec, which fills defaults, can), or out of memory */
-        d->emit_err = REG_EINVAL;
-        return;
-    }
     if (d->nevents == d->events_cap) {
         size_t cap = d->events_cap ? d->events_cap * 2 : 4;
         event *grown = realloc(d->events, cap * sizeof *grown);
         if (!grown) {
-            json_decref(body);
             d->emit_err = REG_ENOMEM;
-            return;
+            return NULL;
         }
         d->events = grown;
         d->events_cap = cap;
@@ -73,20 +69,73 @@ void decide_emit(decision *d, const command *cmd, const decide_config *cfg, cons
                  .actor_len = cmd->actor_len,
                  .time_ms = cmd->time_ms,
                  .version = version,
-                 .kind = kind,
-                 .body = body};
+                 .kind = kind};
     reg_uuid_format(&eid, e->event_id);
     e->tenant = cmd->tenant;
-    e->ids_valid = cmd->tenant_valid && reg_uuid_take(entity_id, entity_id ? strlen(entity_id) : 0,
-                                                      e->entity_id, &e->entity);
+    e->ids_valid = cmd->tenant_valid &&
+                   reg_uuid_take(entity_id, entity_id ? entity_len : 0, e->entity_id, &e->entity);
+    return e;
+}
+
+void decide_emit(decision *d, const command *cmd, const decide_config *cfg, const char *entity_id,
+                 json_int_t version, const char *kind, json_t *body /* stolen */)
+{
+    if (!body) { /* the command lacks a member the event has (only a command not decoded by the
+                  * codec, which fills defaults, can), or out of memory */
+        d->emit_err = REG_EINVAL;
+        return;
+    }
+    event *e = next_event(d, cmd, cfg, entity_id, entity_id ? strlen(entity_id) : 0, version, kind);
+    if (e)
+        e->body = body;
+    else
+        json_decref(body);
+}
+
+void decide_emit_fields(decision *d, const command *cmd, const decide_config *cfg,
+                        const char *entity_id, size_t entity_len, json_int_t version,
+                        const char *kind, codec_field *fields, size_t n, json_t *held)
+{
+    event *e = n <= EVENT_BODY_FIELDS_MAX
+                   ? next_event(d, cmd, cfg, entity_id, entity_len, version, kind)
+                   : NULL;
+    if (!e) {
+        codec_fields_release(fields, n);
+        json_decref(held);
+        return;
+    }
+    memcpy(e->fields, fields, n * sizeof *fields);
+    e->nfields = n;
+    e->held = held;
+}
+
+codec_field decide_string_field(const json_t *v)
+{
+    return (codec_field){
+        .kind = CODEC_FIELD_STRING, .str = json_string_value(v), .len = json_string_length(v)};
+}
+
+/* A copy of a decoded map field's pairs (NULL: out of memory), for an event that owns its own. */
+static codec_pair *pairs_copy(const codec_field *map)
+{
+    codec_pair *p = malloc((map->npairs ? map->npairs : 1) * sizeof *p);
+    if (p && map->npairs) memcpy(p, map->pairs, map->npairs * sizeof *p);
+    return p;
+}
+
+/* Whether a string field holds a NUL, which the view's keys use to separate their parts: the
+ * API's JSON cannot carry one, so only a record not written by the registry can. */
+static bool holds_nul(const codec_field *f)
+{
+    return f->str && memchr(f->str, 0, f->len);
 }
 
 /* Loads the command's device, or rejects with 404. Returns the stored device JSON or NULL. */
-json_t *decide_load_device(view_txn *t, const command *cmd, const json_t *b, decision *d, int *err)
+json_t *decide_load_device(view_txn *t, const command *cmd, decision *d, int *err)
 {
     reg_uuid tid, did;
     json_t *dev = NULL;
-    if (command_tenant(cmd, &tid) || reg_uuid_parse(decide_str(b, "device_id"), &did)) {
+    if (command_tenant(cmd, &tid) || command_device(cmd, &did)) {
         decide_reject(d, 404, "Not Found", "no such device");
         return NULL;
     }
@@ -166,30 +215,30 @@ static int decide_revoke_token(view_txn *t, const command *cmd, const json_t *b,
     return 0;
 }
 
-static int decide_register_device(view_txn *t, const command *cmd, const json_t *b,
-                                  const decide_config *cfg, decision *d)
+static int decide_register_device(view_txn *t, const command *cmd, const decide_config *cfg,
+                                  decision *d)
 {
     reg_uuid tid;
-    if (command_tenant(cmd, &tid)) {
+    if (command_tenant(cmd, &tid) || cmd->nfields != REGISTER_DEVICE_FIELDS) {
         decide_reject(d, 404, "Not Found", "no such tenant");
         return 0;
     }
-    /* RegisterDevice's members, in its schema's order */
-    enum { DEVICE_ID, SERIAL, TYPE, HARDWARE, FIRMWARE, METADATA, MEMBERS };
-    static const char *const names[MEMBERS] = {"device_id",        "serial_number",
-                                               "device_type",      "hardware_revision",
-                                               "firmware_version", "metadata"};
-    json_t *m[MEMBERS];
-    jsonfast_members(b, names, MEMBERS, m);
-    if (json_object_size(m[METADATA]) > cfg->max_metadata_keys) {
+    const codec_field *f = cmd->fields, *metadata = &f[REGISTER_METADATA];
+    if (metadata->npairs > cfg->max_metadata_keys) {
         char msg[96];
         snprintf(msg, sizeof msg, "metadata: at most %u keys per device", cfg->max_metadata_keys);
         decide_reject(d, 400, "Bad Request", msg);
         return 0;
     }
-    const char *serial = json_string_value(m[SERIAL]);
+    bool nul = holds_nul(&f[REGISTER_TYPE]) || holds_nul(&f[REGISTER_FIRMWARE]);
+    for (size_t i = 0; i < metadata->npairs; i++)
+        nul = nul || memchr(metadata->pairs[i].val, 0, metadata->pairs[i].val_len);
+    if (nul) {
+        decide_reject(d, 400, "Bad Request", "a string holds a NUL character");
+        return 0;
+    }
     reg_key k;
-    key_str(key_add(key_reset(&k), tid.b, 16), serial ? serial : "");
+    key_add(key_add(key_reset(&k), tid.b, 16), f[REGISTER_SERIAL].str, f[REGISTER_SERIAL].len);
     char *existing = NULL;
     int err = view_txn_get(t, VIEW_SERIALS, k.b, k.len, &existing, NULL);
     if (err == 0) {
@@ -198,11 +247,19 @@ static int decide_register_device(view_txn *t, const command *cmd, const json_t 
         return 0;
     }
     if (err != REG_ENOTFOUND) return err;
-    decide_emit(d, cmd, cfg, json_string_value(m[DEVICE_ID]), 1, "DeviceRegistered",
-                jsonfast_pack("{s:O, s:O, s:O, s:O, s:s, s:O}", "serial_number", m[SERIAL],
-                              "device_type", m[TYPE], "hardware_revision", m[HARDWARE],
-                              "firmware_version", m[FIRMWARE], "status", "provisioning", "metadata",
-                              m[METADATA]));
+    codec_field body[DEVICE_REGISTERED_FIELDS] = {
+        [REGISTERED_SERIAL] = f[REGISTER_SERIAL],
+        [REGISTERED_TYPE] = f[REGISTER_TYPE],
+        [REGISTERED_HARDWARE] = f[REGISTER_HARDWARE],
+        [REGISTERED_FIRMWARE] = f[REGISTER_FIRMWARE],
+        [REGISTERED_STATUS] = {.kind = CODEC_FIELD_STRING, .str = "provisioning", .len = 12},
+        [REGISTERED_METADATA] = {.kind = CODEC_FIELD_MAP,
+                                 .pairs = pairs_copy(metadata),
+                                 .npairs = metadata->npairs},
+    };
+    if (!body[REGISTERED_METADATA].pairs) return REG_ENOMEM;
+    decide_emit_fields(d, cmd, cfg, f[REGISTER_DEVICE_ID].str, f[REGISTER_DEVICE_ID].len, 1,
+                       "DeviceRegistered", body, DEVICE_REGISTERED_FIELDS, NULL);
     d->status = 201;
     d->reply_kind = REPLY_DEVICE;
     return 0;
@@ -224,7 +281,7 @@ static int decide_update_device(view_txn *t, const command *cmd, const json_t *b
                                 const decide_config *cfg, decision *d)
 {
     int err = 0;
-    json_t *dev = decide_load_device(t, cmd, b, d, &err);
+    json_t *dev = decide_load_device(t, cmd, d, &err);
     if (!dev) return err;
     const char *from = decide_str(dev, "status");
     json_int_t version = json_integer_value(json_object_get(dev, "version"));
@@ -264,16 +321,30 @@ done:
     return 0;
 }
 
-static int decide_patch_metadata(view_txn *t, const command *cmd, const json_t *b,
-                                 const decide_config *cfg, decision *d)
+/* Whether the device's metadata value old (or NULL) is the string val (val_len bytes). */
+static bool same_value(const json_t *old, const char *val, size_t val_len)
+{
+    return old && val && json_string_length(old) == val_len &&
+           !memcmp(json_string_value(old), val, val_len);
+}
+
+static int decide_patch_metadata(view_txn *t, const command *cmd, const decide_config *cfg,
+                                 decision *d)
 {
     reg_uuid tid, did;
     record_device_meta dev;
     int err = REG_ENOTFOUND;
-    if (!command_tenant(cmd, &tid) && !reg_uuid_parse(decide_str(b, "device_id"), &did))
+    if (!command_tenant(cmd, &tid) && !command_device(cmd, &did) &&
+        cmd->nfields == PATCH_METADATA_FIELDS)
         err = record_device_meta_read(t, &tid, &did, &dev); /* the metadata alone decoded */
     if (err == REG_ENOTFOUND) decide_reject(d, 404, "Not Found", "no such device");
     if (err) return err == REG_ENOTFOUND ? 0 : err;
+    const codec_field *changes = &cmd->fields[PATCH_CHANGES];
+    codec_field effective = {.kind = CODEC_FIELD_MAP, .pairs = pairs_copy(changes)};
+    if (!effective.pairs) {
+        record_device_meta_release(&dev);
+        return REG_ENOMEM;
+    }
     if (dev.parts.decommissioned) {
         decide_reject(d, 409, "Conflict", "the device is decommissioned; that is final");
         goto done;
@@ -281,42 +352,40 @@ static int decide_patch_metadata(view_txn *t, const command *cmd, const json_t *
     /* Only real changes become the event; count the keys the device will have. */
     json_t *current = dev.metadata;
     json_int_t count = (json_int_t)json_object_size(current);
-    json_t *changes = json_object_get(b, "changes"), *effective = json_object();
-    const char *key;
-    json_t *value;
-    json_object_foreach(changes, key, value)
-    {
-        json_t *old = json_object_get(current, key);
-        if ((old && json_equal(old, value)) || (!old && json_is_null(value))) continue;
-        count += json_is_null(value) ? -1 : (old ? 0 : 1);
-        json_object_set(effective, key, value);
+    for (size_t i = 0; i < changes->npairs; i++) {
+        const codec_pair *p = &changes->pairs[i];
+        if (p->val && memchr(p->val, 0, p->val_len)) {
+            decide_reject(d, 400, "Bad Request", "a string holds a NUL character");
+            goto done;
+        }
+        const json_t *old = json_object_getn(current, p->key, p->key_len);
+        if (same_value(old, p->val, p->val_len) || (!old && !p->val)) continue;
+        count += !p->val ? -1 : (old ? 0 : 1);
+        effective.pairs[effective.npairs++] = *p;
     }
     /* A single-key delete of an absent key is a 404 (DELETE /devices/{id}/metadata/{key}). */
-    if (json_object_size(changes) == 1 && json_object_size(effective) == 0 &&
-        json_is_null(json_object_iter_value(json_object_iter(changes))) &&
-        json_is_true(json_object_get(b, "require_existing"))) {
+    if (changes->npairs == 1 && effective.npairs == 0 && !changes->pairs[0].val &&
+        cmd->fields[PATCH_REQUIRE_EXISTING].num) {
         decide_reject(d, 404, "Not Found", "no such metadata key");
-        json_decref(effective);
         goto done;
     }
     if (count > (json_int_t)cfg->max_metadata_keys) {
         char msg[96];
         snprintf(msg, sizeof msg, "metadata: at most %u keys per device", cfg->max_metadata_keys);
         decide_reject(d, 400, "Bad Request", msg);
-        json_decref(effective);
         goto done;
     }
     d->status = 200;
     d->reply_kind = REPLY_METADATA;
-    if (json_object_size(effective)) {
-        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), dev.parts.version + 1,
-                    "MetadataChanged", jsonfast_pack("{s:o}", "changes", effective));
+    if (effective.npairs) {
+        decide_emit_fields(d, cmd, cfg, cmd->fields[PATCH_DEVICE_ID].str,
+                           cmd->fields[PATCH_DEVICE_ID].len, dev.parts.version + 1,
+                           "MetadataChanged", &effective, METADATA_CHANGED_FIELDS, NULL);
         d->decided.device = dev; /* for the apply, which changes it */
         return 0;
-    } else {
-        json_decref(effective);
     }
 done:
+    free(effective.pairs);
     record_device_meta_release(&dev);
     return 0;
 }
@@ -329,9 +398,9 @@ static int decide_kind(view_txn *t, const command *cmd, const decide_config *cfg
     if (!strcmp(kind, "CreateTenant")) return decide_create_tenant(t, cmd, b, cfg, d);
     if (!strcmp(kind, "CreateToken")) return decide_create_token(t, cmd, b, cfg, d);
     if (!strcmp(kind, "RevokeToken")) return decide_revoke_token(t, cmd, b, cfg, d);
-    if (!strcmp(kind, "RegisterDevice")) return decide_register_device(t, cmd, b, cfg, d);
+    if (!strcmp(kind, "RegisterDevice")) return decide_register_device(t, cmd, cfg, d);
     if (!strcmp(kind, "UpdateDevice")) return decide_update_device(t, cmd, b, cfg, d);
-    if (!strcmp(kind, "PatchMetadata")) return decide_patch_metadata(t, cmd, b, cfg, d);
+    if (!strcmp(kind, "PatchMetadata")) return decide_patch_metadata(t, cmd, cfg, d);
     if (!strcmp(kind, "UpdateShadow")) return decide_shadow_update(t, cmd, b, cfg, d);
     int err = 0;
     if (decide_pki(t, cmd, kind, b, cfg, d, &err)) return err;
@@ -398,19 +467,18 @@ void decision_clear(decision *d)
     memset(d, 0, sizeof *d);
 }
 
-/* The stored text of the device (command body b) an accepted device or metadata command answers
+/* The stored text of the device (of command cmd) an accepted device or metadata command answers
  * with (*text, *len bytes), and for metadata where its parts are: the text applying its event
  * stored (d->decided), or read from t (*owned, which the caller frees). 0, REG_ENOTFOUND when
  * the command is not answered that way or the device is not there, or the record's REG_E*. */
-static int stored_device_reply(view_txn *t, const command *cmd, const json_t *b, const decision *d,
+static int stored_device_reply(view_txn *t, const command *cmd, const decision *d,
                                const char **text, size_t *len, device_text *parts, char **owned)
 {
     *owned = NULL;
     if ((d->reply_kind != REPLY_DEVICE && d->reply_kind != REPLY_METADATA) || d->status >= 400)
         return REG_ENOTFOUND;
     reg_uuid tid, did;
-    if (command_tenant(cmd, &tid) || reg_uuid_parse(decide_str(b, "device_id"), &did))
-        return REG_ENOTFOUND;
+    if (command_tenant(cmd, &tid) || command_device(cmd, &did)) return REG_ENOTFOUND;
     const apply_decided *a = &d->decided;
     if (a->stored && !memcmp(a->stored_device.b, did.b, 16)) { /* as applying stored it */
         if (d->reply_kind == REPLY_METADATA && device_text_parse(a->stored, a->stored_len, parts))
@@ -436,12 +504,11 @@ static void outcome_head(jsonfast_text *x, const command *cmd, int status)
 
 char *decision_outcome(view_txn *t, const command *cmd, const decision *d, size_t *len)
 {
-    const json_t *b = cmd->body;
     const char *dev = NULL;
     char *owned = NULL;
     size_t dev_len = 0;
     device_text parts;
-    int err = stored_device_reply(t, cmd, b, d, &dev, &dev_len, &parts, &owned);
+    int err = stored_device_reply(t, cmd, d, &dev, &dev_len, &parts, &owned);
     if (!err) { /* the members jsonfast_pack's outcome below has */
         jsonfast_text x = {0};
         outcome_head(&x, cmd, d->status);
@@ -449,8 +516,10 @@ char *decision_outcome(view_txn *t, const command *cmd, const decision *d, size_
         if (d->reply_kind == REPLY_DEVICE) {
             jsonfast_text_rawn(&x, dev, dev_len); /* the record as it is stored */
         } else { /* {device_id, metadata, version}, the metadata's text as the record has it */
+            size_t id_len = 0;
+            const char *id = command_device_id(cmd, &id_len);
             jsonfast_text_raw(&x, "{\"device_id\":");
-            jsonfast_text_value(&x, json_object_get(b, "device_id"));
+            jsonfast_text_stringn(&x, id, id_len); /* an id: command_device parsed it */
             jsonfast_text_raw(&x, ",\"metadata\":");
             jsonfast_text_rawn(&x, dev + parts.metadata_at, parts.metadata_end - parts.metadata_at);
             jsonfast_text_raw(&x, ",\"version\":");

@@ -310,7 +310,7 @@ static int decide_provision(view_txn *t, const command *cmd, const json_t *b,
                           "the serial number was registered meanwhile under another id; retry");
             goto out;
         }
-        dev = decide_load_device(t, cmd, b, d, &err);
+        dev = decide_load_device(t, cmd, d, &err);
         if (!dev) goto out;
         if (!strcmp(decide_str(dev, "status"), "decommissioned")) {
             decide_reject(d, 403, "Forbidden", "the device is decommissioned");
@@ -319,10 +319,22 @@ static int decide_provision(view_txn *t, const command *cmd, const json_t *b,
         version = int_of(dev, "version") + 1;
     } else {
         err = 0;
-        decide_emit(d, cmd, cfg, decide_str(b, "device_id"), version++, "DeviceRegistered",
-                    json_pack("{s:s, s:s, s:O, s:n, s:s, s:{}}", "serial_number", serial,
-                              "device_type", device_type, "hardware_revision", hardware_revision,
-                              "firmware_version", "status", "provisioning", "metadata"));
+        /* its strings copied: the manifest entry or claim they come from is released below */
+        json_t *held = json_pack("{s:s, s:O}", "device_type", device_type, "hardware_revision",
+                                 hardware_revision);
+        const char *device_id = decide_str(b, "device_id");
+        codec_field body[DEVICE_REGISTERED_FIELDS] = {
+            [REGISTERED_SERIAL] = {.kind = CODEC_FIELD_STRING,
+                                   .str = serial,
+                                   .len = strlen(serial)},
+            [REGISTERED_TYPE] = decide_string_field(json_object_get(held, "device_type")),
+            [REGISTERED_HARDWARE] = decide_string_field(json_object_get(held, "hardware_revision")),
+            [REGISTERED_FIRMWARE] = {.kind = CODEC_FIELD_STRING}, /* null */
+            [REGISTERED_STATUS] = {.kind = CODEC_FIELD_STRING, .str = "provisioning", .len = 12},
+            [REGISTERED_METADATA] = {.kind = CODEC_FIELD_MAP},
+        };
+        decide_emit_fields(d, cmd, cfg, device_id, strlen(device_id), version++, "DeviceRegistered",
+                           body, DEVICE_REGISTERED_FIELDS, held);
     }
     if (claim) {
         char claim_id[37];
@@ -370,7 +382,7 @@ static int decide_renew(view_txn *t, const command *cmd, const json_t *b, const 
         decide_reject(d, 403, "Forbidden", "unknown tenant");
         return 0;
     }
-    dev = decide_load_device(t, cmd, b, d, &err);
+    dev = decide_load_device(t, cmd, d, &err);
     if (!dev || !device_may_renew(dev, d)) goto out;
     /* The certificate the device authenticated with must still be one of its valid ones. */
     presented = load_cert_by_fp(t, decide_str(b, "presented_fingerprint"), &err);
@@ -443,7 +455,7 @@ static int decide_rotate(view_txn *t, const command *cmd, const json_t *b, const
                          decision *d)
 {
     int err = 0;
-    json_t *dev = decide_load_device(t, cmd, b, d, &err);
+    json_t *dev = decide_load_device(t, cmd, d, &err);
     if (!dev) return err;
     if (!device_may_renew(dev, d)) goto out;
     json_t *c = primary_cert(dev);
@@ -469,7 +481,7 @@ static int decide_activate(view_txn *t, const command *cmd, const json_t *b,
                            const decide_config *cfg, decision *d)
 {
     int err = 0;
-    json_t *dev = decide_load_device(t, cmd, b, d, &err);
+    json_t *dev = decide_load_device(t, cmd, d, &err);
     if (!dev) return err;
     d->status = 200;
     d->reply_kind = REPLY_ACTIVATED;
@@ -486,7 +498,7 @@ static int decide_touch(view_txn *t, const command *cmd, const json_t *b, const 
                         decision *d)
 {
     int err = 0;
-    json_t *dev = decide_load_device(t, cmd, b, d, &err);
+    json_t *dev = decide_load_device(t, cmd, d, &err);
     if (!dev) return err;
     int64_t seen = int_of(b, "seen_ms"), last = 0;
     const char *prev = json_string_value(json_object_get(dev, "last_seen_at"));

@@ -20,10 +20,20 @@ void decide_reject(decision *d, int status, const char *title, const char *detai
 void decide_emit(decision *d, const command *cmd, const decide_config *cfg, const char *entity_id,
                  json_int_t version, const char *kind, json_t *body);
 
-/* The device named by b's "device_id" within the command's tenant, or NULL after rejecting with
- * 404 (or setting *err on a storage failure). The result is a reference to the batch's parsed
- * record (record_device_hold): the caller releases it and does not change it. */
-json_t *decide_load_device(view_txn *t, const command *cmd, const json_t *b, decision *d, int *err);
+/* decide_emit for a body held as fields (n of them: DeviceRegistered, MetadataChanged), their
+ * strings borrowed from the command or from held (taken: the event keeps it, or NULL), their
+ * maps' pairs taken. */
+void decide_emit_fields(decision *d, const command *cmd, const decide_config *cfg,
+                        const char *entity_id, size_t entity_len, json_int_t version,
+                        const char *kind, codec_field *fields, size_t n, json_t *held);
+
+/* A string field of the JSON value v (borrowed): a string, or a null (also for a non-string). */
+codec_field decide_string_field(const json_t *v);
+
+/* The device named by the command body's "device_id" within its tenant, or NULL after rejecting
+ * with 404 (or setting *err on a storage failure). The result is a reference to the batch's
+ * parsed record (record_device_hold): the caller releases it and does not change it. */
+json_t *decide_load_device(view_txn *t, const command *cmd, decision *d, int *err);
 
 /* The rules for credentials (decide_pki.c): returns 1 and decides when kind is one of its
  * commands (*err gets 0 or a storage failure), else 0. */

@@ -5,39 +5,50 @@
 
 #include <string.h>
 
-static const char *member_str(const json_t *obj, const char *name)
-{
-    return json_string_value(json_object_get(obj, name));
-}
+/* registry.Event's fields, in the schema's order */
+enum {
+    F_EVENT_ID,
+    F_COMMAND_ID,
+    F_TENANT_ID,
+    F_ENTITY_ID,
+    F_REGION,
+    F_TIME_MS,
+    F_ACTOR,
+    F_VERSION,
+    F_BODY,
+    EVENT_FIELDS
+};
 
-int event_from_json(const json_t *ev, event *out)
+int event_from_json(codec_registry *codec, const json_t *ev, event *out)
 {
     *out = (event){0};
-    const char *kind = NULL;
-    json_t *b = NULL;
-    json_object_foreach(json_object_get(ev, "body"), kind, b) break;
-    const char *eid = member_str(ev, "event_id");
-    const json_t *time_ms = json_object_get(ev, "time_ms"),
-                 *version = json_object_get(ev, "version");
-    out->command_id = member_str(ev, "command_id");
-    out->tenant_id = member_str(ev, "tenant_id");
-    out->region = member_str(ev, "region");
-    const json_t *actor = json_object_get(ev, "actor");
-    out->actor = json_string_value(actor);
-    out->actor_len = json_string_length(actor);
-    if (!kind || !json_is_object(b) || !eid || strlen(eid) > REG_UUID_STRLEN || !out->command_id ||
-        !out->tenant_id || !out->region || !out->actor || !json_is_integer(time_ms) ||
-        !json_is_integer(version))
+    const codec_branch_fields as_fields[] = {
+        {"DeviceRegistered", out->fields, DEVICE_REGISTERED_FIELDS},
+        {"MetadataChanged", out->fields, METADATA_CHANGED_FIELDS},
+    };
+    codec_field f[EVENT_FIELDS];
+    int err = codec_fields_of_json(codec, "registry.Event", ev, f, EVENT_FIELDS, as_fields,
+                                   sizeof as_fields / sizeof as_fields[0]);
+    if (err) return err;
+    if (f[F_EVENT_ID].len > REG_UUID_STRLEN) {
+        codec_fields_release(f, EVENT_FIELDS);
         return REG_EDECODE;
-    memcpy(out->event_id, eid, strlen(eid) + 1);
-    const char *entity = member_str(ev, "entity_id");
+    }
+    /* the strings are the JSON value's, NUL-terminated */
+    memcpy(out->event_id, f[F_EVENT_ID].str, f[F_EVENT_ID].len + 1);
+    out->command_id = f[F_COMMAND_ID].str;
+    out->tenant_id = f[F_TENANT_ID].str;
+    out->region = f[F_REGION].str;
+    out->actor = f[F_ACTOR].str;
+    out->actor_len = f[F_ACTOR].len;
     out->ids_valid =
         !reg_uuid_parse(out->tenant_id, &out->tenant) &&
-        reg_uuid_take(entity, entity ? strlen(entity) : 0, out->entity_id, &out->entity);
-    out->time_ms = json_integer_value(time_ms);
-    out->version = json_integer_value(version);
-    out->kind = kind;
-    out->body = json_incref(b);
+        reg_uuid_take(f[F_ENTITY_ID].str, f[F_ENTITY_ID].len, out->entity_id, &out->entity);
+    out->time_ms = f[F_TIME_MS].num;
+    out->version = f[F_VERSION].num;
+    out->kind = f[F_BODY].str;
+    out->body = f[F_BODY].val; /* the reference is the event's now */
+    out->nfields = f[F_BODY].sub ? f[F_BODY].nsub : 0;
     return 0;
 }
 
@@ -49,7 +60,7 @@ static codec_field string_field(const char *s)
 int event_encode(codec_registry *codec, const event *e, codec_buf *out)
 {
     /* registry.Event's fields, in the schema's order */
-    const codec_field fields[] = {
+    const codec_field fields[EVENT_FIELDS] = {
         string_field(e->event_id),
         string_field(e->command_id),
         string_field(e->tenant_id),
@@ -58,23 +69,21 @@ int event_encode(codec_registry *codec, const event *e, codec_buf *out)
         {.kind = CODEC_FIELD_LONG, .num = e->time_ms},
         {.kind = CODEC_FIELD_STRING, .str = e->actor, .len = e->actor_len},
         {.kind = CODEC_FIELD_LONG, .num = e->version},
-        {.kind = CODEC_FIELD_BRANCH, .str = e->kind, .val = e->body},
+        {.kind = CODEC_FIELD_BRANCH,
+         .str = e->kind,
+         .val = e->body,
+         .sub = e->nfields ? (codec_field *)e->fields : NULL,
+         .nsub = e->nfields},
     };
-    return codec_encode_fields(codec, "registry.Event", fields, sizeof fields / sizeof fields[0],
-                               out);
-}
-
-json_t *event_to_json(const event *e)
-{
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s#, s:I, s:{s:O}}", "event_id", e->event_id,
-                     "command_id", e->command_id, "tenant_id", e->tenant_id, "entity_id",
-                     e->entity_id, "region", e->region, "time_ms", (json_int_t)e->time_ms, "actor",
-                     e->actor, (int)e->actor_len, "version", (json_int_t)e->version, "body",
-                     e->kind, e->body);
+    return codec_encode_fields(codec, "registry.Event", fields, EVENT_FIELDS, out);
 }
 
 void event_clear(event *e)
 {
     json_decref(e->body);
     e->body = NULL;
+    codec_fields_release(e->fields, e->nfields);
+    e->nfields = 0;
+    json_decref(e->held);
+    e->held = NULL;
 }

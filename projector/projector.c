@@ -390,7 +390,7 @@ static int prefetch_devices(view_txn *t, const command *cmds, const bool *decode
     for (int i = 0; i < n && i < DECIDE_WINDOW; i++) {
         reg_uuid did;
         if (!decoded[i] || !strcmp(cmds[i].kind, "RegisterDevice") || !cmds[i].tenant_valid ||
-            reg_uuid_parse(json_string_value(json_object_get(cmds[i].body, "device_id")), &did))
+            command_device(&cmds[i], &did))
             continue;
         memcpy(keys[m], cmds[i].tenant.b, 16);
         memcpy(keys[m] + 16, did.b, 16);

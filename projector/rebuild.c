@@ -41,7 +41,7 @@ int rebuild_view(elog *events, view *into, int64_t until_ms, int64_t until_offse
                 break;
             }
             event e;
-            err = event_from_json(ev, &e);
+            err = event_from_json(codec, ev, &e);
             if (!err && e.time_ms > until_ms) {
                 done = 1;
                 event_clear(&e);

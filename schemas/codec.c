@@ -1421,27 +1421,78 @@ int codec_encode(codec_registry *reg, const char *name, const json_t *value, cod
     return rc;
 }
 
-/* Field f of a record from its codec_field: the bytes write_value writes for the JSON value. */
-static int write_field(const struct field *f, const codec_field *v, codec_buf *out)
+/* The string node of nd where nd is a string or ["null", "string"] (then *null_at is the null's
+ * branch index, else -1), or NULL. */
+static const struct node *string_node(const struct node *nd, int *null_at)
 {
-    const struct node *nd = f->type;
+    *null_at = -1;
+    if (nd->kind == K_STRING) return nd;
+    if (nd->kind != K_UNION || nd->nullable < 0 || nd->branches[nd->nullable]->kind != K_STRING)
+        return NULL;
+    *null_at = 1 - nd->nullable;
+    return nd->branches[nd->nullable];
+}
+
+/* A string (or null: s NULL) of node nd, a string or ["null", "string"], as write_value writes
+ * its JSON value. */
+static int write_string(const struct node *nd, const char *s, size_t len, codec_buf *out)
+{
+    int null_at, rc;
+    if (!string_node(nd, &null_at)) return REG_EINVAL;
+    if (!s) return null_at < 0 ? REG_EINVAL : put_long(out, null_at);
+    if (!utf8_valid(s, len)) return REG_EINVAL;
+    if (null_at >= 0 && (rc = put_long(out, 1 - null_at))) return rc;
+    if ((rc = put_long(out, (int64_t)len))) return rc;
+    return put_bytes(out, s, len);
+}
+
+static int write_field(const struct node *nd, const codec_field *v, codec_buf *out);
+
+/* A record's fields, in its schema's order. */
+static int write_fields(const struct node *rec, const codec_field *fields, size_t n, codec_buf *out)
+{
+    if (rec->kind != K_RECORD || rec->n != n || (n && !fields)) return REG_EINVAL;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = write_field(rec->fields[i].type, &fields[i], out);
+    return rc;
+}
+
+/* A field of type nd from its codec_field: the bytes write_value writes for the JSON value. */
+static int write_field(const struct node *nd, const codec_field *v, codec_buf *out)
+{
     int rc;
     switch (v->kind) {
     case CODEC_FIELD_STRING:
-        if (nd->kind != K_STRING || !v->str || !utf8_valid(v->str, v->len)) return REG_EINVAL;
-        if ((rc = put_long(out, (int64_t)v->len))) return rc;
-        return put_bytes(out, v->str, v->len);
+        return write_string(nd, v->str, v->len, out);
     case CODEC_FIELD_LONG:
         if (nd->kind == K_INT ? v->num < INT32_MIN || v->num > INT32_MAX : nd->kind != K_LONG)
             return REG_EINVAL;
         return put_long(out, v->num);
+    case CODEC_FIELD_BOOL:
+        if (nd->kind != K_BOOLEAN || (v->num != 0 && v->num != 1)) return REG_EINVAL;
+        return put_bytes(out, &(uint8_t){(uint8_t)v->num}, 1);
+    case CODEC_FIELD_MAP:
+        if (nd->kind != K_MAP || (v->npairs && !v->pairs)) return REG_EINVAL;
+        if (v->npairs && (rc = put_long(out, (int64_t)v->npairs))) return rc; /* one block */
+        for (size_t i = 0; i < v->npairs; i++) {
+            const codec_pair *p = &v->pairs[i];
+            /* map keys are C strings on the avro-c side, as write_value holds them */
+            if (!p->key || memchr(p->key, 0, p->key_len) || !utf8_valid(p->key, p->key_len))
+                return REG_EINVAL;
+            if ((rc = put_long(out, (int64_t)p->key_len)) ||
+                (rc = put_bytes(out, p->key, p->key_len)) ||
+                (rc = write_string(nd->items, p->val, p->val_len, out)))
+                return rc;
+        }
+        return put_long(out, 0);
     case CODEC_FIELD_BRANCH:
-        if (nd->kind != K_UNION || !v->str || !v->val) return REG_EINVAL;
+        if (nd->kind != K_UNION || !v->str || !v->val == !v->sub) return REG_EINVAL;
         for (size_t idx = 0; idx < nd->n; idx++) {
             const struct node *b = nd->branches[idx];
             if (b->kind == K_NULL || strcmp(branch_label(b), v->str)) continue;
             if ((rc = put_long(out, (int64_t)idx))) return rc;
-            return write_value(b, v->val, out, 1);
+            return v->sub ? write_fields(b, v->sub, v->nsub, out) : write_value(b, v->val, out, 1);
         }
         return REG_EINVAL;
     }
@@ -1454,15 +1505,12 @@ int codec_encode_fields(codec_registry *reg, const char *name, const codec_field
     if (!reg || !name || (n && !fields) || !out) return REG_EINVAL;
     struct entry *e = find_current(reg, name);
     if (!e) return REG_ENOTFOUND;
-    const struct node *rec = e->tree->root;
-    if (rec->kind != K_RECORD || rec->n != n) return REG_EINVAL;
     size_t start = out->len;
     uint8_t h[HEADER_LEN] = {MAGIC0, MAGIC1};
     for (int i = 0; i < 8; i++)
         h[2 + i] = (uint8_t)(e->fp >> (8 * i));
     int rc = put_bytes(out, h, HEADER_LEN);
-    for (size_t i = 0; i < n && !rc; i++)
-        rc = write_field(&rec->fields[i], &fields[i], out);
+    if (!rc) rc = write_fields(e->tree->root, fields, n, out);
     if (rc) out->len = start; /* nothing appended */
     return rc;
 }
@@ -2084,41 +2132,299 @@ int codec_decode(codec_registry *reg, const char *name, const void *data, size_t
 
 void codec_fields_release(codec_field *fields, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (fields[i].kind == CODEC_FIELD_BRANCH) json_decref(fields[i].val);
-    memset(fields, 0, n * sizeof *fields);
+    for (size_t i = 0; fields && i < n; i++) {
+        codec_field *f = &fields[i];
+        if (f->kind == CODEC_FIELD_BRANCH) {
+            json_decref(f->val);
+            codec_fields_release(f->sub, f->nsub);
+        } else if (f->kind == CODEC_FIELD_MAP) {
+            free(f->pairs);
+        }
+    }
+    if (fields) memset(fields, 0, n * sizeof *fields);
 }
 
-/* The fields of the record j (resolved onto rec), borrowing its strings. */
-static int fields_of_json(const struct node *rec, const json_t *j, codec_field *fields)
+/* The entry of as_fields[0..nas) for branch b of a union, or NULL: b is then decoded as JSON. */
+static const codec_branch_fields *branch_as_fields(const struct node *b,
+                                                   const codec_branch_fields *as_fields, size_t nas)
 {
+    for (size_t i = 0; b->kind == K_RECORD && i < nas; i++)
+        if (!strcmp(as_fields[i].name, branch_label(b))) return &as_fields[i];
+    return NULL;
+}
+
+/* Appends a map entry to m->pairs (m->npairs of cap). */
+static int add_pair(codec_field *m, size_t *cap, const codec_pair *p)
+{
+    if (m->npairs == *cap) {
+        size_t grown_cap = *cap ? *cap * 2 : 8;
+        codec_pair *grown = realloc(m->pairs, grown_cap * sizeof *grown);
+        if (!grown) return REG_ENOMEM;
+        m->pairs = grown;
+        *cap = grown_cap;
+    }
+    m->pairs[m->npairs++] = *p;
+    return 0;
+}
+
+static int pair_key_order(const codec_pair *a, const codec_pair *b)
+{
+    size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
+    int c = memcmp(a->key, b->key, n);
+    return c ? c : (a->key_len > b->key_len) - (a->key_len < b->key_len);
+}
+
+struct pair_ref {
+    const codec_pair *p;
+    size_t at;
+};
+
+static int pair_ref_order(const void *x, const void *y)
+{
+    const struct pair_ref *a = x, *b = y;
+    int c = pair_key_order(a->p, b->p);
+    return c ? c : (a->at > b->at) - (a->at < b->at);
+}
+
+/* Leaves a repeated key of map m once, at its first place with its last value, as
+ * json_object_setn leaves it in codec_decode's object. A map off the wire may repeat keys
+ * without end, so beyond a few dozen entries it goes by sorting, not by comparing all pairs. */
+static int dedup_pairs(codec_field *m)
+{
+    size_t n = m->npairs, w = 0;
+    codec_pair *pairs = m->pairs;
+    if (n <= 32) {
+        for (size_t i = 0; i < n; i++) {
+            size_t j = 0;
+            while (j < w && pair_key_order(&pairs[j], &pairs[i]))
+                j++;
+            if (j < w) {
+                pairs[j].val = pairs[i].val;
+                pairs[j].val_len = pairs[i].val_len;
+            } else {
+                pairs[w++] = pairs[i];
+            }
+        }
+        m->npairs = w;
+        return 0;
+    }
+    struct pair_ref *refs = malloc(n * sizeof *refs);
+    unsigned char *first = calloc(n, 1);
+    if (!refs || !first) {
+        free(refs);
+        free(first);
+        return REG_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        refs[i] = (struct pair_ref){&pairs[i], i};
+    qsort(refs, n, sizeof *refs, pair_ref_order);
+    for (size_t g = 0, end; g < n; g = end) {
+        for (end = g + 1; end < n && !pair_key_order(refs[g].p, refs[end].p); end++)
+            ;
+        codec_pair *kept = &pairs[refs[g].at];
+        kept->val = refs[end - 1].p->val;
+        kept->val_len = refs[end - 1].p->val_len;
+        first[refs[g].at] = 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (first[i]) pairs[w++] = pairs[i];
+    m->npairs = w;
+    free(refs);
+    free(first);
+    return 0;
+}
+static int fields_of_json(const struct node *rec, const json_t *j, codec_field *fields,
+                          const codec_branch_fields *as_fields, size_t nas);
+
+/* Field *f of type nd from the resolved JSON value v, borrowing its strings. */
+static int field_of_json(const struct node *nd, const json_t *v, codec_field *f,
+                         const codec_branch_fields *as_fields, size_t nas)
+{
+    int null_at;
+    if (string_node(nd, &null_at) && (json_is_string(v) || (null_at >= 0 && json_is_null(v)))) {
+        *f = (codec_field){
+            .kind = CODEC_FIELD_STRING, .str = json_string_value(v), .len = json_string_length(v)};
+    } else if ((nd->kind == K_LONG || nd->kind == K_INT) && json_is_integer(v)) {
+        *f = (codec_field){.kind = CODEC_FIELD_LONG, .num = json_integer_value(v)};
+    } else if (nd->kind == K_BOOLEAN && json_is_boolean(v)) {
+        *f = (codec_field){.kind = CODEC_FIELD_BOOL, .num = json_is_true(v)};
+    } else if (nd->kind == K_MAP && string_node(nd->items, &null_at) && json_is_object(v)) {
+        *f = (codec_field){.kind = CODEC_FIELD_MAP};
+        size_t cap = 0;
+        const char *key;
+        size_t klen;
+        const json_t *x;
+        json_object_keylen_foreach((json_t *)v, key, klen, x)
+        {
+            codec_pair p = {key, json_string_value(x), klen, json_string_length(x)};
+            int rc = p.val || null_at >= 0 ? add_pair(f, &cap, &p) : REG_EINVAL;
+            if (rc) return rc; /* the caller releases f */
+        }
+    } else if (nd->kind == K_UNION && nd->nullable < 0 && json_is_object(v) &&
+               json_object_size(v) == 1) {
+        void *it = json_object_iter((json_t *)v);
+        const char *label = json_object_iter_key(it);
+        const json_t *bv = json_object_iter_value(it);
+        const struct node *b = NULL;
+        for (size_t k = 0; k < nd->n && !b; k++)
+            if (!strcmp(branch_label(nd->branches[k]), label)) b = nd->branches[k];
+        if (!b) return REG_EINVAL;
+        const codec_branch_fields *as = branch_as_fields(b, as_fields, nas);
+        *f = (codec_field){.kind = CODEC_FIELD_BRANCH, .str = label};
+        if (!as) {
+            f->val = json_incref((json_t *)bv);
+            return 0;
+        }
+        if (as->n != b->n) return REG_EINVAL;
+        int rc = fields_of_json(b, bv, as->fields, NULL, 0);
+        if (!rc) {
+            f->sub = as->fields;
+            f->nsub = as->n;
+        }
+        return rc;
+    } else {
+        return REG_EINVAL;
+    }
+    return 0;
+}
+
+/* The fields of the record j (resolved onto rec), borrowing its strings. On failure nothing is
+ * held. */
+static int fields_of_json(const struct node *rec, const json_t *j, codec_field *fields,
+                          const codec_branch_fields *as_fields, size_t nas)
+{
+    memset(fields, 0, rec->n * sizeof *fields);
     for (size_t i = 0; i < rec->n; i++) {
-        const struct node *nd = rec->fields[i].type;
-        json_t *v = json_object_getn(j, rec->fields[i].name, rec->fields[i].name_len);
-        if (nd->kind == K_STRING && json_is_string(v)) {
-            fields[i] = (codec_field){.kind = CODEC_FIELD_STRING,
-                                      .str = json_string_value(v),
-                                      .len = json_string_length(v)};
-        } else if ((nd->kind == K_LONG || nd->kind == K_INT) && json_is_integer(v)) {
-            fields[i] = (codec_field){.kind = CODEC_FIELD_LONG, .num = json_integer_value(v)};
-        } else if (nd->kind == K_UNION && json_is_object(v) && json_object_size(v) == 1) {
-            void *it = json_object_iter(v);
-            fields[i] = (codec_field){.kind = CODEC_FIELD_BRANCH,
-                                      .str = json_object_iter_key(it),
-                                      .val = json_incref(json_object_iter_value(it))};
-        } else {
-            codec_fields_release(fields, i);
-            return REG_EINVAL;
+        const json_t *v = json_object_getn(j, rec->fields[i].name, rec->fields[i].name_len);
+        int rc = v ? field_of_json(rec->fields[i].type, v, &fields[i], as_fields, nas) : REG_EINVAL;
+        if (rc) {
+            codec_fields_release(fields, i + 1);
+            return rc;
         }
     }
     return 0;
 }
 
+static int read_fields(const struct node *rec, struct cursor *c, codec_field *fields,
+                       const codec_branch_fields *as_fields, size_t nas);
+
+/* A string of node nd (a string or ["null", "string"]) into *f. */
+static int read_string(const struct node *nd, struct cursor *c, const char **s, size_t *len)
+{
+    int null_at, rc;
+    int64_t x;
+    *s = NULL;
+    *len = 0;
+    if (!string_node(nd, &null_at)) return REG_EINVAL;
+    if (null_at >= 0) {
+        if ((rc = rd_long(c, &x))) return rc;
+        if (x != 0 && x != 1) return REG_EDECODE;
+        if (x == null_at) return 0;
+    }
+    const uint8_t *p = NULL;
+    if ((rc = rd_bytes(c, &p, len))) return rc;
+    if (!utf8_valid((const char *)p, *len)) return REG_EDECODE;
+    *s = p ? (const char *)p : "";
+    return 0;
+}
+
+/* Field *f of type nd from the bytes at c (written with the reader's own schema). */
+static int read_field(const struct node *nd, struct cursor *c, codec_field *f,
+                      const codec_branch_fields *as_fields, size_t nas)
+{
+    int64_t x = 0;
+    int rc, null_at;
+    *f = (codec_field){0};
+    if (string_node(nd, &null_at)) {
+        f->kind = CODEC_FIELD_STRING;
+        return read_string(nd, c, &f->str, &f->len);
+    }
+    switch (nd->kind) {
+    case K_INT:
+    case K_LONG:
+        f->kind = CODEC_FIELD_LONG;
+        if ((rc = rd_long(c, &x))) return rc;
+        if (nd->kind == K_INT && (x < INT32_MIN || x > INT32_MAX)) return REG_EDECODE;
+        f->num = x;
+        return 0;
+    case K_BOOLEAN:
+        f->kind = CODEC_FIELD_BOOL;
+        if (!c->left || *c->p > 1) return REG_EDECODE;
+        f->num = *c->p;
+        return skip(c, 1);
+    case K_MAP: {
+        if (!string_node(nd->items, &null_at)) return REG_EINVAL;
+        f->kind = CODEC_FIELD_MAP;
+        size_t cap = 0;
+        for (;;) {
+            int64_t count;
+            if ((rc = rd_block_count(nd, c, &count))) return rc;
+            if (count == 0) return dedup_pairs(f);
+            for (int64_t i = 0; i < count; i++) {
+                const uint8_t *key = NULL;
+                codec_pair p = {0};
+                if ((rc = rd_bytes(c, &key, &p.key_len))) return rc;
+                /* as read_items: a key with a NUL or of invalid UTF-8 is refused */
+                if (memchr(key, 0, p.key_len) || !utf8_valid((const char *)key, p.key_len))
+                    return REG_EDECODE;
+                p.key = key ? (const char *)key : "";
+                if ((rc = read_string(nd->items, c, &p.val, &p.val_len)) ||
+                    (rc = add_pair(f, &cap, &p)))
+                    return rc;
+            }
+        }
+    }
+    case K_UNION: {
+        f->kind = CODEC_FIELD_BRANCH;
+        if ((rc = rd_long(c, &x))) return rc;
+        if (x < 0 || (uint64_t)x >= nd->n) return REG_EDECODE;
+        const struct node *b = nd->branches[x];
+        if (b->kind == K_NULL) return REG_EINVAL; /* a nullable other than a string's */
+        f->str = branch_label(b);
+        const codec_branch_fields *as = branch_as_fields(b, as_fields, nas);
+        if (!as) return read_value(b, c, 1, &f->val);
+        if (as->n != b->n) return REG_EINVAL;
+        if ((rc = read_fields(b, c, as->fields, NULL, 0))) return rc;
+        f->sub = as->fields;
+        f->nsub = as->n;
+        return 0;
+    }
+    default:
+        return REG_EINVAL;
+    }
+}
+
+/* A record's fields from the bytes at c. On failure nothing is held. */
+static int read_fields(const struct node *rec, struct cursor *c, codec_field *fields,
+                       const codec_branch_fields *as_fields, size_t nas)
+{
+    int rc = 0;
+    memset(fields, 0, rec->n * sizeof *fields);
+    for (size_t i = 0; i < rec->n && !rc; i++)
+        if ((rc = read_field(rec->fields[i].type, c, &fields[i], as_fields, nas)))
+            codec_fields_release(fields, i + 1);
+    return rc;
+}
+
+int codec_fields_of_json(codec_registry *reg, const char *name, const json_t *value,
+                         codec_field *fields, size_t n, const codec_branch_fields *as_fields,
+                         size_t nas)
+{
+    if (!reg || !name || (n && !fields) || (nas && !as_fields)) return REG_EINVAL;
+    memset(fields, 0, n * sizeof *fields);
+    struct entry *e = find_current(reg, name);
+    if (!e) return REG_ENOTFOUND;
+    const struct node *rec = e->tree->root;
+    if (rec->kind != K_RECORD || rec->n != n || !json_is_object(value)) return REG_EINVAL;
+    return fields_of_json(rec, value, fields, as_fields, nas);
+}
+
 int codec_decode_fields(codec_registry *reg, const char *name, const void *data, size_t len,
-                        codec_field *fields, size_t n, json_t **held)
+                        codec_field *fields, size_t n, const codec_branch_fields *as_fields,
+                        size_t nas, json_t **held)
 {
     if (held) *held = NULL;
-    if (!reg || !name || (n && !fields) || !held) return REG_EINVAL;
+    if (!reg || !name || (n && !fields) || !held || (nas && !as_fields)) return REG_EINVAL;
     memset(fields, 0, n * sizeof *fields);
     struct entry *rd = find_current(reg, name);
     if (!rd) return REG_ENOTFOUND;
@@ -2131,7 +2437,7 @@ int codec_decode_fields(codec_registry *reg, const char *name, const void *data,
     if (wr != rd) { /* an older writer: decoded and resolved whole */
         json_t *j = NULL;
         int rc = codec_decode(reg, name, data, len, &j);
-        if (!rc) rc = fields_of_json(rec, j, fields);
+        if (!rc) rc = fields_of_json(rec, j, fields, as_fields, nas);
         if (rc)
             json_decref(j);
         else
@@ -2139,47 +2445,10 @@ int codec_decode_fields(codec_registry *reg, const char *name, const void *data,
         return rc;
     }
     struct cursor c = {(const uint8_t *)data + HEADER_LEN, len - HEADER_LEN, MAX_ZERO_SIZE_ITEMS};
-    int rc = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
-        const struct node *nd = rec->fields[i].type;
-        int64_t x = 0;
-        switch (nd->kind) {
-        case K_STRING: {
-            const uint8_t *p = NULL;
-            size_t sl = 0;
-            if (!(rc = rd_bytes(&c, &p, &sl)) && !utf8_valid((const char *)p, sl)) rc = REG_EDECODE;
-            fields[i] =
-                (codec_field){.kind = CODEC_FIELD_STRING, .str = (const char *)p, .len = sl};
-            break;
-        }
-        case K_INT:
-        case K_LONG:
-            if (!(rc = rd_long(&c, &x)) && nd->kind == K_INT && (x < INT32_MIN || x > INT32_MAX))
-                rc = REG_EDECODE;
-            fields[i] = (codec_field){.kind = CODEC_FIELD_LONG, .num = x};
-            break;
-        case K_UNION: {
-            if ((rc = rd_long(&c, &x))) break;
-            if (x < 0 || (uint64_t)x >= nd->n) {
-                rc = REG_EDECODE;
-                break;
-            }
-            if (nd->branches[x]->kind == K_NULL) { /* a nullable field: not what this is for */
-                rc = REG_EINVAL;
-                break;
-            }
-            const struct node *b = nd->branches[x];
-            json_t *v = NULL;
-            if (!(rc = read_value(b, &c, 1, &v)))
-                fields[i] =
-                    (codec_field){.kind = CODEC_FIELD_BRANCH, .str = branch_label(b), .val = v};
-            break;
-        }
-        default:
-            rc = REG_EINVAL;
-        }
+    int rc = read_fields(rec, &c, fields, as_fields, nas);
+    if (!rc && c.left) { /* trailing bytes: not one record */
+        codec_fields_release(fields, n);
+        rc = REG_EDECODE;
     }
-    if (!rc && c.left) rc = REG_EDECODE; /* trailing bytes: not one record */
-    if (rc) codec_fields_release(fields, n);
     return rc;
 }

@@ -82,37 +82,77 @@ int codec_encode_avroc(codec_registry *reg, const char *name, const json_t *valu
 int codec_decode_avroc(codec_registry *reg, const char *name, const void *data, size_t len,
                        json_t **out);
 
-/* One field of a record for codec_encode_fields and codec_decode_fields: a string or a long as
- * C values, or a union's branch (named as the JSON mapping names it) with its JSON value. */
+/* One entry of a map field: its key and value, len bytes each (UTF-8, not NUL-terminated when
+ * decoded); val is NULL for a null, in a map whose values are ["null", "string"]. */
+typedef struct codec_pair {
+    const char *key, *val;
+    size_t key_len, val_len;
+} codec_pair;
+
+/* One field of a record for codec_encode_fields and codec_decode_fields, as C values: a string
+ * (also of ["null", "string"]), a long or int, a boolean, a map of strings (or of nullable
+ * strings), or a union's branch (named as the JSON mapping names it), either as its JSON value
+ * or, for a record branch, as that record's own fields. */
 typedef struct codec_field {
-    enum codec_field_kind { CODEC_FIELD_STRING, CODEC_FIELD_LONG, CODEC_FIELD_BRANCH } kind;
-    const char *str; /* STRING: the value (len bytes, UTF-8, not NUL-terminated when decoded);
-                      * BRANCH: the branch's name */
+    enum codec_field_kind {
+        CODEC_FIELD_STRING,
+        CODEC_FIELD_LONG,
+        CODEC_FIELD_BOOL,
+        CODEC_FIELD_MAP,
+        CODEC_FIELD_BRANCH
+    } kind;
+    const char *str; /* STRING: the value (len bytes, UTF-8, not NUL-terminated when decoded), NULL
+                      * for a nullable string's null; BRANCH: the branch's name */
     size_t len;
-    int64_t num; /* LONG */
-    json_t *val; /* BRANCH: the branch's value (borrowed by encode; decode gives a reference) */
+    int64_t num;             /* LONG; BOOL: 0 or 1 */
+    json_t *val;             /* BRANCH as JSON (borrowed by encode; decode gives a reference) */
+    struct codec_field *sub; /* BRANCH as fields: its record's nsub fields, in its schema's order
+                              * (encode reads them; decode fills the caller's, see below) */
+    size_t nsub;
+    codec_pair *pairs; /* MAP: npairs entries (borrowed by encode; decode allocates the array) */
+    size_t npairs;
 } codec_field;
 
 /* Encodes the record named `name` (its current schema) from its n fields, one per field of the
  * schema, in its order, appending the single-object encoding to out: the bytes codec_encode
- * writes for the same record as JSON, without the JSON object (the projector's events, whose
- * envelope it holds as C values). REG_EINVAL when a field does not fit the schema's (nothing is
- * appended), REG_ENOTFOUND, REG_ENOMEM. Threading as codec_encode. */
+ * writes for the same record as JSON, without the JSON object (the projector's events, which it
+ * holds as C values). REG_EINVAL when a field does not fit the schema's (nothing is appended),
+ * REG_ENOTFOUND, REG_ENOMEM. Threading as codec_encode. */
 int codec_encode_fields(codec_registry *reg, const char *name, const codec_field *fields, size_t n,
                         codec_buf *out);
 
-/* Decodes a single-object encoded record named `name`, of n fields that are strings, longs (or
- * ints) and unions, into fields[0..n) in the schema's order: what codec_decode makes of it,
- * without the JSON object (the projector's commands, whose envelope it holds as C values).
- * Strings point into data, or, for a record written with an older schema (resolved as
- * codec_decode resolves it), into *held, which the caller then releases (json_decref) once done
- * with them; *held is NULL otherwise. Each BRANCH's val is a reference the caller releases.
- * Returns 0, codec_decode's REG_E*, or REG_EINVAL when the schema's record has other fields;
- * on failure nothing is held. Threading as codec_decode. */
-int codec_decode_fields(codec_registry *reg, const char *name, const void *data, size_t len,
-                        codec_field *fields, size_t n, json_t **held);
+/* A record branch that codec_decode_fields gives as its record's fields (into fields[0..n), n
+ * the record's field count) rather than as JSON: the bodies the projector decides most. */
+typedef struct codec_branch_fields {
+    const char *name; /* the branch's name, e.g. "RegisterDevice" */
+    codec_field *fields;
+    size_t n;
+} codec_branch_fields;
 
-/* Releases the BRANCH values of n decoded fields (and zeroes them). */
+/* Decodes a single-object encoded record named `name` into its n fields, fields[0..n) in the
+ * schema's order: what codec_decode makes of it, without the JSON object (the projector's
+ * commands and events). A union's branch named in as_fields[0..nas) comes as its record's fields
+ * (BRANCH with sub), any other as JSON (BRANCH with val). A map repeating a key has it once, at
+ * its first place with its last value, as in codec_decode's object. Strings point into data, or,
+ * for a record written with an older schema (resolved as codec_decode resolves it), into *held,
+ * which the caller then releases (json_decref) once done with them; *held is NULL otherwise.
+ * Release the fields with codec_fields_release. Returns 0, codec_decode's REG_E*, or REG_EINVAL
+ * when the schema's record has other fields, or a branch of as_fields has a field of another
+ * kind; on failure nothing is held. Threading as codec_decode. */
+int codec_decode_fields(codec_registry *reg, const char *name, const void *data, size_t len,
+                        codec_field *fields, size_t n, const codec_branch_fields *as_fields,
+                        size_t nas, json_t **held);
+
+/* The n fields of value, a record named `name` in the codec's JSON mapping of its current
+ * schema (as codec_decode gives it), as codec_decode_fields gives them (as_fields alike), the
+ * strings borrowed from value. REG_EINVAL when value is not such a record, REG_ENOTFOUND,
+ * REG_ENOMEM; on failure nothing is held. */
+int codec_fields_of_json(codec_registry *reg, const char *name, const json_t *value,
+                         codec_field *fields, size_t n, const codec_branch_fields *as_fields,
+                         size_t nas);
+
+/* Releases what n decoded fields hold (a branch's JSON value, a map's pairs, the fields of a
+ * branch decoded as fields) and zeroes them. */
 void codec_fields_release(codec_field *fields, size_t n);
 
 /* The fingerprint in the header of a single-object encoded record. 0 or REG_EDECODE. */

@@ -9,9 +9,10 @@
  * whatever it accepts must encode again and decode back to the same value. The codec's own
  * walks are held to avro-c's generic values: both encoders must write the same bytes, and both
  * decoders must agree on every input in the canonical encoding. codec_decode_fields (the
- * projector's commands) must accept exactly what codec_decode accepts, with the same fields, and
- * codec_encode_fields must write them back as codec_encode writes the value. The seeds in
- * corpus_codec/ are valid records written by the unit test
+ * projector's commands and events, with their hot bodies as fields or not) must accept exactly
+ * what codec_decode accepts, with the same fields, codec_fields_of_json must make the same fields
+ * of the value, and codec_encode_fields must write them back as codec_encode writes the value. The
+ * seeds in corpus_codec/ are valid records written by the unit test
  * (CODEC_CORPUS_DIR=tests/fuzz/corpus_codec /path/to/test_codec).
  *
  * Not part of the CMake build (it needs clang's libFuzzer). Build and run from the repository
@@ -124,14 +125,34 @@ static bool canonical(const char *name, const json_t *v, const uint8_t *data, si
     return same;
 }
 
-/* codec_decode_fields on the input that codec_decode gave out for (rc): the same verdict, and
- * the same fields, which encode to the bytes codec_encode writes for out. */
+/* The bodies the projector decodes as fields, and room for them. */
+static codec_field body[8];
+static const codec_branch_fields bodies[] = {{"RegisterDevice", body, 6},
+                                             {"PatchMetadata", body, 3},
+                                             {"DeviceRegistered", body, 6},
+                                             {"MetadataChanged", body, 1}};
+
+/* Whether fields f encode to the bytes codec_encode writes for out. */
+static bool encode_alike(const char *name, const codec_field *f, size_t n, const json_t *out)
+{
+    codec_buf direct = {0}, via_json = {0};
+    bool same = !codec_encode_fields(reg, name, f, n, &direct) &&
+                !codec_encode(reg, name, out, &via_json) && direct.len == via_json.len &&
+                !memcmp(direct.data, via_json.data, direct.len);
+    free(direct.data);
+    free(via_json.data);
+    return same;
+}
+
+/* codec_decode_fields on the input that codec_decode gave out for (rc), with the hot bodies as
+ * JSON (nas 0) or as fields: the same verdict, and the same fields, which encode to the bytes
+ * codec_encode writes for out; and codec_fields_of_json makes the same fields of out. */
 static void check_fields(const char *name, size_t n, const uint8_t *data, size_t size, int rc,
-                         const json_t *out)
+                         const json_t *out, size_t nas)
 {
     codec_field f[16];
     json_t *held = NULL;
-    int rcf = codec_decode_fields(reg, name, data, size, f, n, &held);
+    int rcf = codec_decode_fields(reg, name, data, size, f, n, bodies, nas, &held);
     CHECK((rcf == 0) == (rc == 0));
     if (rcf) {
         CHECK(!held);
@@ -148,20 +169,19 @@ static void check_fields(const char *name, size_t n, const uint8_t *data, size_t
                   !memcmp(f[i].str, json_string_value(v), f[i].len));
         else if (json_is_integer(v))
             CHECK(f[i].kind == CODEC_FIELD_LONG && f[i].num == json_integer_value(v));
-        else
+        else /* the body: a branch's name, its value compared by its bytes below */
             CHECK(f[i].kind == CODEC_FIELD_BRANCH &&
                   !strcmp(f[i].str, json_object_iter_key(json_object_iter(v))) &&
-                  json_equal(f[i].val, json_object_iter_value(json_object_iter(v))));
+                  (f[i].sub ? !f[i].val
+                            : json_equal(f[i].val, json_object_iter_value(json_object_iter(v)))));
         i++;
     }
-    codec_buf direct = {0}, via_json = {0};
-    CHECK(!codec_encode_fields(reg, name, f, n, &direct));
-    CHECK(!codec_encode(reg, name, out, &via_json));
-    CHECK(direct.len == via_json.len && !memcmp(direct.data, via_json.data, direct.len));
-    free(direct.data);
-    free(via_json.data);
+    CHECK(encode_alike(name, f, n, out));
     codec_fields_release(f, n);
     json_decref(held);
+    CHECK(!codec_fields_of_json(reg, name, out, f, n, bodies, nas));
+    CHECK(encode_alike(name, f, n, out));
+    codec_fields_release(f, n);
 }
 
 static void check(const char *name, const uint8_t *data, size_t size)
@@ -184,7 +204,9 @@ static void check(const char *name, const uint8_t *data, size_t size)
         }
     }
     json_decref(ref);
-    check_fields(name, strcmp(name, "registry.Command") ? 9 : 5, data, size, rc, out);
+    size_t nfields = strcmp(name, "registry.Command") ? 9 : 5;
+    check_fields(name, nfields, data, size, rc, out, 0);
+    check_fields(name, nfields, data, size, rc, out, sizeof bodies / sizeof bodies[0]);
     if (rc) return;
     codec_buf b = {0};
     encode_both(name, out, &b);

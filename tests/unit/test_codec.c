@@ -577,7 +577,8 @@ static void test_resolve_older_writer(void **state)
 }
 
 /* The fields codec_decode_fields gave, against the record codec_decode gives (rec, whose
- * members are in the schema's order): strings, longs and a union's branch. */
+ * members are in the schema's order): strings (a nullable's null too), longs, booleans, maps of
+ * strings in their order, a union's branch as JSON or as its record's fields. */
 static void assert_fields_are(const json_t *rec, const codec_field *f, size_t n)
 {
     assert_int_equal(json_object_size(rec), n);
@@ -586,26 +587,84 @@ static void assert_fields_are(const json_t *rec, const codec_field *f, size_t n)
     json_t *v;
     json_object_foreach((json_t *)rec, key, v)
     {
-        if (json_is_string(v)) {
+        if (json_is_string(v) || (json_is_null(v) && f[i].kind == CODEC_FIELD_STRING)) {
             assert_int_equal(f[i].kind, CODEC_FIELD_STRING);
             assert_int_equal(f[i].len, json_string_length(v));
-            assert_memory_equal(f[i].str, json_string_value(v), f[i].len);
+            if (json_is_null(v))
+                assert_null(f[i].str);
+            else
+                assert_memory_equal(f[i].str, json_string_value(v), f[i].len);
         } else if (json_is_integer(v)) {
             assert_int_equal(f[i].kind, CODEC_FIELD_LONG);
             assert_true(f[i].num == json_integer_value(v));
+        } else if (json_is_boolean(v)) {
+            assert_int_equal(f[i].kind, CODEC_FIELD_BOOL);
+            assert_int_equal(f[i].num, json_is_true(v));
+        } else if (f[i].kind == CODEC_FIELD_MAP) {
+            assert_int_equal(f[i].npairs, json_object_size(v));
+            size_t at = 0;
+            const char *mk;
+            json_t *mv;
+            json_object_foreach(v, mk, mv)
+            {
+                const codec_pair *p = &f[i].pairs[at++];
+                assert_int_equal(p->key_len, strlen(mk));
+                assert_memory_equal(p->key, mk, p->key_len);
+                if (json_is_null(mv)) {
+                    assert_null(p->val);
+                } else {
+                    assert_int_equal(p->val_len, json_string_length(mv));
+                    assert_memory_equal(p->val, json_string_value(mv), p->val_len);
+                }
+            }
         } else {
             assert_int_equal(f[i].kind, CODEC_FIELD_BRANCH);
             void *it = json_object_iter(v);
             assert_string_equal(f[i].str, json_object_iter_key(it));
-            assert_true(json_equal(f[i].val, json_object_iter_value(it)));
+            if (f[i].sub)
+                assert_fields_are(json_object_iter_value(it), f[i].sub, f[i].nsub);
+            else
+                assert_true(json_equal(f[i].val, json_object_iter_value(it)));
         }
         i++;
     }
 }
 
-/* A record as fields (codec_decode_fields) is what it is as JSON (codec_decode), both ways: the
- * projector's commands come in and its events go out that way. Also for a record written with
- * an older schema, resolved alike, and for bytes that are not a record. */
+/* The bodies the projector holds as fields, and room for them. */
+static codec_field body[8];
+static const codec_branch_fields command_bodies[] = {{"RegisterDevice", body, 6},
+                                                     {"PatchMetadata", body, 3}};
+static const codec_branch_fields event_bodies[] = {{"DeviceRegistered", body, 6},
+                                                   {"MetadataChanged", body, 1}};
+
+/* Decodes the record in b as fields (with the bodies in as, nas), checks them against
+ * codec_decode's value and that they encode to the same bytes, and releases them. */
+static void assert_fields_round_trip(codec_registry *reg, const char *name, size_t n,
+                                     const codec_buf *b, const codec_branch_fields *as, size_t nas)
+{
+    codec_field f[9];
+    json_t *held = NULL, *dec = NULL;
+    assert_int_equal(codec_decode(reg, name, b->data, b->len, &dec), 0);
+    assert_int_equal(codec_decode_fields(reg, name, b->data, b->len, f, n, as, nas, &held), 0);
+    assert_null(held); /* written with the current schema: the strings are in b */
+    assert_fields_are(dec, f, n);
+    codec_buf again = {0};
+    assert_int_equal(codec_encode_fields(reg, name, f, n, &again), 0);
+    assert_int_equal(again.len, b->len);
+    assert_memory_equal(again.data, b->data, b->len);
+    codec_fields_release(f, n);
+    /* the JSON value's fields are the same ones */
+    assert_int_equal(codec_fields_of_json(reg, name, dec, f, n, as, nas), 0);
+    assert_fields_are(dec, f, n);
+    codec_fields_release(f, n);
+    free(again.data);
+    json_decref(dec);
+}
+
+/* A record as fields (codec_decode_fields) is what it is as JSON (codec_decode), both ways, with
+ * the hot bodies as fields or not: the projector's commands come in and its events go out that
+ * way. Also for a record written with an older schema, resolved alike, for maps repeating keys,
+ * and for bytes that are not a record. */
 static void test_fields(void **state)
 {
     codec_registry *reg = *state;
@@ -613,63 +672,68 @@ static void test_fields(void **state)
     codec_field f[9];
     json_t *held = NULL;
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        json_t *v = J(commands[i]), *dec = NULL;
+        json_t *v = J(commands[i]);
         codec_buf b = {0};
         assert_int_equal(codec_encode(reg, "registry.Command", v, &b), 0);
-        assert_int_equal(codec_decode(reg, "registry.Command", b.data, b.len, &dec), 0);
-        assert_int_equal(codec_decode_fields(reg, "registry.Command", b.data, b.len, f, N, &held),
-                         0);
-        assert_null(held); /* written with the current schema: the strings are in b */
-        assert_fields_are(dec, f, N);
-        /* the fields encode to the same bytes */
-        codec_buf again = {0};
-        assert_int_equal(codec_encode_fields(reg, "registry.Command", f, N, &again), 0);
-        assert_int_equal(again.len, b.len);
-        assert_memory_equal(again.data, b.data, b.len);
-        codec_fields_release(f, N);
+        assert_fields_round_trip(reg, "registry.Command", N, &b, NULL, 0);
+        assert_fields_round_trip(reg, "registry.Command", N, &b, command_bodies, 2);
         /* not one record: cut short, or with a byte after it */
-        assert_int_equal(
-            codec_decode_fields(reg, "registry.Command", b.data, b.len - 1, f, N, &held),
-            REG_EDECODE);
+        assert_int_equal(codec_decode_fields(reg, "registry.Command", b.data, b.len - 1, f, N,
+                                             command_bodies, 2, &held),
+                         REG_EDECODE);
         assert_null(held);
         b.data = realloc(b.data, b.len + 1);
         b.data[b.len] = 0;
-        assert_int_equal(
-            codec_decode_fields(reg, "registry.Command", b.data, b.len + 1, f, N, &held),
-            REG_EDECODE);
+        assert_int_equal(codec_decode_fields(reg, "registry.Command", b.data, b.len + 1, f, N,
+                                             command_bodies, 2, &held),
+                         REG_EDECODE);
         /* the wrong number of fields, or another record */
         assert_int_equal(
-            codec_decode_fields(reg, "registry.Command", b.data, b.len, f, N - 1, &held),
+            codec_decode_fields(reg, "registry.Command", b.data, b.len, f, N - 1, NULL, 0, &held),
             REG_EINVAL);
-        assert_int_equal(codec_decode_fields(reg, "registry.Event", b.data, b.len, f, 9, &held),
-                         REG_ESCHEMA);
+        assert_int_equal(
+            codec_decode_fields(reg, "registry.Event", b.data, b.len, f, 9, NULL, 0, &held),
+            REG_ESCHEMA);
         assert_null(held);
         free(b.data);
-        free(again.data);
-        json_decref(dec);
         json_decref(v);
     }
     for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
-        json_t *v = J(events[i]), *dec = NULL;
+        json_t *v = J(events[i]);
         codec_buf b = {0}, direct = {0};
         assert_int_equal(codec_encode(reg, "registry.Event", v, &b), 0);
-        assert_int_equal(codec_decode_fields(reg, "registry.Event", b.data, b.len, f, 9, &held), 0);
-        assert_int_equal(codec_decode(reg, "registry.Event", b.data, b.len, &dec), 0);
-        assert_fields_are(dec, f, 9);
-        assert_int_equal(codec_encode_fields(reg, "registry.Event", f, 9, &direct), 0);
-        assert_int_equal(direct.len, b.len);
-        assert_memory_equal(direct.data, b.data, b.len);
+        assert_fields_round_trip(reg, "registry.Event", 9, &b, NULL, 0);
+        assert_fields_round_trip(reg, "registry.Event", 9, &b, event_bodies, 2);
         /* a field of the wrong kind appends nothing */
+        assert_int_equal(
+            codec_decode_fields(reg, "registry.Event", b.data, b.len, f, 9, event_bodies, 2, &held),
+            0);
         f[5].kind = CODEC_FIELD_STRING; /* time_ms */
         f[5].str = "x";
         f[5].len = 1;
-        direct.len = 0;
         assert_int_equal(codec_encode_fields(reg, "registry.Event", f, 9, &direct), REG_EINVAL);
         assert_int_equal(direct.len, 0);
+        f[5].kind = CODEC_FIELD_LONG;
+        if (f[8].sub) { /* a body's field of the wrong kind, too */
+            codec_field saved = f[8].sub[0];
+            f[8].sub[0] = (codec_field){.kind = CODEC_FIELD_BOOL, .num = 1};
+            assert_int_equal(codec_encode_fields(reg, "registry.Event", f, 9, &direct), REG_EINVAL);
+            assert_int_equal(direct.len, 0);
+            f[8].sub[0] = saved;
+        }
         codec_fields_release(f, 9);
+        /* a branch's record as fields must have the record's field count */
+        const codec_branch_fields short_bodies[] = {{"DeviceRegistered", body, 5},
+                                                    {"MetadataChanged", body, 2}};
+        int rc =
+            codec_decode_fields(reg, "registry.Event", b.data, b.len, f, 9, short_bodies, 2, &held);
+        assert_int_equal(rc, strstr(events[i], "DeviceRegistered") ||
+                                     strstr(events[i], "MetadataChanged")
+                                 ? REG_EINVAL
+                                 : 0);
+        if (!rc) codec_fields_release(f, 9);
         free(b.data);
         free(direct.data);
-        json_decref(dec);
         json_decref(v);
     }
 
@@ -681,15 +745,93 @@ static void test_fields(void **state)
     codec_buf b = {0};
     assert_int_equal(codec_encode(old_reg, "registry.Command", v, &b), 0);
     assert_int_equal(codec_decode(reg, "registry.Command", b.data, b.len, &dec), 0);
-    assert_int_equal(codec_decode_fields(reg, "registry.Command", b.data, b.len, f, N, &held), 0);
-    assert_non_null(held); /* the strings are in the resolved value */
-    assert_fields_are(dec, f, N);
-    codec_fields_release(f, N);
-    json_decref(held);
+    for (size_t nas = 0; nas <= 2; nas += 2) {
+        assert_int_equal(codec_decode_fields(reg, "registry.Command", b.data, b.len, f, N,
+                                             command_bodies, nas, &held),
+                         0);
+        assert_non_null(held); /* the strings are in the resolved value */
+        assert_true(nas ? f[4].sub != NULL : f[4].val != NULL);
+        assert_fields_are(dec, f, N);
+        codec_fields_release(f, N);
+        json_decref(held);
+    }
     free(b.data);
     json_decref(dec);
     json_decref(v);
     codec_registry_free(old_reg);
+
+    /* A map repeating keys has each once, at its first place with its last value, as
+     * codec_decode's object: a few (compared pair by pair) and many (sorted). */
+    for (size_t many = 0; many < 2; many++) {
+        enum { KEYS = 50 };
+        codec_pair pairs[3 * KEYS];
+        char keys[KEYS][8];
+        size_t np = 0;
+        size_t nkeys = many ? KEYS : 3;
+        for (size_t round = 0; round < 3; round++)
+            for (size_t k = 0; k < nkeys; k++) {
+                snprintf(keys[k], sizeof keys[k], "k%zu", (k * 7) % nkeys);
+                static const char *const values[] = {"first", "second", "last"};
+                const char *val = round == 1 && k % 2 ? NULL : values[round]; /* null: delete */
+                pairs[np++] = (codec_pair){keys[k], val, strlen(keys[k]), val ? strlen(val) : 0};
+            }
+        codec_field changes[3] = {
+            {.kind = CODEC_FIELD_STRING, .str = "dev-1", .len = 5},
+            {.kind = CODEC_FIELD_MAP, .pairs = pairs, .npairs = np},
+            {.kind = CODEC_FIELD_BOOL, .num = 0},
+        };
+        codec_field cmd[N] = {
+            {.kind = CODEC_FIELD_STRING, .str = "c", .len = 1},
+            {.kind = CODEC_FIELD_STRING, .str = "t", .len = 1},
+            {.kind = CODEC_FIELD_LONG, .num = 1},
+            {.kind = CODEC_FIELD_STRING, .str = "admin", .len = 5},
+            {.kind = CODEC_FIELD_BRANCH, .str = "PatchMetadata", .sub = changes, .nsub = 3},
+        };
+        codec_buf rb = {0};
+        assert_int_equal(codec_encode_fields(reg, "registry.Command", cmd, N, &rb), 0);
+        assert_int_equal(codec_decode(reg, "registry.Command", rb.data, rb.len, &dec), 0);
+        assert_int_equal(codec_decode_fields(reg, "registry.Command", rb.data, rb.len, f, N,
+                                             command_bodies, 2, &held),
+                         0);
+        assert_int_equal(f[4].sub[1].npairs, nkeys);
+        assert_fields_are(dec, f, N);
+        codec_fields_release(f, N);
+        json_decref(dec);
+        free(rb.data);
+    }
+
+    /* Fields that do not fit their schema's are refused: a null where no null may be, a map key
+     * with a NUL, a branch both as JSON and as fields. */
+    codec_pair nul_key = {"a\0b", "v", 3, 1};
+    codec_field reg_body[6] = {
+        {.kind = CODEC_FIELD_STRING, .str = "dev-1", .len = 5},
+        {.kind = CODEC_FIELD_STRING, .str = NULL}, /* serial_number */
+        {.kind = CODEC_FIELD_STRING, .str = "t", .len = 1},
+        {.kind = CODEC_FIELD_STRING, .str = NULL},
+        {.kind = CODEC_FIELD_STRING, .str = NULL},
+        {.kind = CODEC_FIELD_MAP},
+    };
+    codec_field cmd[N] = {
+        {.kind = CODEC_FIELD_STRING, .str = "c", .len = 1},
+        {.kind = CODEC_FIELD_STRING, .str = "t", .len = 1},
+        {.kind = CODEC_FIELD_LONG, .num = 1},
+        {.kind = CODEC_FIELD_STRING, .str = "admin", .len = 5},
+        {.kind = CODEC_FIELD_BRANCH, .str = "RegisterDevice", .sub = reg_body, .nsub = 6},
+    };
+    codec_buf out = {0};
+    assert_int_equal(codec_encode_fields(reg, "registry.Command", cmd, N, &out), REG_EINVAL);
+    reg_body[1] = (codec_field){.kind = CODEC_FIELD_STRING, .str = "SN", .len = 2};
+    assert_int_equal(codec_encode_fields(reg, "registry.Command", cmd, N, &out), 0);
+    out.len = 0;
+    reg_body[5] = (codec_field){.kind = CODEC_FIELD_MAP, .pairs = &nul_key, .npairs = 1};
+    assert_int_equal(codec_encode_fields(reg, "registry.Command", cmd, N, &out), REG_EINVAL);
+    reg_body[5] = (codec_field){.kind = CODEC_FIELD_MAP};
+    json_t *empty = json_object();
+    cmd[4].val = empty;
+    assert_int_equal(codec_encode_fields(reg, "registry.Command", cmd, N, &out), REG_EINVAL);
+    assert_int_equal(out.len, 0);
+    json_decref(empty);
+    free(out.data);
 }
 
 /* ------------------------------------------------------------------------------------------ */
