@@ -235,6 +235,11 @@ void jsonfast_text_rawn(jsonfast_text *t, const char *s, size_t n)
     put(t, s, n);
 }
 
+void jsonfast_text_reserve(jsonfast_text *t, size_t n)
+{
+    reserve(t, n);
+}
+
 void jsonfast_text_string(jsonfast_text *t, const char *s)
 {
     put_string(t, s, strlen(s));

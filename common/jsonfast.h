@@ -36,6 +36,9 @@ typedef struct jsonfast_text {
 } jsonfast_text;
 
 void jsonfast_text_rawn(jsonfast_text *t, const char *s, size_t n); /* n bytes as they are */
+/* Room for n more bytes at once, where the caller knows about how long the text will be: each
+ * growth is a realloc and a copy. */
+void jsonfast_text_reserve(jsonfast_text *t, size_t n);
 /* As it is: punctuation, literals (inline, so that a literal's length is known when compiled:
  * strlen was ~1% of the projector's thread). */
 static inline void jsonfast_text_raw(jsonfast_text *t, const char *s)

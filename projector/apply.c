@@ -145,13 +145,17 @@ static void set_metadata(view_txn *t, const reg_uuid *tid, const reg_uuid *did, 
     }
 }
 
-/* Hands the text of the device record just stored (taken) back to the decision. */
-static void hand_back(apply_decided *decided, const reg_uuid *device, char *text, size_t len)
+/* Hands the text of the device record just stored (taken) back to the decision, with where its
+ * parts are (or NULL: not known). */
+static void hand_back(apply_decided *decided, const reg_uuid *device, char *text, size_t len,
+                      const device_text *parts)
 {
     free(decided->stored);
     decided->stored = text;
     decided->stored_len = len;
     decided->stored_device = *device;
+    decided->stored_parts_valid = parts != NULL;
+    if (parts) decided->stored_parts = *parts;
 }
 
 /* A nullable string field's value as JSON text: the string, or null. */
@@ -178,11 +182,18 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     char registered[32];
     clock_rfc3339(ev->time_ms, registered);
     jsonfast_text x = {0};
-    jsonfast_text_raw(&x, "{\"device_id\":");
-    jsonfast_text_string(&x, did_s);
-    jsonfast_text_raw(&x, ",\"tenant_id\":");
-    jsonfast_text_string(&x, tid_s);
-    jsonfast_text_raw(&x, ",\"serial_number\":");
+    size_t estimate = 320; /* the members' names, the ids, the time */
+    for (size_t i = 0; i < DEVICE_REGISTERED_FIELDS; i++)
+        estimate += f[i].len;
+    for (size_t i = 0; i < metadata->npairs; i++)
+        estimate += metadata->pairs[i].key_len + metadata->pairs[i].val_len + 6;
+    jsonfast_text_reserve(&x, estimate);
+    /* the ids and the time are ours, nothing to escape */
+    jsonfast_text_raw(&x, "{\"device_id\":\"");
+    jsonfast_text_rawn(&x, did_s, REG_UUID_STRLEN);
+    jsonfast_text_raw(&x, "\",\"tenant_id\":\"");
+    jsonfast_text_rawn(&x, tid_s, REG_UUID_STRLEN);
+    jsonfast_text_raw(&x, "\",\"serial_number\":");
     jsonfast_text_stringn(&x, f[REGISTERED_SERIAL].str, f[REGISTERED_SERIAL].len);
     jsonfast_text_raw(&x, ",\"device_type\":");
     jsonfast_text_stringn(&x, f[REGISTERED_TYPE].str, f[REGISTERED_TYPE].len);
@@ -192,9 +203,9 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     text_nullable(&x, &f[REGISTERED_FIRMWARE]);
     jsonfast_text_raw(&x, ",\"hardware_revision\":");
     text_nullable(&x, &f[REGISTERED_HARDWARE]);
-    jsonfast_text_raw(&x, ",\"registered_at\":");
-    jsonfast_text_string(&x, registered);
-    jsonfast_text_raw(&x, ",\"last_seen_at\":null,\"version\":");
+    jsonfast_text_raw(&x, ",\"registered_at\":\"");
+    jsonfast_text_rawn(&x, registered, strlen(registered));
+    jsonfast_text_raw(&x, "\",\"last_seen_at\":null,\"version\":");
     jsonfast_text_int(&x, ev->version);
     jsonfast_text_raw(&x, ",\"shadow_version\":0,\"metadata\":{");
     reg_key k;
@@ -213,7 +224,7 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
     if (!text) return REG_EDECODE;
     record_device_store_text(t, tid, did, text, len);
     if (decided)
-        hand_back(decided, did, text, len);
+        hand_back(decided, did, text, len, NULL);
     else
         free(text);
 
@@ -281,9 +292,10 @@ static int apply_metadata_changed(view_txn *t, const reg_uuid *tid, const reg_uu
         set_metadata(t, tid, did, m.metadata, &changes->pairs[i]);
     char *stored = NULL;
     size_t stored_len = 0;
+    device_text parts;
     err = record_device_meta_store(t, tid, did, &m, ev->version, decided ? &stored : NULL,
-                                   &stored_len);
-    if (stored) hand_back(decided, did, stored, stored_len);
+                                   &stored_len, &parts);
+    if (stored) hand_back(decided, did, stored, stored_len, &parts);
     record_device_meta_release(&m);
     return err;
 }

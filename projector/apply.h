@@ -27,6 +27,8 @@ typedef struct apply_decided {
     char *stored;
     size_t stored_len;
     reg_uuid stored_device;
+    device_text stored_parts; /* a metadata change's: where the text's parts are */
+    bool stored_parts_valid;
 } apply_decided;
 
 /* Releases what apply_event did not take. */

@@ -29,6 +29,10 @@ int command_decode(codec_registry *codec, const void *data, size_t len, command 
     out->kind = f[F_BODY].str;
     out->body = f[F_BODY].val; /* the reference is the command's now */
     out->nfields = f[F_BODY].sub ? f[F_BODY].nsub : 0;
+    size_t id_len = 0;
+    const char *id = command_device_id(out, &id_len);
+    char text[REG_UUID_STRLEN + 1];
+    out->device_valid = id && reg_uuid_take(id, id_len, text, &out->device);
     return 0;
 }
 
@@ -64,10 +68,9 @@ const char *command_device_id(const command *c, size_t *len)
 
 int command_device(const command *c, reg_uuid *out)
 {
-    size_t len = 0;
-    const char *id = command_device_id(c, &len);
-    char text[REG_UUID_STRLEN + 1];
-    return id && reg_uuid_take(id, len, text, out) ? 0 : REG_EINVAL;
+    if (!c->device_valid) return REG_EINVAL;
+    *out = c->device;
+    return 0;
 }
 
 void command_clear(command *c)

@@ -52,8 +52,10 @@ typedef struct command {
      * actor's); nfields is 0 for any other. */
     codec_field fields[COMMAND_BODY_FIELDS_MAX];
     size_t nfields;
-    json_t *held; /* owned: what the borrowed members point into, or NULL */
-    void *bytes;  /* owned: the record's bytes, when the command made its own (from JSON) */
+    reg_uuid device;   /* the body's device_id parsed, where device_valid */
+    bool device_valid; /* parsed once: the prefetch, the decider and the outcome each need it */
+    json_t *held;      /* owned: what the borrowed members point into, or NULL */
+    void *bytes;       /* owned: the record's bytes, when the command made its own (from JSON) */
 } command;
 
 /* The command in a registry.Command record's bytes (borrowed: see actor). The codec's REG_E*

@@ -481,8 +481,12 @@ static int stored_device_reply(view_txn *t, const command *cmd, const decision *
     if (command_tenant(cmd, &tid) || command_device(cmd, &did)) return REG_ENOTFOUND;
     const apply_decided *a = &d->decided;
     if (a->stored && !memcmp(a->stored_device.b, did.b, 16)) { /* as applying stored it */
-        if (d->reply_kind == REPLY_METADATA && device_text_parse(a->stored, a->stored_len, parts))
-            return REG_EDECODE;
+        if (d->reply_kind == REPLY_METADATA) {
+            if (a->stored_parts_valid)
+                *parts = a->stored_parts;
+            else if (device_text_parse(a->stored, a->stored_len, parts))
+                return REG_EDECODE;
+        }
         *text = a->stored;
         *len = a->stored_len;
         return 0;
@@ -511,6 +515,7 @@ char *decision_outcome(view_txn *t, const command *cmd, const decision *d, size_
     int err = stored_device_reply(t, cmd, d, &dev, &dev_len, &parts, &owned);
     if (!err) { /* the members jsonfast_pack's outcome below has */
         jsonfast_text x = {0};
+        jsonfast_text_reserve(&x, dev_len + 160); /* the record and what wraps it */
         outcome_head(&x, cmd, d->status);
         jsonfast_text_raw(&x, ",\"body\":");
         if (d->reply_kind == REPLY_DEVICE) {

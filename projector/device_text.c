@@ -135,7 +135,7 @@ int device_text_parse(const char *j, size_t len, device_text *d)
 }
 
 char *device_text_splice(const char *text, size_t len, const device_text *d, int64_t version,
-                         const char *metadata, size_t mlen, size_t *out_len)
+                         const char *metadata, size_t mlen, size_t *out_len, device_text *out_parts)
 {
     char digits[JSONFAST_INT_MAX];
     size_t n = jsonfast_int(digits, version);
@@ -147,16 +147,24 @@ char *device_text_splice(const char *text, size_t len, const device_text *d, int
     size_t total = len - (end[0] - at[0]) - (end[1] - at[1]) + with_len[0] + with_len[1];
     char *out = malloc(total ? total : 1), *o = out;
     if (!out) return NULL;
-    size_t from = 0;
+    size_t from = 0, new_at[2];
     for (int k = 0; k < 2; k++) {
         int i = k ^ first;
         memcpy(o, text + from, at[i] - from);
         o += at[i] - from;
+        new_at[i] = (size_t)(o - out);
         memcpy(o, with[i], with_len[i]);
         o += with_len[i];
         from = end[i];
     }
     memcpy(o, text + from, len - from);
     *out_len = total;
+    if (out_parts)
+        *out_parts = (device_text){.version_at = new_at[0],
+                                   .version_end = new_at[0] + n,
+                                   .metadata_at = new_at[1],
+                                   .metadata_end = new_at[1] + mlen,
+                                   .version = version,
+                                   .decommissioned = d->decommissioned};
     return out;
 }

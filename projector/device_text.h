@@ -29,8 +29,10 @@ int device_text_parse(const char *text, size_t len, device_text *out);
 int device_text_member(const char *text, size_t len, const char *name, size_t *at, size_t *end);
 
 /* The text (len bytes, as parsed into d) with `version` and the mlen bytes of metadata in place
- * of its own: malloc'd, *out_len its length; NULL when out of memory. */
+ * of its own: malloc'd, *out_len its length; NULL when out of memory. *out_parts (when not NULL)
+ * gets what device_text_parse finds in the new text. */
 char *device_text_splice(const char *text, size_t len, const device_text *d, int64_t version,
-                         const char *metadata, size_t mlen, size_t *out_len);
+                         const char *metadata, size_t mlen, size_t *out_len,
+                         device_text *out_parts);
 
 #endif

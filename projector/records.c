@@ -224,12 +224,13 @@ int record_device_meta_read(view_txn *t, const reg_uuid *tenant, const reg_uuid 
 
 int record_device_meta_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                              const record_device_meta *m, int64_t version, char **stored,
-                             size_t *stored_len)
+                             size_t *stored_len, device_text *stored_parts)
 {
     size_t md_len = 0, len = 0;
     char *md = jsonfast_dump(m->metadata, &md_len);
-    char *text =
-        md ? device_text_splice(m->text, m->len, &m->parts, version, md, md_len, &len) : NULL;
+    char *text = md ? device_text_splice(m->text, m->len, &m->parts, version, md, md_len, &len,
+                                         stored ? stored_parts : NULL)
+                    : NULL;
     free(md);
     if (!text) return REG_ENOMEM;
     record_device_store_text(t, tenant, device, text, len);

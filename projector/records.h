@@ -85,10 +85,11 @@ int record_device_parts(view_txn *t, const reg_uuid *tenant, const reg_uuid *dev
 int record_device_meta_read(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                             record_device_meta *m);
 /* Writes the record back with m->metadata and `version` in place of what it had; its text goes
- * to *stored (malloc'd, *stored_len bytes) when stored is not NULL. */
+ * to *stored (malloc'd, *stored_len bytes), and where its parts are to *stored_parts, when stored
+ * is not NULL. */
 int record_device_meta_store(view_txn *t, const reg_uuid *tenant, const reg_uuid *device,
                              const record_device_meta *m, int64_t version, char **stored,
-                             size_t *stored_len);
+                             size_t *stored_len, device_text *stored_parts);
 void record_device_meta_release(record_device_meta *m);
 
 /* Whether the device record's stored text (as the view keeps it) has this status, read from the

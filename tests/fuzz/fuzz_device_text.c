@@ -30,10 +30,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char metadata[] = "{\"k\":\"v\\\"{\"}";
     int64_t version = d.version + 1;
     size_t len = 0;
-    char *out = device_text_splice(text, size, &d, version, metadata, sizeof metadata - 1, &len);
+    device_text parts;
+    char *out =
+        device_text_splice(text, size, &d, version, metadata, sizeof metadata - 1, &len, &parts);
     CHECK(out);
     device_text e;
     CHECK(device_text_parse(out, len, &e) == 0);
+    /* the parts the splice hands back are the ones the new text has */
+    CHECK(parts.version_at == e.version_at && parts.version_end == e.version_end &&
+          parts.metadata_at == e.metadata_at && parts.metadata_end == e.metadata_end &&
+          parts.version == e.version && parts.decommissioned == e.decommissioned);
     CHECK(e.version == version);
     CHECK(e.metadata_end - e.metadata_at == sizeof metadata - 1);
     CHECK(!memcmp(out + e.metadata_at, metadata, sizeof metadata - 1));

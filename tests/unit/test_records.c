@@ -166,10 +166,19 @@ static void test_metadata_change_in_text(void **state)
         json_object_set_new(dev, "version", json_integer(versions[r] + 1));
         char *stored = NULL;
         size_t stored_len = 0;
+        device_text parts;
         assert_int_equal(record_device_meta_store(t, &tenant, &device, &m, versions[r] + 1, &stored,
-                                                  &stored_len),
+                                                  &stored_len, &parts),
                          0);
         record_device_meta_release(&m);
+        /* and where its parts are */
+        device_text found;
+        assert_int_equal(device_text_parse(stored, stored_len, &found), 0);
+        assert_int_equal(parts.metadata_at, found.metadata_at);
+        assert_int_equal(parts.metadata_end, found.metadata_end);
+        assert_int_equal(parts.version_at, found.version_at);
+        assert_int_equal(parts.version_end, found.version_end);
+        assert_true(parts.version == found.version);
         /* the text it hands back is the one stored */
         char *in_view = NULL;
         size_t in_view_len = 0;
