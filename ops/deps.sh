@@ -21,7 +21,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
   # C libraries
   librdkafka-dev librocksdb-dev libavro-dev libuv1-dev libhiredis-dev libssl-dev
-  libhttp-parser-dev libjansson-dev zlib1g-dev libcmocka-dev libmosquitto-dev libjemalloc-dev
+  libhttp-parser-dev libjansson-dev libisal-dev libcmocka-dev libmosquitto-dev libjemalloc-dev
   # services and their clients used by the tests
   redis-server redis-tools mosquitto mosquitto-clients postgresql postgresql-contrib
   kcat

@@ -29,7 +29,7 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file="$work/$1.out" \
     "$2/tests/bench_projector" "$work/$1/data" "$n" >"$work/$1.log" 2>&1 ||
     { cat "$work/$1.log" >&2; exit 1; }
-  callgrind_annotate --inclusive=yes "$work/$1.out" | awk -v c="$commands" '
+  callgrind_annotate --inclusive=yes --threshold=100 "$work/$1.out" | awk -v c="$commands" '
     function put(root) { gsub(",", "", $1); v[root] += $1 / c }
     /\?\?\?:projector_main \[/ { put("deciding") }
     /\?\?\?:committer_main \[/ { put("committing") }

@@ -24,7 +24,7 @@ case "$name" in
   eventlog) clang "${flags[@]}" "$top/tests/fuzz/fuzz_eventlog.c" "$top/common/eventlog.c" \
            "$top/common/eventlog_embedded.c" "$top/common/eventlog_upgrade.c" \
            "$top/common/eventlog_kafka.c" "$top/common/err.c" \
-           $(pkg-config --cflags --libs zlib rocksdb rdkafka jansson) -lpthread -o "$out/fuzz_$name" ;;
+           $(pkg-config --cflags --libs rocksdb rdkafka jansson) -lisal -lpthread -o "$out/fuzz_$name" ;;
   chunked) clang "${flags[@]}" "$top/tests/fuzz/fuzz_chunked.c" "$top/projector/chunked.c" \
            $(pkg-config --cflags --libs rocksdb) -o "$out/fuzz_$name" ;;
   device_text) clang "${flags[@]}" "$top/tests/fuzz/fuzz_device_text.c" "$top/projector/device_text.c" \

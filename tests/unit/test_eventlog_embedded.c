@@ -5,7 +5,8 @@
  * tail is cut back at open, a damaged record is refused, a second process is kept out, and a
  * topic in the earlier layout (a RocksDB database) is upgraded with every record kept, a
  * kill -9 of an appending process loses no append it had reported, and a failed write is
- * reported as failed and leaves nothing behind.
+ * reported as failed and leaves nothing behind. A record's bytes on disk are as the format says,
+ * its CRC the standard CRC-32 (zlib's), so that any tool can check a segment.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -251,6 +252,76 @@ static void test_torn_tail(void **state)
 
 /* A damaged record in an older segment is an error for the reader, never other bytes passed
  * off as records; the records before it still read. */
+/* The standard CRC-32 (reflected 0x04C11DB7, as zlib's crc32), bit by bit: the reference the
+ * log's records are held to. */
+static uint32_t reference_crc32(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int b = 0; b < 8; b++)
+            c = c & 1 ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+    }
+    return ~c;
+}
+
+static uint64_t le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A record as the file holds it: body length, CRC-32 of the body, offset, time, key length, key,
+ * value (little-endian), for two records of different lengths. */
+static void test_record_format(void **state)
+{
+    (void)state;
+    assert_int_equal(reference_crc32((const unsigned char *)"123456789", 9), 0xCBF43926u);
+    const char *topic = "registry.test.format";
+    elog_config cfg = {.topic = topic, .dir = dir, .fsync = 1};
+    elog *log = NULL;
+    assert_int_equal(elog_open(&cfg, &log), 0);
+    char value[300];
+    for (size_t i = 0; i < sizeof value; i++)
+        value[i] = (char)(i * 7);
+    assert_int_equal(elog_append(log, "tenant-a", 8, "v1", 2, 1700000000001, NULL, NULL), 0);
+    assert_int_equal(elog_append(log, "t", 1, value, sizeof value, 1700000000002, NULL, NULL), 0);
+    assert_int_equal(elog_flush(log, 10000), 0);
+    elog_close(log);
+
+    char path[600];
+    topic_path(topic, path, sizeof path);
+    strcat(path, "/00000000000000000000.seg");
+    unsigned char buf[1024];
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t got = pread(fd, buf, sizeof buf, 0);
+    close(fd);
+    struct {
+        const char *key, *value;
+        size_t klen, vlen;
+        int64_t time_ms;
+    } want[] = {{"tenant-a", "v1", 8, 2, 1700000000001},
+                {"t", value, 1, sizeof value, 1700000000002}};
+    size_t at = 0;
+    for (int r = 0; r < 2; r++) {
+        size_t body = 20 + want[r].klen + want[r].vlen;
+        assert_true((size_t)got >= at + 8 + body);
+        const unsigned char *p = buf + at;
+        assert_int_equal(le(p, 4), body);
+        assert_int_equal(le(p + 4, 4), reference_crc32(p + 8, body));
+        assert_int_equal(le(p + 8, 8), r);
+        assert_int_equal(le(p + 16, 8), want[r].time_ms);
+        assert_int_equal(le(p + 24, 4), want[r].klen);
+        assert_memory_equal(p + 28, want[r].key, want[r].klen);
+        assert_memory_equal(p + 28 + want[r].klen, want[r].value, want[r].vlen);
+        at += 8 + body;
+    }
+    assert_int_equal(got, at);
+}
+
 static void test_damaged_record(void **state)
 {
     const char *topic = "registry.test.damaged";
@@ -661,6 +732,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_read_reopen),
         cmocka_unit_test(test_torn_tail),
+        cmocka_unit_test(test_record_format),
         cmocka_unit_test(test_damaged_record),
         cmocka_unit_test(test_second_opener_refused),
         cmocka_unit_test(test_upgrade_from_rocksdb),
