@@ -14,6 +14,11 @@
  * `registry project` runs. Prints commands/s and events/s, and leaves DIR usable by `registry
  * serve` (with REGISTRY_ADMIN_TOKEN=bench-admin) with the device ids in DIR/bench-ids.txt, for the
  * lookup benchmark.
+ *
+ * Before the timed run it prints the machine's phase: the latency of a dependent read through 64
+ * MiB (mostly cache and TLB misses) and of one step of a dependent integer chain. The VM these
+ * figures come from moves by 2x within the hour, mostly in memory latency (120 ns in a fast
+ * phase, over 200 in a slow one), and a run's figure means little without it.
  */
 #define _GNU_SOURCE
 #include "bus.h"
@@ -33,6 +38,37 @@
 #include <unistd.h>
 
 static const char *TENANT = "0b5e1c52-7d0e-4c39-9a57-3f2d8e6a4b10";
+
+/* The machine's phase (see above): ns per dependent read through 64 MiB, and per step of a
+ * dependent multiply-add-xor chain. */
+static void print_machine_phase(void)
+{
+    size_t n = (64u << 20) / sizeof(uint64_t);
+    uint64_t *next = malloc(n * sizeof *next), x = 88172645463325252ull;
+    if (!next) return;
+    for (size_t i = 0; i < n; i++)
+        next[i] = i;
+    for (size_t i = n - 1; i > 0; i--) { /* one random cycle through all (Sattolo) */
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t j = (size_t)(x % i), t = next[i];
+        next[i] = next[j];
+        next[j] = t;
+    }
+    enum { READS = 4000000, STEPS = 200000000 };
+    uint64_t t0 = clock_mono_ns(), at = 0;
+    for (int i = 0; i < READS; i++)
+        at = next[at];
+    uint64_t t1 = clock_mono_ns(), v = at | 1;
+    for (long i = 0; i < STEPS; i++) {
+        v = v * 6364136223846793005ull + 1442695040888963407ull;
+        v ^= v >> 17;
+    }
+    uint64_t t2 = clock_mono_ns();
+    printf("machine phase: %.0f ns per dependent read through 64 MiB, %.2f ns per chained integer "
+           "step (%llu)\n",
+           (double)(t1 - t0) / READS, (double)(t2 - t1) / STEPS, (unsigned long long)(v & 1));
+    free(next);
+}
 
 static void append(elog *log, codec_registry *codec, json_t *cmd, codec_buf *buf)
 {
@@ -167,6 +203,7 @@ int main(int argc, char **argv)
     printf("commands log (%s): %lld commands appended in %.2f s (%.0f/s, encode included)\n",
            brokers ? "kafka" : "embedded", (long long)total, fill_s, (double)total / fill_s);
 
+    print_machine_phase();
     struct rusage r0, r1;
     getrusage(RUSAGE_SELF, &r0);
     projector_config pc = {.decide = {.region = region}};
