@@ -96,9 +96,11 @@ void decide_emit_fields(decision *d, const command *cmd, const decide_config *cf
                         const char *entity_id, size_t entity_len, json_int_t version,
                         const char *kind, codec_field *fields, size_t n, json_t *held)
 {
-    event *e = n <= EVENT_BODY_FIELDS_MAX
-                   ? next_event(d, cmd, cfg, entity_id, entity_len, version, kind)
-                   : NULL;
+    event *e = NULL;
+    if (n > EVENT_BODY_FIELDS_MAX)
+        d->emit_err = REG_EINVAL; /* no event body has more: a caller's mistake */
+    else
+        e = next_event(d, cmd, cfg, entity_id, entity_len, version, kind);
     if (!e) {
         codec_fields_release(fields, n);
         json_decref(held);

@@ -275,6 +275,29 @@ static void test_duplicate_outcome(void **state)
     assert_true(json_equal(again, first)); /* the record has not changed since */
     json_decref(again);
 
+    /* A NUL in a string that would go into a view key (only a record not written by the API can
+     * hold one) is refused, in a registration and in a patch. */
+    json_t *nul_reg = register_device("aaaaaaaa-0000-4000-8000-000000000016",
+                                      "11111111-2222-4333-8444-555555555556", "SN-NUL");
+    json_object_set_new(
+        json_object_get(json_object_get(json_object_get(nul_reg, "body"), "RegisterDevice"),
+                        "metadata"),
+        "site", json_stringn("a\0b", 3));
+    json_t *nul_patch =
+        command_json("aaaaaaaa-0000-4000-8000-000000000017", "PatchMetadata",
+                     json_pack("{s:s, s:{s:s#}, s:b}", "device_id", DEVICE, "changes", "owner",
+                               "o\0ps", (int)4, "require_existing", 0));
+    json_t *nuls[] = {nul_reg, nul_patch};
+    for (size_t i = 0; i < 2; i++) {
+        char *refused_kept = NULL,
+             *refused = decide_apply(codec, t, nuls[i], &status, &refused_kept);
+        assert_int_equal(status, 400);
+        assert_non_null(strstr(refused, "NUL"));
+        free(refused);
+        free(refused_kept);
+        json_decref(nuls[i]);
+    }
+
     json_t *patch = command_json("aaaaaaaa-0000-4000-8000-000000000013", "PatchMetadata",
                                  json_pack("{s:s, s:{s:s}, s:b}", "device_id", DEVICE, "changes",
                                            "owner", "ops", "require_existing", 0));
