@@ -55,22 +55,19 @@ static attr attr_of(const json_t *dev, const char *field)
     return (attr){json_string_value(v), json_string_length(v)};
 }
 
-/* s followed by the 0 that separates it from what comes next in a key. */
-static reg_key *key_attr(reg_key *k, attr a)
-{
-    return key_byte(key_add(k, a.s ? a.s : "", a.len), 0);
-}
-
 /* The keys of the entries in those indexes of a device with these attributes (fw and seen may
  * be missing); has[i] is false where it has none. */
 static void attr_keys(const reg_uuid *tid, const reg_uuid *did, attr type, attr status, attr fw,
                       const char *seen, reg_key k[ATTR_INDEXES], bool has[ATTR_INDEXES])
 {
-    key_add(key_attr(key_attr(key_add(key_reset(&k[0]), tid->b, 16), type), status), did->b, 16);
-    key_add(key_attr(key_add(key_reset(&k[1]), tid->b, 16), status), did->b, 16);
+    const char *t = type.s ? type.s : "", *st = status.s ? status.s : "";
+    key_add(
+        key_strn0(key_strn0(key_add(key_reset(&k[0]), tid->b, 16), t, type.len), st, status.len),
+        did->b, 16);
+    key_add(key_strn0(key_add(key_reset(&k[1]), tid->b, 16), st, status.len), did->b, 16);
     has[0] = has[1] = true;
     if ((has[2] = fw.s != NULL))
-        key_add(key_attr(key_add(key_reset(&k[2]), tid->b, 16), fw), did->b, 16);
+        key_add(key_strn0(key_add(key_reset(&k[2]), tid->b, 16), fw.s, fw.len), did->b, 16);
     int64_t seen_ms;
     if ((has[3] = seen && clock_parse_rfc3339(seen, &seen_ms) == 0))
         key_add(key_be64(key_add(key_reset(&k[3]), tid->b, 16), (uint64_t)seen_ms), did->b, 16);
@@ -116,10 +113,8 @@ static void attr_index_move(view_txn *t, const reg_uuid *tid, const reg_uuid *di
 static void metadata_key(reg_key *k, const reg_uuid *tid, const reg_uuid *did, const char *key,
                          size_t klen, const char *value, size_t vlen)
 {
-    key_add(key_reset(k), tid->b, 16);
-    key_byte(key_add(k, key, klen), 0);
-    key_byte(key_add(k, value, vlen), 0);
-    key_add(k, did->b, 16);
+    key_add(key_strn0(key_strn0(key_add(key_reset(k), tid->b, 16), key, klen), value, vlen), did->b,
+            16);
 }
 
 /* Sets (p->val non-NULL) or deletes one metadata key of a device (md: its metadata object,

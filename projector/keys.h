@@ -35,11 +35,16 @@ static inline reg_key *key_byte(reg_key *k, unsigned char c)
     return key_add(k, &c, 1);
 }
 
+/* n bytes of a string followed by the 0 that separates it from what comes next. */
+static inline reg_key *key_strn0(reg_key *k, const char *s, size_t n)
+{
+    return key_byte(key_add(k, s, n), 0);
+}
+
 /* A string followed by the 0 terminator that separates it from what comes next. */
 static inline reg_key *key_str0(reg_key *k, const char *s)
 {
-    key_add(k, s, strlen(s));
-    return key_byte(k, 0);
+    return key_strn0(k, s, strlen(s));
 }
 
 static inline reg_key *key_str(reg_key *k, const char *s)

@@ -2233,6 +2233,7 @@ static int dedup_pairs(codec_field *m)
     free(first);
     return 0;
 }
+
 static int fields_of_json(const struct node *rec, const json_t *j, codec_field *fields,
                           const codec_branch_fields *as_fields, size_t nas);
 
@@ -2260,17 +2261,13 @@ static int field_of_json(const struct node *nd, const json_t *v, codec_field *f,
             int rc = p.val || null_at >= 0 ? add_pair(f, &cap, &p) : REG_EINVAL;
             if (rc) return rc; /* the caller releases f */
         }
-    } else if (nd->kind == K_UNION && nd->nullable < 0 && json_is_object(v) &&
-               json_object_size(v) == 1) {
-        void *it = json_object_iter((json_t *)v);
-        const char *label = json_object_iter_key(it);
-        const json_t *bv = json_object_iter_value(it);
-        const struct node *b = NULL;
-        for (size_t k = 0; k < nd->n && !b; k++)
-            if (!strcmp(branch_label(nd->branches[k]), label)) b = nd->branches[k];
-        if (!b) return REG_EINVAL;
+    } else if (nd->kind == K_UNION && nd->nullable < 0 && json_is_object(v)) {
+        const json_t *bv;
+        size_t idx = union_index(nd, v, &bv); /* {"<branch>": value}, as write_value reads it */
+        if (idx >= nd->n) return REG_EINVAL;
+        const struct node *b = nd->branches[idx];
         const codec_branch_fields *as = branch_as_fields(b, as_fields, nas);
-        *f = (codec_field){.kind = CODEC_FIELD_BRANCH, .str = label};
+        *f = (codec_field){.kind = CODEC_FIELD_BRANCH, .str = branch_label(b)};
         if (!as) {
             f->val = json_incref((json_t *)bv);
             return 0;
@@ -2308,7 +2305,7 @@ static int fields_of_json(const struct node *rec, const json_t *j, codec_field *
 static int read_fields(const struct node *rec, struct cursor *c, codec_field *fields,
                        const codec_branch_fields *as_fields, size_t nas);
 
-/* A string of node nd (a string or ["null", "string"]) into *f. */
+/* A string of node nd (a string or ["null", "string"]) into *s (NULL for a null) and *len. */
 static int read_string(const struct node *nd, struct cursor *c, const char **s, size_t *len)
 {
     int null_at, rc;
