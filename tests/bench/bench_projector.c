@@ -39,13 +39,20 @@
 
 static const char *TENANT = "0b5e1c52-7d0e-4c39-9a57-3f2d8e6a4b10";
 
-/* The machine's phase (see above): ns per dependent read through 64 MiB, and per step of a
- * dependent multiply-add-xor chain. */
+/* The machine's phase (see above): ns per dependent read through 64 MiB; per step of a dependent
+ * multiply-add-xor chain (latency); per step of eight independent such chains, which contend for
+ * the core's multiplier and issue slots with whatever else runs on it, such as another guest on
+ * the same physical core (throughput); and the bandwidth of copying 64 MiB. */
 static void print_machine_phase(void)
 {
     size_t n = (64u << 20) / sizeof(uint64_t);
-    uint64_t *next = malloc(n * sizeof *next), x = 88172645463325252ull;
-    if (!next) return;
+    uint64_t *next = malloc(n * sizeof *next), *copy = malloc(n * sizeof *copy);
+    uint64_t x = 88172645463325252ull;
+    if (!next || !copy) {
+        free(next);
+        free(copy);
+        return;
+    }
     for (size_t i = 0; i < n; i++)
         next[i] = i;
     for (size_t i = n - 1; i > 0; i--) { /* one random cycle through all (Sattolo) */
@@ -54,7 +61,8 @@ static void print_machine_phase(void)
         next[i] = next[j];
         next[j] = t;
     }
-    enum { READS = 4000000, STEPS = 200000000 };
+    memcpy(copy, next, n * sizeof *next); /* its pages faulted in before it is timed */
+    enum { READS = 4000000, STEPS = 200000000, LANES = 8, COPIES = 4 };
     uint64_t t0 = clock_mono_ns(), at = 0;
     for (int i = 0; i < READS; i++)
         at = next[at];
@@ -63,11 +71,29 @@ static void print_machine_phase(void)
         v = v * 6364136223846793005ull + 1442695040888963407ull;
         v ^= v >> 17;
     }
-    uint64_t t2 = clock_mono_ns();
+    uint64_t t2 = clock_mono_ns(), lane[LANES];
+    for (int l = 0; l < LANES; l++)
+        lane[l] = v + (uint64_t)l;
+    for (long i = 0; i < STEPS / LANES; i++)
+        for (int l = 0; l < LANES; l++) {
+            lane[l] = lane[l] * 6364136223846793005ull + 1442695040888963407ull;
+            lane[l] ^= lane[l] >> 17;
+        }
+    uint64_t t3 = clock_mono_ns();
+    for (int c = 0; c < COPIES; c++) {
+        next[c] = lane[c % LANES]; /* each copy differs from the last */
+        memcpy(copy, next, n * sizeof *next);
+    }
+    uint64_t t4 = clock_mono_ns();
+    for (int l = 0; l < LANES; l++)
+        v ^= lane[l];
     printf("machine phase: %.0f ns per dependent read through 64 MiB, %.2f ns per chained integer "
-           "step (%llu)\n",
-           (double)(t1 - t0) / READS, (double)(t2 - t1) / STEPS, (unsigned long long)(v & 1));
+           "step, %.2f ns per step of %d independent chains, %.1f GB/s copying 64 MiB (%llu)\n",
+           (double)(t1 - t0) / READS, (double)(t2 - t1) / STEPS, (double)(t3 - t2) / STEPS,
+           LANES, (double)COPIES * (double)(n * sizeof *next) / (double)(t4 - t3),
+           (unsigned long long)((v ^ copy[n - 1]) & 1));
     free(next);
+    free(copy);
 }
 
 static void append(elog *log, codec_registry *codec, json_t *cmd, codec_buf *buf)
