@@ -59,8 +59,10 @@ static const uint8_t chunk_suffix[VIEW_CF_COUNT] = {
  * read them without gaps. */
 struct overlay_table {
     uint64_t *index;
-    struct overlay_entry *entries; /* room for cap / 2 */
-    size_t cap;                    /* index slots, a power of two */
+    struct overlay_entry *entries;
+    size_t cap;         /* index slots, a power of two, at least twice the entries in it */
+    size_t entries_cap; /* room for entries: an index family's are not in the index, and are
+                         * two thirds of a batch's, so the index is sized for the others only */
 };
 
 static void table_release(struct overlay_table *tab)
@@ -83,14 +85,14 @@ struct view {
     rocksdb_column_family_handle_t *cf[VIEW_CF_COUNT];
     uint32_t cf_id[VIEW_CF_COUNT];
     view_batch_target batch_target; /* where commits go (view_batch.h; set at open) */
-    /* What freed transactions leave for the next ones (txn_alloc, overlay_grow): a batch's
+    /* What freed transactions leave for the next ones (txn_alloc, table_new): a batch's
      * overlay is a few MiB, and taking it fresh from the allocator each batch cost the
      * projector's thread ~10% in page faults and TLB shootdowns. */
     pthread_mutex_t spare_mu;
     struct arena_chunk *spare_chunks;
     size_t nspare_chunks;
     struct overlay_table spare_tables[2]; /* two batches are in flight */
-    size_t tables_hint;                   /* the largest table a transaction needed */
+    size_t index_hint, entries_hint;      /* the largest table a transaction needed */
     /* The record cache (view_set_record_cache): decoded committed values, a hash table of
      * entries on a list in recency order; updated by view_txn_write (the committer's thread),
      * read by transactions (the projector's). */
@@ -151,6 +153,7 @@ struct view_txn {
     view_txn *base; /* sealed, being committed: its writes are read through until dropped */
     struct overlay_table tab;
     size_t used;                /* entries in tab */
+    size_t indexed;             /* of them, in tab's index */
     struct arena_chunk *chunks; /* the one being filled first */
 };
 
@@ -825,13 +828,16 @@ static char *txn_alloc(view_txn *t, size_t n)
 }
 
 /* A table of cap slots with an empty index: a spare one when one is that size. */
-static int table_new(view *v, size_t cap, struct overlay_table *out)
+/* A new transaction's table, as large as the largest a transaction needed (as the next batch
+ * will likely need), a spare of that size when there is one. */
+static int table_new(view *v, struct overlay_table *out)
 {
     *out = (struct overlay_table){0};
     pthread_mutex_lock(&v->spare_mu);
-    if (cap > v->tables_hint) v->tables_hint = cap;
+    size_t cap = v->index_hint > 1024 ? v->index_hint : 1024;
+    size_t entries_cap = v->entries_hint > 512 ? v->entries_hint : 512;
     for (int i = 0; i < 2 && !out->cap; i++)
-        if (v->spare_tables[i].cap == cap) {
+        if (v->spare_tables[i].cap == cap && v->spare_tables[i].entries_cap == entries_cap) {
             *out = v->spare_tables[i];
             v->spare_tables[i] = (struct overlay_table){0};
         }
@@ -841,8 +847,9 @@ static int table_new(view *v, size_t cap, struct overlay_table *out)
         return 0;
     }
     out->index = calloc(cap, sizeof *out->index);
-    out->entries = malloc(cap / 2 * sizeof *out->entries);
+    out->entries = malloc(entries_cap * sizeof *out->entries);
     out->cap = cap;
+    out->entries_cap = entries_cap;
     if (out->index && out->entries) return 0;
     table_release(out);
     return REG_ENOMEM;
@@ -853,8 +860,9 @@ static void table_free(view *v, struct overlay_table *tab)
 {
     pthread_mutex_lock(&v->spare_mu);
     struct overlay_table *spare = v->spare_tables;
-    int i = !spare[0].cap ? 0 : !spare[1].cap ? 1 : spare[0].cap <= spare[1].cap ? 0 : 1;
-    if (spare[i].cap < tab->cap) {
+    size_t size0 = spare[0].cap + spare[0].entries_cap, size1 = spare[1].cap + spare[1].entries_cap;
+    int i = !spare[0].cap ? 0 : !spare[1].cap ? 1 : size0 <= size1 ? 0 : 1;
+    if (spare[i].cap + spare[i].entries_cap < tab->cap + tab->entries_cap) {
         struct overlay_table old = spare[i];
         spare[i] = *tab;
         *tab = old;
@@ -863,29 +871,38 @@ static void table_free(view *v, struct overlay_table *tab)
     table_release(tab);
 }
 
-/* Doubles t's table (a new transaction's: as large as the last batch's, as it will likely
- * need). Moves the entries: pointers to them are stale after it. */
-static int overlay_grow(view_txn *t)
+/* Doubles t's index, placing its entries again. */
+static int index_grow(view_txn *t)
 {
     size_t cap = t->tab.cap * 2;
-    if (!cap) {
-        pthread_mutex_lock(&t->v->spare_mu);
-        cap = t->v->tables_hint > 1024 ? t->v->tables_hint : 1024;
-        pthread_mutex_unlock(&t->v->spare_mu);
-    }
-    struct overlay_table old = t->tab;
-    if (table_new(t->v, cap, &t->tab)) {
-        t->tab = old;
-        return REG_ENOMEM;
-    }
-    if (t->used) memcpy(t->tab.entries, old.entries, t->used * sizeof *old.entries);
+    uint64_t *index = calloc(cap, sizeof *index);
+    if (!index) return REG_ENOMEM;
+    free(t->tab.index);
+    t->tab.index = index;
+    t->tab.cap = cap;
     for (size_t i = 0; i < t->used; i++) {
         const struct overlay_entry *e = &t->tab.entries[i];
         if (INDEX_FAMILIES & 1u << e->cf) continue; /* not in the index (overlay_set) */
         *overlay_slot(t, (view_cf)e->cf, e->data, e->klen, e->hash) =
             (uint64_t)e->hash << 32 | (i + 1);
     }
-    if (old.cap) table_free(t->v, &old);
+    pthread_mutex_lock(&t->v->spare_mu);
+    if (cap > t->v->index_hint) t->v->index_hint = cap;
+    pthread_mutex_unlock(&t->v->spare_mu);
+    return 0;
+}
+
+/* Doubles the room for t's entries. Moves them: pointers to them are stale after it. */
+static int entries_grow(view_txn *t)
+{
+    size_t cap = t->tab.entries_cap * 2;
+    struct overlay_entry *entries = realloc(t->tab.entries, cap * sizeof *entries);
+    if (!entries) return REG_ENOMEM;
+    t->tab.entries = entries;
+    t->tab.entries_cap = cap;
+    pthread_mutex_lock(&t->v->spare_mu);
+    if (cap > t->v->entries_hint) t->v->entries_hint = cap;
+    pthread_mutex_unlock(&t->v->spare_mu);
     return 0;
 }
 
@@ -901,11 +918,13 @@ static void entry_release(struct overlay_entry *e)
 static struct overlay_entry *overlay_set(view_txn *t, view_cf cf, const void *key, size_t klen,
                                          const void *val, size_t vlen, enum entry_state state)
 {
-    if ((t->used + 1) * 2 > t->tab.cap && overlay_grow(t)) return NULL;
     /* An index family's write is only appended: nothing reads it back, and the commit writes a
-     * key's writes in the order they were made, so the last one wins (entry_order). Finding
-     * its slot was most of putting an index entry, a cache miss. */
+     * key's writes in the order they were made, so the last one wins (view_batch.c). Finding
+     * its slot was most of putting an index entry, a cache miss; and an index sized for them too
+     * was three times the size, its slots missing the cache on nearly every other put. */
     bool indexed = !(INDEX_FAMILIES & 1u << cf);
+    if (indexed && (t->indexed + 1) * 2 > t->tab.cap && index_grow(t)) return NULL;
+    if (t->used == t->tab.entries_cap && entries_grow(t)) return NULL;
     uint32_t h = indexed ? overlay_hash(cf, key, klen) : 0;
     uint64_t *slot = indexed ? overlay_slot(t, cf, key, klen, h) : NULL;
     char *data = txn_alloc(t, klen + vlen + 1);
@@ -921,6 +940,7 @@ static struct overlay_entry *overlay_set(view_txn *t, view_cf cf, const void *ke
     } else {
         *slot = (uint64_t)h << 32 | (t->used + 1);
         e = &t->tab.entries[t->used++];
+        t->indexed++;
     }
     *e = (struct overlay_entry){.hash = h,
                                 .cf = (uint8_t)cf,
@@ -958,7 +978,7 @@ view_txn *view_txn_begin(view *v, view_txn *base)
     if (!t) return NULL;
     t->v = v;
     t->base = base;
-    if (overlay_grow(t)) {
+    if (table_new(v, &t->tab)) {
         free(t);
         return NULL;
     }
