@@ -16,6 +16,7 @@
 #include "jsonfast.h"
 #include "ids.h"
 #include "projector/apply.h"
+#include "projector/keys.h"
 #include "projector/notify.h"
 #include "schemas/codec.h"
 
@@ -400,6 +401,28 @@ static int prefetch_devices(view_txn *t, const command *cmds, const bool *decode
     return m ? view_txn_prefetch(t, VIEW_DEVICES, kp, klens, m) : 0;
 }
 
+/* The view keys a command will likely touch, hinted to the transaction (view_txn_expect) this
+ * many commands before it is decided: its outcome, its device's record, a registration's serial. */
+enum { EXPECT_AHEAD = 2 };
+static void expect_keys(view_txn *t, const command *cmd)
+{
+    view_txn_expect(t, VIEW_COMMANDS, cmd->id.b, 16);
+    if (!cmd->tenant_valid) return;
+    reg_uuid did;
+    if (!command_device(cmd, &did)) {
+        unsigned char key[32];
+        memcpy(key, cmd->tenant.b, 16);
+        memcpy(key + 16, did.b, 16);
+        view_txn_expect(t, VIEW_DEVICES, key, sizeof key);
+    }
+    if (cmd->nfields > REGISTER_SERIAL && !strcmp(cmd->kind, "RegisterDevice")) {
+        reg_key k;
+        key_add(key_add(key_reset(&k), cmd->tenant.b, 16), cmd->fields[REGISTER_SERIAL].str,
+                cmd->fields[REGISTER_SERIAL].len);
+        view_txn_expect(t, VIEW_SERIALS, k.b, k.len);
+    }
+}
+
 /* Decides n records into the batch, a window at a time: its commands decoded, the devices they
  * change read in one lookup, then decided. A window, not the whole batch: thousands of decoded
  * commands held at once pushed each other out of the caches (the deciding thread +15%). */
@@ -414,6 +437,8 @@ static int decide_records(projector *p, struct batch *bt, const elog_record *rec
             decoded[i] = decode_command(p, bt, &recs[at + i], &cmds[i]);
         err = prefetch_devices(bt->txn, cmds, decoded, w);
         for (int i = 0; i < w; i++) {
+            if (i + EXPECT_AHEAD < w && decoded[i + EXPECT_AHEAD])
+                expect_keys(bt->txn, &cmds[i + EXPECT_AHEAD]);
             if (!decoded[i]) continue;
             if (!err)
                 err = decide_one(p, bt, &cmds[i]);

@@ -972,6 +972,14 @@ static int entry_encode(view_txn *t, struct overlay_entry *e)
     return 0;
 }
 
+void view_txn_expect(const view_txn *t, view_cf cf, const void *key, size_t klen)
+{
+    if (INDEX_FAMILIES & 1u << cf) return; /* not in the index (overlay_set) */
+    uint32_t h = overlay_hash(cf, key, klen);
+    for (const view_txn *x = t; x; x = x->base)
+        __builtin_prefetch(&x->tab.index[h & (x->tab.cap - 1)]);
+}
+
 view_txn *view_txn_begin(view *v, view_txn *base)
 {
     view_txn *t = calloc(1, sizeof *t);

@@ -139,6 +139,10 @@ int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **v
  * REG_EINVAL for an index or chunked family. */
 int view_txn_prefetch(view_txn *t, view_cf cf, const void *const *keys, const size_t *klens,
                       size_t n);
+/* A hint that the key will soon be read or written through t: where t and its base would find
+ * it is fetched into the cache meanwhile. The overlay's index is a few hundred KiB a batch and
+ * each key's slot is a cache miss; asked a few commands ahead, the miss overlaps their work. */
+void view_txn_expect(const view_txn *t, view_cf cf, const void *key, size_t klen);
 void view_txn_put(view_txn *t, view_cf cf, const void *key, size_t klen, const void *val,
                   size_t vlen);
 void view_txn_delete(view_txn *t, view_cf cf, const void *key, size_t klen);
