@@ -56,6 +56,7 @@ struct options {
     unsigned max_mqtt_connections;
     unsigned view_cache_mb;
     long shadow_cache;
+    long serial_filter_mb;
     int batch_max;
     shadow_limits shadow;
     int no_fsync;
@@ -88,6 +89,8 @@ static void usage(FILE *f)
            "4000)\n"
            "  --shadow-cache N        shadows the projector keeps decoded between batches "
            "(default 65536; 0: none)\n"
+           "  --serial-filter-mb N    bound of the projector's filter of serial numbers, which\n"
+           "                          spares a registration's store lookup (default 64; 0: none)\n"
            "  --shadow-max-bytes N    desired + reported of a shadow after a merge (default 8192)\n"
            "  --shadow-max-depth N    levels of a shadow's desired or reported (default 6)\n"
            "  --shadow-max-client-token N  bytes of a shadow update's client token (default 64)\n"
@@ -131,6 +134,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"max-mqtt-connections", required_argument, NULL, 'C'},
         {"view-cache-mb", required_argument, NULL, 'V'},
         {"shadow-cache", required_argument, NULL, 'H'},
+        {"serial-filter-mb", required_argument, NULL, 'F'},
         {"batch-max", required_argument, NULL, 'X'},
         {"shadow-max-bytes", required_argument, NULL, 'B'},
         {"shadow-max-depth", required_argument, NULL, 'P'},
@@ -209,6 +213,10 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'H':
             if (number_option("--shadow-cache", optarg, 0, 10000000, &n)) return -1;
             o->shadow_cache = n ? (long)n : -1;
+            break;
+        case 'F':
+            if (number_option("--serial-filter-mb", optarg, 0, 1u << 20, &n)) return -1;
+            o->serial_filter_mb = n ? (long)n : -1;
             break;
         case 'B':
             if (number_option("--shadow-max-bytes", optarg, 64, 1u << 24, &n)) return -1;
@@ -534,7 +542,8 @@ int main(int argc, char **argv)
         projector_config pc = {
             .decide = {.region = o.region, .shadow_max_bytes = o.shadow.max_bytes},
             .batch_max = o.batch_max,
-            .shadow_cache = o.shadow_cache};
+            .shadow_cache = o.shadow_cache,
+            .serial_filter_mb = o.serial_filter_mb};
         if ((err = projector_start(v, commands, events, b, &pc, &proj))) {
             fprintf(stderr, "registry: cannot start the projector: %s\n", reg_strerror(err));
             goto out;

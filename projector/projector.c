@@ -651,6 +651,10 @@ int projector_start(view *v, elog *commands, elog *events, bus *b, const project
     if (!p->cfg.shadow_cache) p->cfg.shadow_cache = 65536;
     view_set_record_cache(v, 1u << VIEW_SHADOWS,
                           p->cfg.shadow_cache < 0 ? 0 : (size_t)p->cfg.shadow_cache);
+    if (!p->cfg.serial_filter_mb) p->cfg.serial_filter_mb = 64;
+    /* without one (out of memory, a view it may not have), serials are looked up in the store */
+    view_set_key_filter(v, VIEW_SERIALS,
+                        p->cfg.serial_filter_mb < 0 ? 0 : (size_t)p->cfg.serial_filter_mb << 20);
     int err = codec_registry_new(&p->codec);
     if (err) {
         free(p);
@@ -681,6 +685,7 @@ void projector_stop(projector *p)
     pthread_join(p->thread, NULL); /* it waited for its last batch's commit */
     committer_stop(p);
     view_set_record_cache(p->view, 0, 0);
+    view_set_key_filter(p->view, VIEW_SERIALS, 0);
     codec_registry_free(p->codec);
     json_decref(p->in_events_log);
     pthread_mutex_destroy(&p->stats_mu);

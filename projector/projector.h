@@ -29,6 +29,10 @@ typedef struct projector_config {
     int batch_max; /* commands per view commit (default 4000) */
     /* Shadows kept decoded between batches (view_set_record_cache; default 65536, -1 none) */
     long shadow_cache;
+    /* The bound of the serial numbers' key filter, in MiB (view_set_key_filter: a registration
+     * whose serial is new then costs no store lookup; default 64, room for ~53 M serial numbers,
+     * -1 none) */
+    long serial_filter_mb;
 } projector_config;
 
 typedef struct projector_stats {

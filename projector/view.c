@@ -15,6 +15,7 @@
 #include "err.h"
 #include "projector/keys.h"
 #include "projector/chunked.h"
+#include "projector/view_filter.h"
 #include "projector/view_batch.h"
 
 #include <errno.h>
@@ -102,6 +103,15 @@ struct view {
     struct rc_entry **rc_buckets;
     struct rc_entry *rc_newest, *rc_oldest;
     enum view_mode mode;
+    /* The filter of one family's keys (view_set_key_filter), or NULL. Its scan waits for the
+     * transactions begun before it was made (they may have put keys it was not given): each
+     * transaction keeps the filter's generation it began in, and txns_older counts the open
+     * ones of an earlier generation. Under spare_mu. */
+    view_filter *key_filter;
+    view_cf key_filter_cf;
+    unsigned filter_gen;
+    size_t txns_open, txns_older;
+    bool filter_scan_due;
 };
 
 /* A transaction: a hash table of its writes (the overlay), holding the last
@@ -154,6 +164,7 @@ struct view_txn {
     struct overlay_table tab;
     size_t used;                /* entries in tab */
     size_t indexed;             /* of them, in tab's index */
+    unsigned filter_gen;        /* the view's when t began */
     struct arena_chunk *chunks; /* the one being filled first */
 };
 
@@ -482,6 +493,7 @@ void view_close(view *v)
         }
         rocksdb_flushoptions_destroy(fo);
     }
+    view_filter_close(v->key_filter); /* its scan reads the store */
     if (v->db) {
         for (int i = 0; i < VIEW_CF_COUNT; i++)
             if (v->cf[i]) rocksdb_column_family_handle_destroy(v->cf[i]);
@@ -942,6 +954,8 @@ static struct overlay_entry *overlay_set(view_txn *t, view_cf cf, const void *ke
         e = &t->tab.entries[t->used++];
         t->indexed++;
     }
+    if (state == ENTRY_PUT && t->v->key_filter && cf == t->v->key_filter_cf)
+        view_filter_add(t->v->key_filter, key, klen);
     *e = (struct overlay_entry){.hash = h,
                                 .cf = (uint8_t)cf,
                                 .state = (uint8_t)state,
@@ -972,18 +986,39 @@ static int entry_encode(view_txn *t, struct overlay_entry *e)
     return 0;
 }
 
+/* A new key filter was made: the transactions open now are older than it, and its scan is due
+ * once they are done. */
+static void filter_made(view *v)
+{
+    pthread_mutex_lock(&v->spare_mu);
+    v->filter_gen++;
+    v->txns_older = v->txns_open;
+    v->filter_scan_due = true;
+    pthread_mutex_unlock(&v->spare_mu);
+}
+
 void view_txn_expect(const view_txn *t, view_cf cf, const void *key, size_t klen)
 {
     if (INDEX_FAMILIES & 1u << cf) return; /* not in the index (overlay_set) */
     uint32_t h = overlay_hash(cf, key, klen);
     for (const view_txn *x = t; x; x = x->base)
         __builtin_prefetch(&x->tab.index[h & (x->tab.cap - 1)]);
+    if (t->v->key_filter && cf == t->v->key_filter_cf)
+        view_filter_prefetch(t->v->key_filter, key, klen);
 }
 
 view_txn *view_txn_begin(view *v, view_txn *base)
 {
     view_txn *t = calloc(1, sizeof *t);
     if (!t) return NULL;
+    if (v->key_filter && view_filter_maintain(v->key_filter)) filter_made(v);
+    pthread_mutex_lock(&v->spare_mu);
+    bool scan = v->filter_scan_due && !v->txns_older;
+    if (scan) v->filter_scan_due = false;
+    t->filter_gen = v->filter_gen;
+    v->txns_open++;
+    pthread_mutex_unlock(&v->spare_mu);
+    if (scan && v->key_filter) view_filter_scan(v->key_filter);
     t->v = v;
     t->base = base;
     if (table_new(v, &t->tab)) {
@@ -1034,6 +1069,9 @@ int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **v
         }
     }
     if (!from_base && (!e || e->state == ENTRY_READ)) {
+        if (!e && t->v->key_filter && cf == t->v->key_filter_cf &&
+            view_filter_absent(t->v->key_filter, key, klen))
+            return REG_ENOTFOUND;
         size_t n = 0;
         int err = view_get(t->v, cf, key, klen, val, &n);
         if (!err) cache_committed(t, cf, key, klen, *val, n);
@@ -1160,6 +1198,33 @@ static void rc_set(view *v, view_cf cf, const void *key, size_t klen, uint32_t h
         struct rc_entry *old = v->rc_oldest;
         rc_remove(v, rc_slot(v, (view_cf)old->cf, old->key, old->klen, old->hash));
     }
+}
+
+int view_set_key_filter(view *v, view_cf cf, size_t max_bytes)
+{
+    if (v->mode == VIEW_SECONDARY || (INDEX_FAMILIES & 1u << cf) || chunk_suffix[cf])
+        return REG_EINVAL;
+    view_filter_close(v->key_filter);
+    v->key_filter = NULL;
+    v->key_filter_cf = cf;
+    pthread_mutex_lock(&v->spare_mu);
+    v->filter_scan_due = false;
+    pthread_mutex_unlock(&v->spare_mu);
+    if (!max_bytes) return 0;
+    v->key_filter = view_filter_open(v->db, v->cf[cf], max_bytes);
+    if (!v->key_filter) return REG_ENOMEM;
+    filter_made(v);
+    pthread_mutex_lock(&v->spare_mu);
+    bool scan = !v->txns_older;
+    if (scan) v->filter_scan_due = false;
+    pthread_mutex_unlock(&v->spare_mu);
+    if (scan) view_filter_scan(v->key_filter);
+    return 0;
+}
+
+bool view_key_filter_ready(const view *v)
+{
+    return v->key_filter && view_filter_ready(v->key_filter);
 }
 
 void view_set_record_cache(view *v, unsigned cf_mask, size_t max_entries)
@@ -1289,6 +1354,8 @@ static void txn_free(view_txn *t)
     view *v = t->v;
     struct arena_chunk *unkept = NULL;
     pthread_mutex_lock(&v->spare_mu);
+    v->txns_open--;
+    if (t->filter_gen != v->filter_gen) v->txns_older--;
     for (struct arena_chunk *c = t->chunks, *next; c; c = next) {
         next = c->next;
         if (c->size == ARENA_CHUNK && v->nspare_chunks < SPARE_CHUNKS_MAX) {

@@ -123,6 +123,15 @@ int view_last_key(view *v, view_cf cf, void *key, size_t cap, size_t *len);
 int view_iter_next(view_iter *it, const char **key, size_t *klen, const char **val, size_t *vlen);
 void view_iter_free(view_iter *it);
 
+/* Keeps a filter of cf's keys (view_filter.h) of at most max_bytes (0: none), which the view's
+ * transactions consult before they look a key up: for a family whose lookups nearly all miss
+ * (the serial numbers). Replaces an earlier filter; a primary's only, of a family neither
+ * indexed nor chunked (else REG_EINVAL). The transactions must then be used by one thread at a
+ * time. 0 or REG_ENOMEM. */
+int view_set_key_filter(view *v, view_cf cf, size_t max_bytes);
+/* Whether the filter answers yet (its first scan of the family is done). */
+bool view_key_filter_ready(const view *v);
+
 /* A transaction of the projector: reads see committed state plus the txn's own writes, and,
  * given a base, the base's writes: base is an earlier transaction, sealed, whose write is under
  * way on another thread (the projector decides its next batch meanwhile). The base must not be
