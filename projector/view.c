@@ -1011,6 +1011,14 @@ view_txn *view_txn_begin(view *v, view_txn *base)
 {
     view_txn *t = calloc(1, sizeof *t);
     if (!t) return NULL;
+    t->v = v;
+    t->base = base;
+    if (table_new(v, &t->tab)) {
+        free(t);
+        return NULL;
+    }
+    /* The key filter: made again when full, and its scan started once no older transaction is
+     * open (view_filter.h). */
     if (v->key_filter && view_filter_maintain(v->key_filter)) filter_made(v);
     pthread_mutex_lock(&v->spare_mu);
     bool scan = v->filter_scan_due && !v->txns_older;
@@ -1019,12 +1027,6 @@ view_txn *view_txn_begin(view *v, view_txn *base)
     v->txns_open++;
     pthread_mutex_unlock(&v->spare_mu);
     if (scan && v->key_filter) view_filter_scan(v->key_filter);
-    t->v = v;
-    t->base = base;
-    if (table_new(v, &t->tab)) {
-        free(t);
-        return NULL;
-    }
     return t;
 }
 
