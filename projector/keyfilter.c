@@ -6,6 +6,7 @@
  * keys never added.
  */
 #include "projector/keyfilter.h"
+#include "projector/keys.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -24,21 +25,11 @@ struct keyfilter {
     _Atomic size_t count;
 };
 
-/* A 64-bit hash of the key: its 8-byte words multiplied in, then murmur3's finalizer, whose
- * every output bit depends on every input bit (the block and the probes take different bits). */
-static uint64_t key_hash(const void *key, size_t klen)
+/* The key's hash (keys.h) finished with murmur3's finalizer, whose every output bit depends on
+ * every input bit: the block and the probes take different bits. */
+static uint64_t filter_hash(const void *key, size_t klen)
 {
-    const uint64_t m = 0x9e3779b97f4a7c15ull;
-    const unsigned char *p = key;
-    uint64_t h = (uint64_t)klen * m, w;
-    for (; klen >= 8; p += 8, klen -= 8) {
-        memcpy(&w, p, 8);
-        h = (h ^ w) * m;
-        h ^= h >> 32;
-    }
-    w = 0;
-    memcpy(&w, p, klen);
-    h ^= w;
+    uint64_t h = key_bytes_hash(klen, key, klen);
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
@@ -77,7 +68,7 @@ static struct block *block_of(const keyfilter *f, uint64_t h)
 
 void keyfilter_add(keyfilter *f, const void *key, size_t klen)
 {
-    uint64_t h = key_hash(key, klen);
+    uint64_t h = filter_hash(key, klen);
     struct block *b = block_of(f, h);
     uint32_t x = (uint32_t)h, step = (uint32_t)(h >> 32) * 0x9e3779b1u | 1;
     for (int i = 0; i < PROBES; i++, x += step)
@@ -88,7 +79,7 @@ void keyfilter_add(keyfilter *f, const void *key, size_t klen)
 
 bool keyfilter_may_contain(const keyfilter *f, const void *key, size_t klen)
 {
-    uint64_t h = key_hash(key, klen);
+    uint64_t h = filter_hash(key, klen);
     const struct block *b = block_of(f, h);
     uint32_t x = (uint32_t)h, step = (uint32_t)(h >> 32) * 0x9e3779b1u | 1;
     for (int i = 0; i < PROBES; i++, x += step) {
@@ -100,7 +91,7 @@ bool keyfilter_may_contain(const keyfilter *f, const void *key, size_t klen)
 
 void keyfilter_prefetch(const keyfilter *f, const void *key, size_t klen)
 {
-    __builtin_prefetch(block_of(f, key_hash(key, klen)));
+    __builtin_prefetch(block_of(f, filter_hash(key, klen)));
 }
 
 size_t keyfilter_count(const keyfilter *f)

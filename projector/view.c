@@ -772,21 +772,10 @@ void view_iter_free(view_iter *vi)
     free(vi);
 }
 
-/* A multiply-and-shift mix of the key 8 bytes at a time (a batch hashes ~10 keys per command,
- * most of them 32 to 60 bytes: byte-at-a-time FNV showed in profiles). */
+/* The key's hash (keys.h) folded to 32 bits, the family mixed in. */
 static uint32_t overlay_hash(view_cf cf, const void *key, size_t klen)
 {
-    const uint64_t m = 0x9e3779b97f4a7c15ull;
-    uint64_t h = ((uint64_t)cf << 32 | klen) * m, w;
-    const unsigned char *p = key;
-    for (; klen >= 8; p += 8, klen -= 8) {
-        memcpy(&w, p, 8);
-        h = (h ^ w) * m;
-        h ^= h >> 29;
-    }
-    w = 0;
-    memcpy(&w, p, klen);
-    h = (h ^ w) * m;
+    uint64_t h = key_bytes_hash((uint64_t)cf << 32 | klen, key, klen);
     return (uint32_t)(h ^ h >> 32);
 }
 
