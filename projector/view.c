@@ -828,7 +828,6 @@ static char *txn_alloc(view_txn *t, size_t n)
     return p;
 }
 
-/* A table of cap slots with an empty index: a spare one when one is that size. */
 /* A new transaction's table, as large as the largest a transaction needed (as the next batch
  * will likely need), a spare of that size when there is one. */
 static int table_new(view *v, struct overlay_table *out)
