@@ -157,7 +157,8 @@ struct batch {
     uint64_t accepted, rejected, duplicates, malformed, events;
     int64_t next_offset; /* the commands log offset after the batch's last record */
     int ncommands;
-    uint64_t decide_cpu_ns; /* the projector thread's CPU time when the batch was handed over */
+    uint64_t decide_cpu_ns;   /* the projector thread's CPU time when the batch was handed over */
+    bool serial_filter_ready; /* view_key_filter_ready then (asked on the projector's thread) */
 };
 
 /* Notes what an event changes for device authentication, for the "auth" notice published after
@@ -473,6 +474,7 @@ static int commit_batch(projector *p, struct batch *bt)
     p->stats.next_offset = bt->next_offset;
     p->stats.commit_cpu_ns = clock_thread_cpu_ns();
     p->stats.decide_cpu_ns = bt->decide_cpu_ns;
+    p->stats.serial_filter_ready = bt->serial_filter_ready;
     pthread_mutex_unlock(&p->stats_mu);
     return 0;
 }
@@ -609,6 +611,7 @@ static void *projector_main(void *arg)
             if (!err) err = view_txn_seal(bt->txn);
             if (!err) {
                 bt->decide_cpu_ns = clock_thread_cpu_ns();
+                bt->serial_filter_ready = view_key_filter_ready(p->view);
                 commit_start(p, bt, done);
                 inflight = bt;
                 bt = done = NULL;

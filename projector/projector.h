@@ -48,6 +48,9 @@ typedef struct projector_stats {
     /* CPU time of the projector's thread (deciding) and of its committer thread (writing the
      * view), as of their last batch */
     uint64_t decide_cpu_ns, commit_cpu_ns;
+    /* Whether the view's filter of serial numbers answers (view_key_filter_ready): not while
+     * its scan runs, nor once outgrown (--serial-filter-mb), when registrations are slower */
+    bool serial_filter_ready;
 } projector_stats;
 
 /* Starts the projector thread. Borrows everything it is given; they must outlive

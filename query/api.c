@@ -125,11 +125,14 @@ static void projector_gauges(void *arg, metrics_out *out)
                    "# TYPE registry_projector_events_total counter\n"
                    "registry_projector_events_total %llu\n"
                    "# TYPE registry_projector_lag gauge\n"
-                   "registry_projector_lag %lld\n",
+                   "registry_projector_lag %lld\n"
+                   "# TYPE registry_projector_serial_filter_ready gauge\n"
+                   "registry_projector_serial_filter_ready %d\n",
                    (unsigned long long)st.accepted, (unsigned long long)st.rejected,
                    (unsigned long long)st.duplicates, (unsigned long long)st.malformed,
                    (unsigned long long)st.events,
-                   (long long)(end >= st.next_offset ? end - st.next_offset : 0));
+                   (long long)(end >= st.next_offset ? end - st.next_offset : 0),
+                   st.serial_filter_ready ? 1 : 0);
 }
 
 /* Ready when the projector (if it runs here) has decided everything the log held when it last

@@ -97,6 +97,6 @@ req PATCH "$API/devices/$D1" "$T1" '{"status":"active"}'; expect 409
 req PUT "$API/devices/$D1/metadata/x" "$T1" '{"value":"y"}'; expect 409
 
 CONTEXT="metrics"; req GET "$API/metrics" ""
-[ "$STATUS" = 200 ] && grep -q 'registry_http_requests_total{route="/devices",status="201"}' "$WORK/body" && grep -q registry_projector_lag "$WORK/body" && grep -q registry_log_appends_total "$WORK/body" && grep -q 'registry_http_request_duration_seconds_bucket{route="/devices/{id}"' "$WORK/body" && pass || fail "metrics: $BODY"
+[ "$STATUS" = 200 ] && grep -q 'registry_http_requests_total{route="/devices",status="201"}' "$WORK/body" && grep -q registry_projector_lag "$WORK/body" && grep -q "registry_projector_serial_filter_ready 1" "$WORK/body" && grep -q registry_log_appends_total "$WORK/body" && grep -q 'registry_http_request_duration_seconds_bucket{route="/devices/{id}"' "$WORK/body" && pass || fail "metrics: $BODY"
 stop_role API
 finish
