@@ -9,17 +9,20 @@ req POST "$API/tenants" "$ADMIN" '{"name":"crash"}'; expect 201
 TOKEN=$(field "b['token']")
 
 # writer N: registers devices and updates their metadata, logging every answered write as
-# "device_id version" to $WORK/answered.N (parsed with bash: a python per write is too slow).
+# "device_id version" to $WORK/answered.N (parsed with bash: a python per write is too slow), and
+# the serial number of its last answered registration to $WORK/serial.N.
 answered() {
   local re='"device_id":"([0-9a-f-]{36})".*"version":([0-9]+)'
   [[ $1 =~ $re ]] && echo "${BASH_REMATCH[1]} ${BASH_REMATCH[2]}"
 }
 writer() {
-  local n=$1 url=$2 i out id
+  local n=$1 url=$2 i out id serial
   for i in $(seq 1 100000); do
+    serial="w$n-$i-$RANDOM$RANDOM"
     out=$(curl -s --max-time 5 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-      --data "{\"serial_number\":\"w$n-$i-$RANDOM$RANDOM\",\"device_type\":\"meter\"}" "$url/devices") || return 0
+      --data "{\"serial_number\":\"$serial\",\"device_type\":\"meter\"}" "$url/devices") || return 0
     answered "$out" >> "$WORK/answered.$n" || continue
+    echo "$serial" > "$WORK/serial.$n"
     id=$(tail -n1 "$WORK/answered.$n" | cut -d' ' -f1)
     out=$(curl -s --max-time 5 -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
       --data "{\"value\":\"$i\"}" "$url/devices/$id/metadata/n") || return 0
@@ -47,6 +50,11 @@ for round in 1 2 3; do
     req GET "$API/devices/$id" "$TOKEN"
     [ "$STATUS" = 200 ] && [ "$(field "b['version']")" -ge "$ver" ] && pass ||
       fail "round $round: writer $n's last answered write ($id v$ver) not read back at once"
+    # Its last serial number is taken: the serials' filter (scanned at the start, then given
+    # what is decided again) must not call it new.
+    serial=$(cat "$WORK/serial.$n")
+    req POST "$API/devices" "$TOKEN" "{\"serial_number\":\"$serial\",\"device_type\":\"meter\"}"
+    expect 409
   done
 done
 
