@@ -230,7 +230,7 @@ static int apply_device_registered(view_txn *t, const reg_uuid *tid, const reg_u
               (attr){f[REGISTERED_FIRMWARE].str, f[REGISTERED_FIRMWARE].len}, NULL, ak, has);
     attr_index_put(t, ak, has);
 
-    key_add(key_add(key_reset(&k), tid->b, 16), f[REGISTERED_SERIAL].str, f[REGISTERED_SERIAL].len);
+    key_tenant_str(&k, tid->b, f[REGISTERED_SERIAL].str, f[REGISTERED_SERIAL].len);
     view_txn_put(t, VIEW_SERIALS, k.b, k.len, did->b, 16);
     return 0;
 }

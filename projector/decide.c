@@ -240,7 +240,7 @@ static int decide_register_device(view_txn *t, const command *cmd, const decide_
         return 0;
     }
     reg_key k;
-    key_add(key_add(key_reset(&k), tid.b, 16), f[REGISTER_SERIAL].str, f[REGISTER_SERIAL].len);
+    key_tenant_str(&k, tid.b, f[REGISTER_SERIAL].str, f[REGISTER_SERIAL].len);
     char *existing = NULL;
     int err = view_txn_get(t, VIEW_SERIALS, k.b, k.len, &existing, NULL);
     if (err == 0) {

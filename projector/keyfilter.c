@@ -66,14 +66,21 @@ static struct block *block_of(const keyfilter *f, uint64_t h)
     return &f->blocks[(size_t)(((h >> 32) * (uint64_t)f->nblocks) >> 32)];
 }
 
+/* The bit of probe i in a block: double hashing, from the low half and the high half remixed
+ * (odd, so that the probes of a key differ). */
+static uint32_t probe_bit(uint64_t h, int i)
+{
+    return ((uint32_t)h + (uint32_t)i * ((uint32_t)(h >> 32) * 0x9e3779b1u | 1)) % BLOCK_BITS;
+}
+
 void keyfilter_add(keyfilter *f, const void *key, size_t klen)
 {
     uint64_t h = filter_hash(key, klen);
     struct block *b = block_of(f, h);
-    uint32_t x = (uint32_t)h, step = (uint32_t)(h >> 32) * 0x9e3779b1u | 1;
-    for (int i = 0; i < PROBES; i++, x += step)
-        atomic_fetch_or_explicit(&b->w[(x >> 6) % BLOCK_WORDS], 1ull << (x & 63),
-                                 memory_order_relaxed);
+    for (int i = 0; i < PROBES; i++) {
+        uint32_t x = probe_bit(h, i);
+        atomic_fetch_or_explicit(&b->w[x / 64], 1ull << (x % 64), memory_order_relaxed);
+    }
     atomic_fetch_add_explicit(&f->count, 1, memory_order_relaxed);
 }
 
@@ -81,10 +88,10 @@ bool keyfilter_may_contain(const keyfilter *f, const void *key, size_t klen)
 {
     uint64_t h = filter_hash(key, klen);
     const struct block *b = block_of(f, h);
-    uint32_t x = (uint32_t)h, step = (uint32_t)(h >> 32) * 0x9e3779b1u | 1;
-    for (int i = 0; i < PROBES; i++, x += step) {
-        uint64_t w = atomic_load_explicit(&b->w[(x >> 6) % BLOCK_WORDS], memory_order_relaxed);
-        if (!(w & 1ull << (x & 63))) return false;
+    for (int i = 0; i < PROBES; i++) {
+        uint32_t x = probe_bit(h, i);
+        if (!(atomic_load_explicit(&b->w[x / 64], memory_order_relaxed) & 1ull << (x % 64)))
+            return false;
     }
     return true;
 }

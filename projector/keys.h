@@ -54,6 +54,12 @@ static inline reg_key *key_byte(reg_key *k, unsigned char c)
 }
 
 /* n bytes of a string followed by the 0 that separates it from what comes next. */
+/* T s: a tenant's key for a string of n bytes (the serial numbers'). */
+static inline reg_key *key_tenant_str(reg_key *k, const uint8_t t[16], const char *s, size_t n)
+{
+    return key_add(key_add(key_reset(k), t, 16), s, n);
+}
+
 static inline reg_key *key_strn0(reg_key *k, const char *s, size_t n)
 {
     return key_byte(key_add(k, s, n), 0);

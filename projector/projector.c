@@ -418,8 +418,8 @@ static void expect_keys(view_txn *t, const command *cmd)
     }
     if (cmd->nfields > REGISTER_SERIAL && !strcmp(cmd->kind, "RegisterDevice")) {
         reg_key k;
-        key_add(key_add(key_reset(&k), cmd->tenant.b, 16), cmd->fields[REGISTER_SERIAL].str,
-                cmd->fields[REGISTER_SERIAL].len);
+        key_tenant_str(&k, cmd->tenant.b, cmd->fields[REGISTER_SERIAL].str,
+                       cmd->fields[REGISTER_SERIAL].len);
         view_txn_expect(t, VIEW_SERIALS, k.b, k.len);
     }
 }

@@ -111,7 +111,6 @@ struct view {
     view_cf key_filter_cf;
     unsigned filter_gen;
     size_t txns_open, txns_older;
-    bool filter_scan_due;
 };
 
 /* A transaction: a hash table of its writes (the overlay), holding the last
@@ -913,6 +912,12 @@ static void entry_release(struct overlay_entry *e)
     e->codec = NULL;
 }
 
+/* The view's key filter when it is cf's, else NULL. */
+static view_filter *filter_of(const view *v, view_cf cf)
+{
+    return v->key_filter && cf == v->key_filter_cf ? v->key_filter : NULL;
+}
+
 /* The entry for the key, set to `state` with the value's bytes (val/vlen) or none; NULL when out
  * of memory. */
 static struct overlay_entry *overlay_set(view_txn *t, view_cf cf, const void *key, size_t klen,
@@ -942,8 +947,8 @@ static struct overlay_entry *overlay_set(view_txn *t, view_cf cf, const void *ke
         e = &t->tab.entries[t->used++];
         t->indexed++;
     }
-    if (state == ENTRY_PUT && t->v->key_filter && cf == t->v->key_filter_cf)
-        view_filter_add(t->v->key_filter, key, klen);
+    view_filter *filter = filter_of(t->v, cf);
+    if (state == ENTRY_PUT && filter) view_filter_add(filter, key, klen);
     *e = (struct overlay_entry){.hash = h,
                                 .cf = (uint8_t)cf,
                                 .state = (uint8_t)state,
@@ -974,15 +979,23 @@ static int entry_encode(view_txn *t, struct overlay_entry *e)
     return 0;
 }
 
-/* A new key filter was made: the transactions open now are older than it, and its scan is due
- * once they are done. */
+/* A new key filter was made: the transactions open now are older than it. */
 static void filter_made(view *v)
 {
     pthread_mutex_lock(&v->spare_mu);
     v->filter_gen++;
     v->txns_older = v->txns_open;
-    v->filter_scan_due = true;
     pthread_mutex_unlock(&v->spare_mu);
+}
+
+/* Starts the key filter's scan once no transaction older than it is open (view_filter.h); a
+ * no-op for a scan started already. */
+static void filter_scan_when_due(view *v)
+{
+    pthread_mutex_lock(&v->spare_mu);
+    bool older = v->txns_older != 0;
+    pthread_mutex_unlock(&v->spare_mu);
+    if (!older && v->key_filter) view_filter_scan(v->key_filter);
 }
 
 void view_txn_expect(const view_txn *t, view_cf cf, const void *key, size_t klen)
@@ -991,8 +1004,8 @@ void view_txn_expect(const view_txn *t, view_cf cf, const void *key, size_t klen
     uint32_t h = overlay_hash(cf, key, klen);
     for (const view_txn *x = t; x; x = x->base)
         __builtin_prefetch(&x->tab.index[h & (x->tab.cap - 1)]);
-    if (t->v->key_filter && cf == t->v->key_filter_cf)
-        view_filter_prefetch(t->v->key_filter, key, klen);
+    const view_filter *filter = filter_of(t->v, cf);
+    if (filter) view_filter_prefetch(filter, key, klen);
 }
 
 view_txn *view_txn_begin(view *v, view_txn *base)
@@ -1006,15 +1019,13 @@ view_txn *view_txn_begin(view *v, view_txn *base)
         return NULL;
     }
     /* The key filter: made again when full, and its scan started once no older transaction is
-     * open (view_filter.h). */
+     * open. */
     if (v->key_filter && view_filter_maintain(v->key_filter)) filter_made(v);
+    filter_scan_when_due(v);
     pthread_mutex_lock(&v->spare_mu);
-    bool scan = v->filter_scan_due && !v->txns_older;
-    if (scan) v->filter_scan_due = false;
     t->filter_gen = v->filter_gen;
     v->txns_open++;
     pthread_mutex_unlock(&v->spare_mu);
-    if (scan && v->key_filter) view_filter_scan(v->key_filter);
     return t;
 }
 
@@ -1059,9 +1070,8 @@ int view_txn_get(view_txn *t, view_cf cf, const void *key, size_t klen, char **v
         }
     }
     if (!from_base && (!e || e->state == ENTRY_READ)) {
-        if (!e && t->v->key_filter && cf == t->v->key_filter_cf &&
-            view_filter_absent(t->v->key_filter, key, klen))
-            return REG_ENOTFOUND;
+        const view_filter *filter = filter_of(t->v, cf);
+        if (!e && filter && view_filter_absent(filter, key, klen)) return REG_ENOTFOUND;
         size_t n = 0;
         int err = view_get(t->v, cf, key, klen, val, &n);
         if (!err) cache_committed(t, cf, key, klen, *val, n);
@@ -1197,18 +1207,11 @@ int view_set_key_filter(view *v, view_cf cf, size_t max_bytes)
     view_filter_close(v->key_filter);
     v->key_filter = NULL;
     v->key_filter_cf = cf;
-    pthread_mutex_lock(&v->spare_mu);
-    v->filter_scan_due = false;
-    pthread_mutex_unlock(&v->spare_mu);
     if (!max_bytes) return 0;
     v->key_filter = view_filter_open(v->db, v->cf[cf], max_bytes);
     if (!v->key_filter) return REG_ENOMEM;
     filter_made(v);
-    pthread_mutex_lock(&v->spare_mu);
-    bool scan = !v->txns_older;
-    if (scan) v->filter_scan_due = false;
-    pthread_mutex_unlock(&v->spare_mu);
-    if (scan) view_filter_scan(v->key_filter);
+    filter_scan_when_due(v);
     return 0;
 }
 

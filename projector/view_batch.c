@@ -249,8 +249,7 @@ static void sort_range(struct sort_item *a, struct sort_item *tmp, size_t n, siz
         for (size_t i = 0; i < n; i++) {
             /* Each key is a cache miss (a batch's keys lie far apart, among their values): asked
              * for ahead, the misses overlap. */
-            if (i + KEY_PREFETCH_AHEAD < n)
-                __builtin_prefetch(a[i + KEY_PREFETCH_AHEAD].key + off);
+            if (i + KEY_PREFETCH_AHEAD < n) __builtin_prefetch(a[i + KEY_PREFETCH_AHEAD].key + off);
             uint64_t w = key_word(&a[i], off);
             a[i].word = w;
             lo = w < lo ? w : lo;

@@ -111,10 +111,14 @@ void view_filter_close(view_filter *vf)
     free(vf);
 }
 
+bool view_filter_ready(const view_filter *vf)
+{
+    return vf->f && atomic_load_explicit(&vf->ready, memory_order_acquire);
+}
+
 bool view_filter_absent(const view_filter *vf, const void *key, size_t klen)
 {
-    return vf->f && atomic_load_explicit(&vf->ready, memory_order_acquire) &&
-           !keyfilter_may_contain(vf->f, key, klen);
+    return view_filter_ready(vf) && !keyfilter_may_contain(vf->f, key, klen);
 }
 
 void view_filter_add(view_filter *vf, const void *key, size_t klen)
@@ -134,9 +138,4 @@ bool view_filter_maintain(view_filter *vf)
     scan_stop(vf);
     filter_new(vf, keys);
     return vf->f != NULL;
-}
-
-bool view_filter_ready(const view_filter *vf)
-{
-    return vf->f && atomic_load_explicit(&vf->ready, memory_order_acquire);
 }

@@ -27,7 +27,8 @@ typedef struct view_filter view_filter;
  * (view_filter_close), and starts its scan (view_filter_scan) once every key put before it was
  * made is committed or abandoned: the scan must see them. */
 view_filter *view_filter_open(rocksdb_t *db, rocksdb_column_family_handle_t *cf, size_t max_bytes);
-/* Starts the scan of the family's keys; the filter answers once it is done. */
+/* Starts the scan of the family's keys; the filter answers once it is done. A no-op once
+ * started, and for a filter outgrown. */
 void view_filter_scan(view_filter *vf);
 /* Stops the scan and frees the filter. */
 void view_filter_close(view_filter *vf);
